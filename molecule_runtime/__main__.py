@@ -1,0 +1,3 @@
+from molecule_runtime.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""Adapter resolution: `ADAPTER_MODULE` first, then a built-in named by `RUNTIME`."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from molecule_runtime.adapters.base import BaseAdapter
+
+ENTRY_POINT_GROUP = "molecule_runtime.adapters"
+
+
+class AdapterResolutionError(RuntimeError):
+    """No adapter could be loaded; the message names everything that was tried."""
+
+
+def builtin_adapters() -> dict[str, str]:
+    """Built-in adapter names mapped to their `module:attr` targets."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _import_module(name: str):  # noqa: ANN202 - returns a module
+    """Import `name`; a module file in the working directory is found too.
+
+    A template repo copies `adapter.py` next to where the runtime starts and
+    sets `ADAPTER_MODULE=adapter`. Console scripts do not put the working
+    directory on `sys.path`, so such a file is loaded by location instead.
+    """
+    if name.endswith(".py"):
+        return _load_file(Path(name))
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name.split(".")[0] or "." in name:
+            raise
+        candidate = Path.cwd() / f"{name}.py"
+        if candidate.is_file():
+            return _load_file(candidate, module_name=name)
+        raise
+
+
+def _load_file(path: Path, module_name: str | None = None):  # noqa: ANN202
+    path = path.resolve()
+    if not path.is_file():
+        raise ModuleNotFoundError(f"no adapter file at {path}")
+    name = module_name or path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def _check_class(obj: object, where: str) -> type[BaseAdapter]:
+    if not (isinstance(obj, type) and issubclass(obj, BaseAdapter)):
+        raise AdapterResolutionError(
+            f"{where} is {obj!r}, which is not a subclass of "
+            "molecule_runtime.adapters.BaseAdapter"
+        )
+    return obj
+
+
+def resolve_adapter_class(adapter_module: str | None, runtime: str) -> type[BaseAdapter]:
+    """Find the adapter class; raise `AdapterResolutionError` naming what was tried.
+
+    An adapter module that exists but fails while importing propagates its own
+    exception (with its traceback): that is the adapter author's bug to see.
+    """
+    if adapter_module:
+        try:
+            module = _import_module(adapter_module)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or adapter_module
+            if missing.split(".")[0] != adapter_module.split(".")[0] and not adapter_module.endswith(".py"):
+                raise  # the adapter itself imports something that is missing
+            raise AdapterResolutionError(
+                f"ADAPTER_MODULE={adapter_module!r}: no such module (looked on the Python "
+                f"path and for {adapter_module}.py in {Path.cwd()}); "
+                f"built-in adapters (RUNTIME): {', '.join(sorted(builtin_adapters())) or 'none installed'}"
+            ) from exc
+        if not hasattr(module, "Adapter"):
+            raise AdapterResolutionError(
+                f"ADAPTER_MODULE={adapter_module!r} ({getattr(module, '__file__', '?')}) "
+                "imports but defines no class named `Adapter`"
+            )
+        return _check_class(module.Adapter, f"{adapter_module}.Adapter")
+
+    available = builtin_adapters()
+    target = available.get(runtime)
+    if target is None:
+        names = ", ".join(sorted(available)) or "none (is molecule-runtime installed with pip?)"
+        raise AdapterResolutionError(
+            f"RUNTIME={runtime!r} is not a built-in adapter and ADAPTER_MODULE is not set; "
+            f"available built-ins: {names}"
+        )
+    ep = next(ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == runtime)
+    return _check_class(ep.load(), f"built-in adapter {runtime!r} ({target})")

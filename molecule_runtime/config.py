@@ -1,0 +1,139 @@
+"""Runtime settings, read from the environment (and CLI flags) with pydantic-settings."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every setting of the runtime; the README's settings table mirrors this class."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, populate_by_name=True, extra="ignore"
+    )
+
+    # Adapter
+    adapter_module: str | None = Field(None, validation_alias=_env("ADAPTER_MODULE"))
+    runtime: str = Field("echo", validation_alias=_env("RUNTIME"))
+    model: str = Field("", validation_alias=_env("MODEL"))
+    system_prompt: str = Field("", validation_alias=_env("SYSTEM_PROMPT"))
+    adapter_options: dict[str, Any] = Field(
+        default_factory=dict, validation_alias=_env("ADAPTER_OPTIONS")
+    )
+
+    # Server
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: int = Field(8000, validation_alias=_env("PORT"), ge=0, le=65535)
+    public_url: str | None = Field(None, validation_alias=_env("PUBLIC_URL"))
+    agent_name: str | None = Field(None, validation_alias=_env("AGENT_NAME"))
+    agent_description: str | None = Field(None, validation_alias=_env("AGENT_DESCRIPTION"))
+    auth_token: SecretStr | None = Field(None, validation_alias=_env("MOLECULE_AUTH_TOKEN"))
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    shutdown_grace: float = Field(10.0, validation_alias=_env("MOLECULE_SHUTDOWN_GRACE"), ge=0)
+
+    # State
+    data_dir: Path = Field(Path("./.molecule"), validation_alias=_env("MOLECULE_DATA_DIR"))
+    workspace_id: str = Field("workspace-default", validation_alias=_env("WORKSPACE_ID"))
+    task_store_url: str | None = Field(None, validation_alias=_env("TASK_STORE_URL"))
+    instance_id: str | None = Field(None, validation_alias=_env("MOLECULE_INSTANCE_ID"))
+
+    # Durable mode
+    temporal_host: str | None = Field(None, validation_alias=_env("TEMPORAL_HOST"))
+    temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    temporal_task_queue: str = Field(
+        "molecule-agent-tasks", validation_alias=_env("TEMPORAL_TASK_QUEUE")
+    )
+    temporal_heartbeat_timeout: float = Field(
+        30.0, validation_alias=_env("TEMPORAL_HEARTBEAT_TIMEOUT"), gt=0
+    )
+    temporal_activity_timeout: float = Field(
+        600.0, validation_alias=_env("TEMPORAL_ACTIVITY_TIMEOUT"), gt=0
+    )
+    temporal_schedule_to_start_timeout: float = Field(
+        10.0, validation_alias=_env("TEMPORAL_SCHEDULE_TO_START_TIMEOUT"), gt=0
+    )
+    temporal_max_attempts: int = Field(3, validation_alias=_env("TEMPORAL_MAX_ATTEMPTS"), ge=1)
+    temporal_retry_initial_interval: float = Field(
+        1.0, validation_alias=_env("TEMPORAL_RETRY_INITIAL_INTERVAL"), gt=0
+    )
+    temporal_connect_timeout: float = Field(
+        3.0, validation_alias=_env("TEMPORAL_CONNECT_TIMEOUT"), gt=0
+    )
+    temporal_reconnect_max_interval: float = Field(
+        30.0, validation_alias=_env("TEMPORAL_RECONNECT_MAX_INTERVAL"), gt=0
+    )
+
+    @field_validator("adapter_options", mode="before")
+    @classmethod
+    def _parse_options(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"ADAPTER_OPTIONS is not valid JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ValueError("ADAPTER_OPTIONS must be a JSON object")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
+        return level
+
+    @property
+    def durable(self) -> bool:
+        return bool(self.temporal_host)
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_task_store_url(self) -> str:
+        if self.task_store_url:
+            return self.task_store_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tasks.db').resolve()}"
+
+    @property
+    def resolved_instance_id(self) -> str:
+        # Stable across restarts of the same server, so a restarted process
+        # polls the queue its in-flight activities were routed to.
+        return self.instance_id or f"{socket.gethostname()}-{self.port}"
+
+    @property
+    def process_task_queue(self) -> str:
+        return f"{self.temporal_task_queue}@{self.resolved_instance_id}"
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict with secrets masked (for logs and /readyz)."""
+        data = self.model_dump(mode="json")
+        if self.auth_token is not None:
+            data["auth_token"] = "***"
+        if self.task_store_url:
+            data["task_store_url"] = redact_url(self.task_store_url)
+        return data
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a database URL."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

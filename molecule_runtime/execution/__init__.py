@@ -1,0 +1,1 @@
+"""Task execution: the A2A executor, the event emitter, and the adapter attempt runner."""

@@ -1,0 +1,73 @@
+"""Runs one attempt of an adapter's `stream()` and turns its chunks into artifact events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from a2a.types.a2a_pb2 import TaskState
+
+from molecule_runtime.adapters.base import BaseAdapter, TaskInput
+from molecule_runtime.execution.events import TaskEvents
+
+
+class AdapterProtocolError(TypeError):
+    """The adapter broke the contract (e.g. yielded something that is not `str`)."""
+
+
+async def run_attempt(
+    adapter: BaseAdapter,
+    task: TaskInput,
+    events: TaskEvents,
+    *,
+    on_chunk: Callable[[], None] | None = None,
+) -> int:
+    """Stream one attempt; return the number of characters produced.
+
+    The answer artifact has a stable id. A later attempt starts by replacing
+    whatever an earlier attempt streamed (`append=False`), so the finished
+    artifact holds one execution's text only.
+    """
+    if task.attempt > 1:
+        await events.status(
+            TaskState.TASK_STATE_WORKING,
+            f"Retrying: attempt {task.attempt} restarts the answer.",
+        )
+    replace_next = True
+    produced = 0
+    agen = adapter.stream(task)
+    try:
+        while True:
+            try:
+                chunk = await agen.__anext__()
+            except StopAsyncIteration:
+                break
+            if not isinstance(chunk, str):
+                raise AdapterProtocolError(
+                    f"adapter {adapter.name()!r} yielded {type(chunk).__name__}, expected str"
+                )
+            if not chunk:
+                continue
+            try:
+                await events.chunk(chunk, append=not replace_next)
+            except asyncio.CancelledError:
+                # Cancelled between two chunks: the generator is parked at its
+                # `yield`; deliver the cancellation there, as the contract says.
+                with contextlib.suppress(BaseException):
+                    await agen.athrow(asyncio.CancelledError())
+                raise
+            replace_next = False
+            produced += len(chunk)
+            if on_chunk is not None:
+                on_chunk()
+    finally:
+        # Release a generator abandoned by an error of ours (not the adapter's).
+        with contextlib.suppress(BaseException):
+            await agen.aclose()
+    if replace_next and task.attempt > 1:
+        # Nothing streamed this time: still clear an earlier attempt's partial text.
+        await events.chunk("", append=False)
+    if not replace_next or task.attempt > 1:
+        await events.chunk("", append=True, last=True)
+    return produced

@@ -1,0 +1,41 @@
+"""Direct mode: run the adapter in this process, in the request's own asyncio task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from a2a.types.a2a_pb2 import TaskState
+
+from molecule_runtime.adapters.base import BaseAdapter, TaskInput
+from molecule_runtime.execution.attempt import run_attempt
+from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.telemetry import stage_span
+
+log = logging.getLogger(__name__)
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def run_direct(adapter: BaseAdapter, task: TaskInput, events: TaskEvents) -> None:
+    """One attempt; the task always ends in a terminal state (or re-raises cancellation)."""
+    common = {"mode": "direct", "adapter": adapter.name()}
+    with stage_span("task_receive", task, common):
+        await events.status(TaskState.TASK_STATE_WORKING)
+    try:
+        with stage_span("llm_call", task, common):
+            await run_attempt(adapter, task, events)
+    except asyncio.CancelledError:
+        with stage_span("task_complete", task, {**common, "outcome": "canceled"}):
+            await events.status(TaskState.TASK_STATE_CANCELED, "Canceled.")
+        raise
+    except Exception as exc:
+        log.warning("task %s failed: %s", task.task_id, describe_error(exc))
+        with stage_span("task_complete", task, {**common, "outcome": "failed"}):
+            await events.status(TaskState.TASK_STATE_FAILED, describe_error(exc))
+        return
+    with stage_span("task_complete", task, {**common, "outcome": "completed"}):
+        await events.status(TaskState.TASK_STATE_COMPLETED)

@@ -1,0 +1,117 @@
+"""Builds the A2A events of a task and hands them to a sink.
+
+The same emitter serves the live path (events go to the SDK's event queue,
+which streams them to the client and persists them) and the headless path
+(events are applied to the task store directly, e.g. after a crash).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from a2a.types.a2a_pb2 import (
+    Artifact,
+    Message,
+    Part,
+    Role,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
+
+Deliver = Callable[[Any], Awaitable[None]]
+
+TERMINAL_STATES = frozenset(
+    {
+        TaskState.TASK_STATE_COMPLETED,
+        TaskState.TASK_STATE_CANCELED,
+        TaskState.TASK_STATE_FAILED,
+        TaskState.TASK_STATE_REJECTED,
+    }
+)
+
+STATE_NAMES = {
+    "completed": TaskState.TASK_STATE_COMPLETED,
+    "canceled": TaskState.TASK_STATE_CANCELED,
+    "failed": TaskState.TASK_STATE_FAILED,
+    "rejected": TaskState.TASK_STATE_REJECTED,
+    "working": TaskState.TASK_STATE_WORKING,
+}
+
+
+def artifact_id_for(task_id: str) -> str:
+    """One answer artifact per task, with an id every attempt and process agrees on."""
+    return f"{task_id}-answer"
+
+
+def _status(state: TaskState, message: Message | None = None) -> TaskStatus:
+    status = TaskStatus(state=state)
+    if message is not None:
+        status.message.CopyFrom(message)
+    status.timestamp.FromDatetime(datetime.now(UTC))
+    return status
+
+
+class TaskEvents:
+    """Emits the events of one task through `deliver`."""
+
+    def __init__(self, task_id: str, context_id: str, deliver: Deliver) -> None:
+        self.task_id = task_id
+        self.context_id = context_id
+        self._deliver = deliver
+        self.terminal_state: TaskState | None = None
+        self.chunks_sent = 0
+
+    def agent_message(self, text: str) -> Message:
+        return Message(
+            role=Role.ROLE_AGENT,
+            message_id=str(uuid.uuid4()),
+            task_id=self.task_id,
+            context_id=self.context_id,
+            parts=[Part(text=text)],
+        )
+
+    async def submitted(self, user_message: Message | None) -> None:
+        task = Task(
+            id=self.task_id,
+            context_id=self.context_id,
+            status=_status(TaskState.TASK_STATE_SUBMITTED),
+        )
+        if user_message is not None:
+            task.history.append(user_message)
+        await self._deliver(task)
+
+    async def status(self, state: TaskState, text: str | None = None) -> None:
+        message = self.agent_message(text) if text else None
+        if state in TERMINAL_STATES:
+            if self.terminal_state is not None:
+                return
+            self.terminal_state = state
+        await self._deliver(
+            TaskStatusUpdateEvent(
+                task_id=self.task_id,
+                context_id=self.context_id,
+                status=_status(state, message),
+            )
+        )
+
+    async def chunk(self, text: str, *, append: bool, last: bool = False) -> None:
+        await self._deliver(
+            TaskArtifactUpdateEvent(
+                task_id=self.task_id,
+                context_id=self.context_id,
+                artifact=Artifact(
+                    artifact_id=artifact_id_for(self.task_id),
+                    name="answer",
+                    parts=[Part(text=text)],
+                ),
+                append=append,
+                last_chunk=last,
+            )
+        )
+        self.chunks_sent += 1

@@ -1,0 +1,88 @@
+"""The runtime's A2A `AgentExecutor`: validates a request and runs it directly or durably."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.cluster.task_store import VersionedTaskStore
+from a2a.server.events import EventQueue
+from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
+
+from molecule_runtime.adapters.base import BaseAdapter, TaskInput
+from molecule_runtime.execution.direct import run_direct
+from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents
+from molecule_runtime.execution.inputs import build_task_input, history_from_tasks
+
+log = logging.getLogger(__name__)
+
+REJECT_NO_TEXT = (
+    "This agent accepts text: the message has no text part (or only empty text). "
+    "Send a message with at least one non-empty text part."
+)
+
+
+class DurableRunner(Protocol):
+    """What the executor needs from durable mode (see molecule_runtime.durable)."""
+
+    def accepting(self) -> bool:
+        """True when new tasks should run on Temporal."""
+        ...
+
+    async def run(self, task: TaskInput, events: TaskEvents) -> bool:
+        """Run `task` as a workflow; False if Temporal refused it before anything ran."""
+        ...
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel the workflow of a task running here; False if none is known."""
+        ...
+
+
+class RuntimeExecutor(AgentExecutor):
+    def __init__(
+        self,
+        adapter: BaseAdapter,
+        store: VersionedTaskStore,
+        durable: DurableRunner | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.store = store
+        self.durable = durable
+
+    async def _history(self, context: RequestContext) -> list[tuple[str, str]]:
+        """Earlier tasks of the same conversation (A2A context)."""
+        try:
+            page = await self.store.list(
+                ListTasksRequest(context_id=str(context.context_id), include_artifacts=True),
+                context.call_context,
+            )
+        except Exception:
+            log.exception("could not read the history of context %s", context.context_id)
+            return []
+        tasks = sorted(page.tasks, key=lambda t: t.status.timestamp.ToNanoseconds())
+        return history_from_tasks(list(tasks), str(context.task_id))
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        events = TaskEvents(str(context.task_id), str(context.context_id), event_queue.enqueue_event)
+        current = context.current_task
+        if current is None:
+            # The SDK requires the Task before any status update.
+            await events.submitted(context.message)
+        elif current.status.state in TERMINAL_STATES:
+            return
+        if not context.get_user_input().strip():
+            await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
+            return
+        task = build_task_input(context, await self._history(context))
+        if self.durable is not None and self.durable.accepting():
+            if await self.durable.run(task, events):
+                return
+            log.warning("task %s: Temporal unreachable before start, running it directly", task.task_id)
+        await run_direct(self.adapter, task, events)
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        # Direct mode needs nothing here: the SDK cancels the asyncio task that
+        # runs `execute`, which delivers CancelledError to the adapter.
+        if self.durable is not None and context.task_id:
+            await self.durable.cancel(str(context.task_id))

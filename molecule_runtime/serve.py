@@ -1,0 +1,72 @@
+"""Process entry points: the A2A server and the worker-only process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import uvicorn
+
+from molecule_runtime.config import Settings
+from molecule_runtime.runtime import Runtime
+from molecule_runtime.server.app import build_app
+
+log = logging.getLogger("molecule_runtime")
+
+
+async def run_server(settings: Settings) -> int:
+    runtime = Runtime(settings)
+    try:
+        # Adapter, store and Temporal are set up before the port is bound, so a
+        # broken configuration exits non-zero without ever accepting a request.
+        await runtime.start(serve_http=True)
+        app = build_app(runtime)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
+            access_log=False,
+        )
+        server = uvicorn.Server(config)
+        assert runtime.adapter is not None and runtime.stores is not None
+        log.info(
+            "molecule-runtime serving adapter=%s mode=%s store=%s address=http://%s:%s card=%s/.well-known/agent-card.json",
+            runtime.adapter.name(),
+            runtime.mode,
+            runtime.stores.description,
+            settings.host,
+            settings.port,
+            settings.resolved_public_url,
+        )
+        await server.serve()
+        return 0 if server.started or not server.should_exit else 1
+    finally:
+        await runtime.stop()
+
+
+async def run_worker(settings: Settings) -> int:
+    if not settings.durable:
+        log.error("the worker command needs durable mode: set TEMPORAL_HOST (host:port or 'embedded')")
+        return 2
+    runtime = Runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.start(serve_http=False)
+        assert runtime.adapter is not None
+        log.info(
+            "molecule-runtime worker adapter=%s queue=%s namespace=%s",
+            runtime.adapter.name(),
+            settings.temporal_task_queue,
+            settings.temporal_namespace,
+        )
+        await stop.wait()
+        return 0
+    finally:
+        await runtime.stop()

@@ -1,0 +1,66 @@
+"""Composes the Starlette application: A2A routes, agent card, health, auth."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import (
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from molecule_runtime.execution.executor import RuntimeExecutor
+from molecule_runtime.runtime import Runtime
+from molecule_runtime.server.auth import BearerAuthMiddleware
+from molecule_runtime.server.card import REST_PREFIX, build_agent_card
+
+
+def build_app(runtime: Runtime) -> Starlette:
+    """The ASGI app of a started `Runtime`."""
+    assert runtime.adapter is not None and runtime.stores is not None
+    settings = runtime.settings
+    card = build_agent_card(settings, runtime.adapter)
+    executor = RuntimeExecutor(runtime.adapter, runtime.stores.versioned, runtime.durable)
+    handler = DefaultRequestHandler(
+        agent_executor=executor,
+        task_store=runtime.stores.handler_store,
+        agent_card=card,
+        event_stream=runtime.stores.event_stream,
+    )
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> JSONResponse:
+        ok, body = await runtime.readiness()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        *create_agent_card_routes(card),
+        *create_rest_routes(handler, path_prefix=REST_PREFIX),
+        *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True),
+    ]
+    middleware = []
+    if settings.auth_token is not None:
+        middleware.append(
+            Middleware(BearerAuthMiddleware, token=settings.auth_token.get_secret_value())
+        )
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        yield
+        await handler.aclose()
+
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.runtime = runtime
+    app.state.request_handler = handler
+    return app
