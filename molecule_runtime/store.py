@@ -50,7 +50,7 @@ class Stores:
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:  # noqa: ANN001
+    def _on_connect(dbapi_conn, _record) -> None:
         cursor = dbapi_conn.cursor()
         # WAL lets readers (GetTask, ListTasks) proceed while a task streams.
         cursor.execute("PRAGMA journal_mode=WAL")

@@ -22,7 +22,7 @@ def builtin_adapters() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-def _import_module(name: str):  # noqa: ANN202 - returns a module
+def _import_module(name: str):
     """Import `name`; a module file in the working directory is found too.
 
     A template repo copies `adapter.py` next to where the runtime starts and
@@ -42,7 +42,7 @@ def _import_module(name: str):  # noqa: ANN202 - returns a module
         raise
 
 
-def _load_file(path: Path, module_name: str | None = None):  # noqa: ANN202
+def _load_file(path: Path, module_name: str | None = None):
     path = path.resolve()
     if not path.is_file():
         raise ModuleNotFoundError(f"no adapter file at {path}")

@@ -1,0 +1,56 @@
+"""Shared fixtures: a session-wide Temporal dev server, temporary workdirs, servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.procs import ServerProcess
+from tests.support.temporal import TemporalDevServer
+
+
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalDevServer]:
+    server = TemporalDevServer(tmp_path_factory.mktemp("temporal")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:
+    """Start `molecule-runtime` processes; all are stopped at the end of the test."""
+    started: list[ServerProcess] = []
+
+    def start(env: dict[str, str] | None = None, **kwargs) -> ServerProcess:
+        workdir = kwargs.pop("workdir", None) or tmp_path / f"srv{len(started)}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        wait = kwargs.pop("wait", True)
+        server = ServerProcess(workdir, env, **kwargs)
+        started.append(server)
+        return server.start(wait=wait)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config._molecule_exitstatus = exitstatus  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The Temporal SDK's native threads occasionally crash the interpreter at
+    # exit (temporalio/sdk-python#300). Leave with pytest's own status instead.
+    status = getattr(config, "_molecule_exitstatus", None)
+    if status is not None and os.environ.get("MOLECULE_TEST_HARD_EXIT", "1") == "1":
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))
