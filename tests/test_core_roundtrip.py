@@ -81,7 +81,10 @@ async def test_send_get_list(agent: Agent, binding: str) -> None:
     client = await make_client(agent.server.url, streaming=False, binding=binding)
     try:
         responses = [
-            r async for r in client.send_message(SendMessageRequest(message=user_message("hello world")))
+            r
+            async for r in client.send_message(
+                SendMessageRequest(message=user_message("hello world"))
+            )
         ]
         assert len(responses) == 1 and responses[0].WhichOneof("payload") == "task"
         sent = responses[0].task
@@ -127,7 +130,10 @@ async def test_stream(agent: Agent, binding: str) -> None:
         assert states[0] == TaskState.TASK_STATE_WORKING
         assert states[-1] == TaskState.TASK_STATE_COMPLETED
         streamed = "".join(
-            p.text for e in events if e.HasField("artifact_update") for p in e.artifact_update.artifact.parts
+            p.text
+            for e in events
+            if e.HasField("artifact_update")
+            for p in e.artifact_update.artifact.parts
         )
         assert streamed == agent.answer("hello brave new world")
         got = await client.get_task(GetTaskRequest(id=task_id))
