@@ -1,0 +1,180 @@
+"""Built-in `langgraph` adapter: a LangChain/LangGraph tool-calling agent, streamed token by token.
+
+LangChain, LangGraph and llama.cpp are imported inside `setup()`, never at module
+import, so the runtime (and its `echo` default) starts without them installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from molecule_runtime.adapters.base import (
+    AdapterConfig,
+    BaseAdapter,
+    NonRetryableError,
+    TaskInput,
+)
+from molecule_runtime.adapters.langgraph.imports import load_target
+from molecule_runtime.adapters.langgraph.models import choose_model
+from molecule_runtime.adapters.langgraph.options import LangGraphOptions, OptionsError
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
+    from molecule_runtime.adapters.langgraph.local_llm import LocalModelServer
+
+log = logging.getLogger(__name__)
+
+# HTTP statuses a retry cannot fix (bad request, auth, unknown model, ...).
+_PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
+
+
+class LangGraphAdapter(BaseAdapter):
+    """A LangGraph agent (`langchain.agents.create_agent`) with pluggable model, prompt and tools.
+
+    Subclass and override `load_system_prompt`, `load_tools`, `load_model` or
+    `build_agent` to customise it (see `adapters/langgraph/adapter.py`).
+    """
+
+    def __init__(self) -> None:
+        self.options = LangGraphOptions()
+        self._agent: Any = None
+        self._model_description = ""
+        self._local_server: LocalModelServer | None = None
+
+    @staticmethod
+    def name() -> str:
+        return "langgraph"
+
+    def description(self) -> str:
+        model = self._model_description or "a configurable chat model"
+        return f"LangGraph agent on {model}, answers streamed token by token."
+
+    # -- customisation hooks -------------------------------------------------
+
+    def load_system_prompt(self, config: AdapterConfig) -> str:
+        """`SYSTEM_PROMPT`, else the `system_prompt_file` option's text, else none."""
+        return self.options.system_prompt(config)
+
+    def load_tools(self, config: AdapterConfig) -> list[Any]:
+        """Tools from the `tools_module` option (`module` → its `TOOLS`, or `module:attr`)."""
+        target = self.options.tools_module
+        if not target:
+            return []
+        tools = load_target(target, default_attr="TOOLS", setting="tools_module")
+        if isinstance(tools, (str, bytes)) or not isinstance(tools, Sequence):
+            raise OptionsError(
+                f"tools_module={target!r} must name a list of LangChain tools, "
+                f"got {type(tools).__name__}"
+            )
+        return list(tools)
+
+    async def load_model(self, config: AdapterConfig) -> BaseChatModel:
+        """The chat model named by `MODEL` / `model_factory` (local SmolLM2 by default)."""
+        chosen = await choose_model(config, self.options)
+        self._local_server = chosen.local_server
+        self._model_description = chosen.description
+        return chosen.model
+
+    def build_agent(self, model: BaseChatModel, tools: list[Any], system_prompt: str) -> Any:
+        """A compiled LangGraph graph whose state has a `messages` list."""
+        from langchain.agents import create_agent
+
+        return create_agent(model, tools, system_prompt=system_prompt or None, name=self.name())
+
+    # -- adapter contract ----------------------------------------------------
+
+    async def setup(self, config: AdapterConfig) -> None:
+        self.options = LangGraphOptions.from_config(config)
+        system_prompt = self.load_system_prompt(config)
+        tools = self.load_tools(config)
+        model = await self.load_model(config)
+        try:
+            self._agent = self.build_agent(model, tools, system_prompt)
+        except BaseException:
+            await self.aclose()
+            raise
+        log.info(
+            "langgraph agent ready: model=%s tools=%s",
+            self._model_description or type(model).__name__,
+            [getattr(t, "name", getattr(t, "__name__", repr(t))) for t in tools],
+        )
+
+    async def aclose(self) -> None:
+        server, self._local_server = self._local_server, None
+        if server is not None:
+            await server.release()
+
+    async def stream(self, task: TaskInput) -> AsyncIterator[str]:
+        if self._agent is None:
+            raise RuntimeError("LangGraphAdapter.stream() called before setup()")
+        run_config = {
+            "recursion_limit": self.options.recursion_limit,
+            "run_name": self.name(),
+            "metadata": {
+                "task_id": task.task_id,
+                "context_id": task.context_id,
+                "attempt": task.attempt,
+            },
+        }
+        events = self._agent.astream_events(
+            {"messages": to_messages(task)}, config=run_config, version="v2"
+        )
+        try:
+            async for event in events:
+                text = _stream_text(event)
+                if text:
+                    yield text
+        except Exception as exc:
+            permanent = _permanent_failure(exc)
+            if permanent is not None:
+                raise NonRetryableError(permanent) from exc
+            raise
+        finally:
+            # Closing the event stream cancels the graph run (and the model's
+            # HTTP request) when we stop early: on cancellation or an error.
+            with contextlib.suppress(Exception):
+                await events.aclose()
+
+
+def to_messages(task: TaskInput) -> list[BaseMessage]:
+    """Earlier turns of the conversation, then the new user message."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    messages: list[BaseMessage] = []
+    for role, text in task.history:
+        if role in ("assistant", "agent", "ai"):
+            messages.append(AIMessage(content=text))
+        elif role == "system":
+            messages.append(SystemMessage(content=text))
+        else:
+            messages.append(HumanMessage(content=text))
+    messages.append(HumanMessage(content=task.text))
+    return messages
+
+
+def _stream_text(event: dict[str, Any]) -> str:
+    """The text of a chat-model token event; tool-call chunks and other events give ''."""
+    if event.get("event") != "on_chat_model_stream":
+        return ""
+    # LangGraph's convention for models whose tokens must not reach the user.
+    if "nostream" in (event.get("tags") or ()):
+        return ""
+    chunk = (event.get("data") or {}).get("chunk")
+    text = getattr(chunk, "text", None)
+    # `.text` keeps only text content blocks: tool-call arguments never leak.
+    return str(text) if text else ""
+
+
+def _permanent_failure(exc: Exception) -> str | None:
+    """A message when retrying cannot help (bad credentials, unknown model, loops)."""
+    if type(exc).__name__ == "GraphRecursionError":
+        return f"agent exceeded recursion_limit: {exc}"
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status in _PERMANENT_STATUSES:
+        return f"model request rejected (HTTP {status}): {exc}"
+    return None
