@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -13,6 +15,28 @@ from molecule_runtime.runtime import Runtime
 from molecule_runtime.server.app import build_app
 
 log = logging.getLogger("molecule_runtime")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising the stop signal after its graceful shutdown.
+
+    uvicorn re-raises a captured SIGTERM once it has stopped serving, which kills
+    the process before `Runtime.stop()` releases the adapter, the store and
+    Temporal; here the signal only starts the shutdown and the process exits 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
 
 
 async def run_server(settings: Settings) -> int:
@@ -31,7 +55,7 @@ async def run_server(settings: Settings) -> int:
             timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
             access_log=False,
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         assert runtime.adapter is not None and runtime.stores is not None
         log.info(
             "molecule-runtime serving adapter=%s mode=%s store=%s address=http://%s:%s card=%s/.well-known/agent-card.json",
@@ -55,7 +79,7 @@ async def run_worker(settings: Settings) -> int:
     runtime = Runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start(serve_http=False)

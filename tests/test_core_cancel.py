@@ -1,0 +1,79 @@
+"""Cancellation reaches the adapter as `CancelledError`, fast, and the task ends canceled."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, SendMessageRequest, TaskState
+
+from tests.support import probe_adapter
+from tests.support.a2a import event_task_id, make_client, user_message
+
+# The adapter must see the CancelledError this soon after the client sends CancelTask.
+CANCEL_DEADLINE_S = 0.1
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+async def test_cancel_reaches_adapter_within_100ms(
+    server_factory, tmp_path: Path, binding: str
+) -> None:
+    template = tmp_path / "template"
+    template.mkdir()
+    shutil.copy(probe_adapter.__file__, template / "adapter.py")
+    server = server_factory(env={"ADAPTER_MODULE": "adapter"}, cwd=template)
+    data_dir = server.workdir / "data"
+    client = await make_client(server.url, binding=binding)
+    canceller = await make_client(server.url, binding=binding)
+    try:
+        stream = client.send_message(SendMessageRequest(message=user_message("slow")))
+        task_id = ""
+        async for event in stream:
+            task_id = event_task_id(event)
+            if event.HasField("artifact_update"):
+                break
+        assert (data_dir / f"started-{task_id}").exists()
+        marker = data_dir / f"cancelled-{task_id}"
+        assert not marker.exists()
+
+        sent_at = time.time()
+        canceled = await canceller.cancel_task(CancelTaskRequest(id=task_id))
+        returned_at = time.time()
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        # The adapter saw the cancellation before CancelTask returned.
+        assert marker.exists(), "the adapter never saw CancelledError"
+        seen_at = float(marker.read_text())
+        assert sent_at <= seen_at <= returned_at
+        assert seen_at - sent_at < CANCEL_DEADLINE_S, f"{(seen_at - sent_at) * 1000:.0f} ms"
+
+        await stream.aclose()
+        task = await canceller.get_task(GetTaskRequest(id=task_id))
+        assert task.status.state == TaskState.TASK_STATE_CANCELED
+        # The adapter stopped: no more chunks after the cancellation.
+        before = len(task.artifacts[0].parts) if task.artifacts else 0
+        await asyncio.sleep(0.2)
+        task = await canceller.get_task(GetTaskRequest(id=task_id))
+        assert (len(task.artifacts[0].parts) if task.artifacts else 0) == before
+        assert task.status.state == TaskState.TASK_STATE_CANCELED
+    finally:
+        await client.close()
+        await canceller.close()
+
+
+async def test_cancel_finished_task_is_refused(server_factory) -> None:
+    server = server_factory()
+    client = await make_client(server.url, streaming=False)
+    try:
+        responses = [
+            r async for r in client.send_message(SendMessageRequest(message=user_message("done")))
+        ]
+        task_id = responses[0].task.id
+        with pytest.raises(Exception, match=r"(?i)cancel"):
+            await client.cancel_task(CancelTaskRequest(id=task_id))
+        task = await client.get_task(GetTaskRequest(id=task_id))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    finally:
+        await client.close()

@@ -1,0 +1,84 @@
+"""The task store: SQLite survives a restart, `memory` works, unsupported URLs stop start-up."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+from a2a.types.a2a_pb2 import GetTaskRequest, ListTasksRequest, SendMessageRequest, TaskState
+
+from tests.support.a2a import make_client, task_text, user_message
+from tests.support.procs import ServerProcess
+
+
+async def send_texts(url: str, texts: list[str]) -> list[str]:
+    client = await make_client(url, streaming=False)
+    ids = []
+    try:
+        for text in texts:
+            responses = [
+                r async for r in client.send_message(SendMessageRequest(message=user_message(text)))
+            ]
+            assert responses[0].task.status.state == TaskState.TASK_STATE_COMPLETED
+            ids.append(responses[0].task.id)
+    finally:
+        await client.close()
+    return ids
+
+
+async def test_restart_keeps_tasks(server_factory, tmp_path: Path) -> None:
+    workdir = tmp_path / "node"
+    first = server_factory(workdir=workdir)
+    ids = await send_texts(first.url, ["before the restart", "still there"])
+    first.stop()
+    assert first.proc is not None and first.proc.returncode == 0, first.log()
+    assert (workdir / "data" / "tasks.db").is_file()
+
+    second = server_factory(workdir=workdir)
+    client = await make_client(second.url)
+    try:
+        for task_id, text in zip(ids, ["before the restart", "still there"], strict=True):
+            task = await client.get_task(GetTaskRequest(id=task_id))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            assert task_text(task) == text
+        listed = await client.list_tasks(ListTasksRequest())
+        assert set(ids) <= {t.id for t in listed.tasks}
+    finally:
+        await client.close()
+
+
+async def test_memory_store(server_factory, tmp_path: Path) -> None:
+    workdir = tmp_path / "mem"
+    server = server_factory(env={"TASK_STORE_URL": "memory"}, workdir=workdir)
+    async with httpx.AsyncClient(timeout=5) as http:
+        ready = await http.get(server.url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["store"] == "ok"
+    [task_id] = await send_texts(server.url, ["kept in memory"])
+    client = await make_client(server.url)
+    try:
+        task = await client.get_task(GetTaskRequest(id=task_id))
+        assert task_text(task) == "kept in memory"
+    finally:
+        await client.close()
+    assert not (workdir / "data" / "tasks.db").exists()
+
+
+def test_unsupported_store_url_exits_before_binding(tmp_path: Path) -> None:
+    server = ServerProcess(
+        tmp_path, {"TASK_STORE_URL": "mysql://user:s3cret@db.internal/tasks"}
+    ).start(wait=False)
+    assert server.proc is not None
+    try:
+        code = server.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.stop()
+        raise
+    finally:
+        server.stop()
+    output = server.log()
+    assert code != 0
+    assert "TASK_STORE_URL" in output and "not supported" in output
+    assert "memory" in output and "sqlite+aiosqlite" in output and "postgresql+asyncpg" in output
+    assert "s3cret" not in output
+    assert "Uvicorn running" not in output and "serving" not in output
