@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     temporal_connect_timeout: float = Field(
         3.0, validation_alias=_env("TEMPORAL_CONNECT_TIMEOUT"), gt=0
     )
+    temporal_max_concurrent_activities: int = Field(
+        1000, validation_alias=_env("TEMPORAL_MAX_CONCURRENT_ACTIVITIES"), ge=1
+    )
     temporal_reconnect_max_interval: float = Field(
         30.0, validation_alias=_env("TEMPORAL_RECONNECT_MAX_INTERVAL"), gt=0
     )

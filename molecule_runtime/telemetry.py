@@ -32,3 +32,12 @@ def stage_span(name: str, task: TaskInput, attributes: dict[str, Any]) -> Iterat
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             raise
+
+
+def inject_trace_context() -> dict[str, str]:
+    """The current W3C trace context as a dict, to carry across Temporal."""
+    from opentelemetry.propagate import inject
+
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier

@@ -1,6 +1,9 @@
-"""The adapter contract: the public API that workspace adapters implement."""
+"""The adapter contract: the public API that workspace adapters implement.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: Temporal's data converter
+resolves these dataclass hints at run time, also inside the workflow sandbox.
+"""
+
 
 import abc
 from collections.abc import AsyncIterator

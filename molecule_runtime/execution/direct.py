@@ -14,6 +14,8 @@ from molecule_runtime.telemetry import stage_span
 
 log = logging.getLogger(__name__)
 
+MODE_KEY = "molecule.mode"
+
 
 def describe_error(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -24,7 +26,9 @@ async def run_direct(adapter: BaseAdapter, task: TaskInput, events: TaskEvents) 
     """One attempt; the task always ends in a terminal state (or re-raises cancellation)."""
     common = {"mode": "direct", "adapter": adapter.name()}
     with stage_span("task_receive", task, common):
-        await events.status(TaskState.TASK_STATE_WORKING)
+        # Recorded on the task so a workflow for it (had one been accepted
+        # unseen) will not run it a second time.
+        await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "direct"})
     try:
         with stage_span("llm_call", task, common):
             await run_attempt(adapter, task, events)

@@ -86,7 +86,9 @@ class TaskEvents:
             task.history.append(user_message)
         await self._deliver(task)
 
-    async def status(self, state: TaskState, text: str | None = None) -> None:
+    async def status(
+        self, state: TaskState, text: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         message = self.agent_message(text) if text else None
         if state in TERMINAL_STATES:
             if self.terminal_state is not None:
@@ -97,6 +99,7 @@ class TaskEvents:
                 task_id=self.task_id,
                 context_id=self.context_id,
                 status=_status(state, message),
+                metadata=metadata,
             )
         )
 

@@ -1,0 +1,122 @@
+"""The three activities. They raise on failure so Temporal's retry policy fires."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+
+from a2a.server.cluster import VersionedTaskStore
+from a2a.types.a2a_pb2 import TaskState
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskInput
+from molecule_runtime.durable.headless import TaskFinishedElsewhere, headless_events, stored_task
+from molecule_runtime.durable.registry import LiveTaskRegistry
+from molecule_runtime.durable.types import (
+    NON_RETRYABLE_TYPE,
+    CompleteInput,
+    LlmCallInput,
+    ReceiveResult,
+)
+from molecule_runtime.execution.attempt import run_attempt
+from molecule_runtime.execution.direct import MODE_KEY, describe_error
+from molecule_runtime.execution.events import STATE_NAMES, TERMINAL_STATES, TaskEvents
+from molecule_runtime.telemetry import stage_span
+
+log = logging.getLogger(__name__)
+
+_STATE_LABELS = {v: k for k, v in STATE_NAMES.items()}
+
+
+class TaskActivities:
+    """Activities bound to this process's adapter, task store and live registry."""
+
+    def __init__(
+        self,
+        adapter: BaseAdapter,
+        store: VersionedTaskStore,
+        registry: LiveTaskRegistry,
+        heartbeat_interval: float,
+    ) -> None:
+        self.adapter = adapter
+        self.store = store
+        self.registry = registry
+        self.heartbeat_interval = heartbeat_interval
+
+    def _events(self, task_id: str, context_id: str) -> tuple[TaskEvents, str]:
+        entry = self.registry.get(task_id)
+        if entry is not None:
+            return entry.events, "live"
+        return headless_events(self.store, task_id, context_id), "headless"
+
+    def _span_attrs(self, delivery: str) -> dict[str, str]:
+        return {"mode": "durable", "delivery": delivery, "adapter": self.adapter.name()}
+
+    @activity.defn(name="task_receive")
+    async def task_receive(self, task: TaskInput) -> ReceiveResult:
+        events, delivery = self._events(task.task_id, task.context_id)
+        with stage_span("task_receive", task, self._span_attrs(delivery)):
+            if delivery == "headless":
+                current = await stored_task(self.store, task.task_id)
+                if current is not None and current.status.state in TERMINAL_STATES:
+                    return ReceiveResult(proceed=False, state=_STATE_LABELS.get(current.status.state, "failed"))
+                if current is not None and current.metadata.get(MODE_KEY) == "direct":
+                    return ReceiveResult(proceed=False, state="direct")
+            await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "durable"})
+            return ReceiveResult(proceed=True)
+
+    @activity.defn(name="llm_call")
+    async def llm_call(self, inp: LlmCallInput) -> int:
+        info = activity.info()
+        task = replace(inp.task, attempt=inp.attempt_base + info.attempt)
+        events, delivery = self._events(task.task_id, task.context_id)
+        if delivery == "headless":
+            log.info(
+                "task %s: attempt %d runs headless (no client stream in this process)",
+                task.task_id,
+                task.attempt,
+            )
+        heartbeats = asyncio.create_task(self._heartbeat_loop())
+        try:
+            with stage_span("llm_call", task, self._span_attrs(delivery)):
+                return await run_attempt(self.adapter, task, events, on_chunk=activity.heartbeat)
+        except NonRetryableError as exc:
+            raise ApplicationError(
+                describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True
+            ) from exc
+        except TaskFinishedElsewhere as exc:
+            raise ApplicationError(str(exc), type=NON_RETRYABLE_TYPE, non_retryable=True) from exc
+        except (asyncio.CancelledError, ApplicationError):
+            raise
+        except Exception as exc:
+            log.warning("task %s: attempt %d failed: %s", task.task_id, task.attempt, describe_error(exc))
+            raise ApplicationError(describe_error(exc), type=type(exc).__name__) from exc
+        finally:
+            heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeats
+
+    async def _heartbeat_loop(self) -> None:
+        # Heartbeats prove liveness while the adapter is between chunks, and
+        # their replies are how a cancel request reaches this activity.
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(self.heartbeat_interval)
+
+    @activity.defn(name="task_complete")
+    async def task_complete(self, inp: CompleteInput) -> None:
+        task = TaskInput(task_id=inp.task_id, context_id=inp.context_id, text="")
+        events, delivery = self._events(inp.task_id, inp.context_id)
+        with stage_span("task_complete", task, {**self._span_attrs(delivery), "outcome": inp.state}):
+            if delivery == "headless":
+                current = await stored_task(self.store, inp.task_id)
+                if current is not None and current.status.state in TERMINAL_STATES:
+                    return  # safe to run twice
+            state = STATE_NAMES.get(inp.state, TaskState.TASK_STATE_FAILED)
+            try:
+                await events.status(state, inp.message or None)
+            except TaskFinishedElsewhere:
+                return

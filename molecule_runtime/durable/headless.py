@@ -1,0 +1,48 @@
+"""Headless events: when no client stream is open in this process (crash recovery,
+another replica), events are applied to the task store directly. Subscribers
+anywhere follow them through the store's event log."""
+
+from __future__ import annotations
+
+from a2a.server.cluster import ConcurrentTaskModificationError, VersionedTaskStore
+from a2a.server.context import ServerCallContext
+from a2a.server.tasks.task_manager import TaskManager
+from a2a.types.a2a_pb2 import Task, TaskState
+
+from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents
+
+
+class TaskFinishedElsewhere(Exception):
+    """The stored task reached a terminal state (e.g. canceled) while we worked on it."""
+
+
+def headless_events(store: VersionedTaskStore, task_id: str, context_id: str) -> TaskEvents:
+    manager = TaskManager(
+        task_store=store,
+        context=ServerCallContext(),
+        task_id=task_id,
+        context_id=context_id,
+        initial_message=None,
+    )
+
+    async def deliver(event: object) -> None:
+        for _ in range(5):
+            try:
+                await manager.process(event)  # type: ignore[arg-type]
+                return
+            except ConcurrentTaskModificationError:
+                # Someone else wrote the task (e.g. CancelTask): re-read and decide.
+                manager.invalidate()
+                current = await manager.get_task()
+                if current is not None and current.status.state in TERMINAL_STATES:
+                    raise TaskFinishedElsewhere(
+                        f"task {task_id} is already {TaskState.Name(current.status.state)}"
+                    ) from None
+        raise ConcurrentTaskModificationError(task_id)
+
+    return TaskEvents(task_id, context_id, deliver)
+
+
+async def stored_task(store: VersionedTaskStore, task_id: str) -> Task | None:
+    stored = await store.get(task_id, ServerCallContext())
+    return stored.task if stored is not None else None

@@ -1,0 +1,43 @@
+"""In-process registry: task id -> the live objects Temporal history cannot carry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from molecule_runtime.execution.events import TaskEvents
+
+
+@dataclass
+class LiveTask:
+    """A task accepted by this process whose client stream is open here."""
+
+    events: TaskEvents
+    handle: Any = None  # temporalio WorkflowHandle once the workflow is accepted
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LiveTaskRegistry:
+    def __init__(self) -> None:
+        self._tasks: dict[str, LiveTask] = {}
+
+    def get(self, task_id: str) -> LiveTask | None:
+        return self._tasks.get(task_id)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @contextmanager
+    def register(self, events: TaskEvents) -> Iterator[LiveTask]:
+        """Holds the entry for the duration of the block, whatever its outcome."""
+        entry = LiveTask(events=events)
+        self._tasks[events.task_id] = entry
+        try:
+            yield entry
+        finally:
+            entry.finished.set()
+            if self._tasks.get(events.task_id) is entry:
+                del self._tasks[events.task_id]

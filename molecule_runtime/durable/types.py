@@ -1,0 +1,60 @@
+"""Serialisable inputs and outputs of the workflow and its activities (plain dataclasses)."""
+
+
+from dataclasses import dataclass, field
+
+from molecule_runtime.adapters.base import TaskInput
+
+WORKFLOW_NAME = "AgentTaskWorkflow"
+NON_RETRYABLE_TYPE = "NonRetryableError"
+
+
+@dataclass
+class WorkflowInput:
+    task: TaskInput
+    workspace_id: str
+    # llm_call goes first to the queue of the process that holds the client's
+    # stream; if that process is gone it moves to the shared queue.
+    process_queue: str
+    shared_queue: str
+    heartbeat_timeout: float
+    activity_timeout: float
+    schedule_to_start_timeout: float
+    max_attempts: int
+    retry_initial_interval: float
+    trace_carrier: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LlmCallInput:
+    task: TaskInput
+    # Attempts used by earlier llm_call executions of this workflow (after a
+    # move to the shared queue), so the adapter sees one running count.
+    attempt_base: int = 0
+    trace_carrier: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ReceiveResult:
+    proceed: bool
+    state: str = "working"
+
+
+@dataclass
+class CompleteInput:
+    task_id: str
+    context_id: str
+    state: str  # completed | failed | canceled
+    message: str = ""
+    trace_carrier: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TaskOutcome:
+    state: str
+    message: str = ""
+
+
+def workflow_id(workspace_id: str, task_id: str) -> str:
+    """Deterministic, so re-sending a task can never start a second run."""
+    return f"molecule:{workspace_id}:{task_id}"

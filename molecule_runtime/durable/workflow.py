@@ -1,0 +1,122 @@
+"""The task workflow. Orchestration only: all I/O happens in the activities."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, CancelledError, TimeoutError, TimeoutType
+from temporalio.workflow import ActivityCancellationType
+
+with workflow.unsafe.imports_passed_through():
+    from molecule_runtime.durable.types import (
+        NON_RETRYABLE_TYPE,
+        WORKFLOW_NAME,
+        CompleteInput,
+        LlmCallInput,
+        ReceiveResult,
+        TaskOutcome,
+        WorkflowInput,
+    )
+
+# task_receive / task_complete are short bookkeeping steps: local activities
+# save two round trips through the server per task.
+BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
+BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+
+
+def _root_message(error: BaseException) -> str:
+    """The innermost failure message (the adapter's own error text)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(getattr(error, "message", None) or error)
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class AgentTaskWorkflow:
+    @workflow.run
+    async def run(self, inp: WorkflowInput) -> TaskOutcome:
+        received = await workflow.execute_local_activity(
+            "task_receive",
+            inp.task,
+            result_type=ReceiveResult,
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        if not received.proceed:
+            # Already finished (e.g. a re-sent task): never run it again.
+            return TaskOutcome(state=received.state, message="already finished")
+        try:
+            await self._llm_call(inp)
+            outcome = TaskOutcome(state="completed")
+        except asyncio.CancelledError:
+            await self._complete(inp, TaskOutcome("canceled", "Canceled."))
+            raise
+        except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                await self._complete(inp, TaskOutcome("canceled", "Canceled."))
+                raise asyncio.CancelledError() from err
+            outcome = TaskOutcome(state="failed", message=_root_message(err))
+        await self._complete(inp, outcome)
+        return outcome
+
+    async def _llm_call(self, inp: WorkflowInput) -> None:
+        # Always set a heartbeat timeout for long-running activities: it bounds
+        # crash detection and carries cancellation to the adapter.
+        common = {
+            "start_to_close_timeout": timedelta(seconds=inp.activity_timeout),
+            "heartbeat_timeout": timedelta(seconds=inp.heartbeat_timeout),
+            "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        }
+        retry = RetryPolicy(
+            initial_interval=timedelta(seconds=inp.retry_initial_interval),
+            backoff_coefficient=2.0,
+            maximum_attempts=inp.max_attempts,
+            non_retryable_error_types=[NON_RETRYABLE_TYPE],
+        )
+        try:
+            await workflow.execute_activity(
+                "llm_call",
+                LlmCallInput(task=inp.task, trace_carrier=inp.trace_carrier),
+                task_queue=inp.process_queue,
+                schedule_to_start_timeout=timedelta(seconds=inp.schedule_to_start_timeout),
+                retry_policy=retry,
+                **common,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if not (isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START):
+                raise
+            # The accepting process is gone: any worker finishes the task
+            # headless. At least one attempt is counted as used.
+            workflow.logger.warning("llm_call moved to the shared queue %s", inp.shared_queue)
+            remaining = max(1, inp.max_attempts - 1)
+            await workflow.execute_activity(
+                "llm_call",
+                LlmCallInput(task=inp.task, attempt_base=1, trace_carrier=inp.trace_carrier),
+                task_queue=inp.shared_queue,
+                retry_policy=RetryPolicy(
+                    initial_interval=retry.initial_interval,
+                    backoff_coefficient=2.0,
+                    maximum_attempts=remaining,
+                    non_retryable_error_types=[NON_RETRYABLE_TYPE],
+                ),
+                **common,
+            )
+
+    async def _complete(self, inp: WorkflowInput, outcome: TaskOutcome) -> None:
+        await workflow.execute_local_activity(
+            "task_complete",
+            CompleteInput(
+                task_id=inp.task.task_id,
+                context_id=inp.task.context_id,
+                state=outcome.state,
+                message=outcome.message,
+                trace_carrier=inp.trace_carrier,
+            ),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+
