@@ -1,0 +1,275 @@
+"""The built-in `langgraph` adapter through a real server: streaming, tools, history, cancel.
+
+Deterministic tests plug a scripted fake chat model in through the
+`model_factory` option (tests/fixtures/langgraph_fake_models.py); the
+`local_model` test runs the real bundled SmolLM2 on llama.cpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, SendMessageRequest, TaskState
+
+from molecule_runtime.adapters.base import AdapterConfig, TaskInput
+from molecule_runtime.adapters.langgraph import (
+    LangGraphAdapter,
+    LangGraphOptions,
+    local_model_available,
+)
+from molecule_runtime.adapters.langgraph.adapter import _permanent_failure
+from molecule_runtime.adapters.langgraph.options import OptionsError
+from tests.support.a2a import (
+    event_task_id,
+    make_client,
+    stream_events,
+    task_text,
+    user_message,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FAKE_MODELS = FIXTURES / "langgraph_fake_models.py"
+TOOLS = FIXTURES / "langgraph_tools.py"
+
+
+def workdir_with_fixtures(tmp_path: Path) -> Path:
+    """A server working directory holding the fake-model and tools modules, as a user's repo would."""
+    cwd = tmp_path / "app"
+    cwd.mkdir()
+    shutil.copy(FAKE_MODELS, cwd / FAKE_MODELS.name)
+    shutil.copy(TOOLS, cwd / TOOLS.name)
+    return cwd
+
+
+def langgraph_env(**options: Any) -> dict[str, str]:
+    return {
+        "RUNTIME": "langgraph",
+        "ADAPTER_OPTIONS": json.dumps(
+            {"model_factory": "langgraph_fake_models:scripted", **options}
+        ),
+    }
+
+
+def read_record(path: Path) -> list[list[dict[str, Any]]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_import_is_cheap() -> None:
+    code = (
+        "import sys, molecule_runtime.adapters.langgraph\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules}"
+        " & {'langchain', 'langchain_core', 'langgraph', 'langchain_openai', 'openai', 'xllamacpp'})\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "", f"imported at module load: {out.stdout.strip()}"
+
+
+async def test_streams_text_and_runs_tool(server_factory, tmp_path: Path) -> None:
+    cwd = workdir_with_fixtures(tmp_path)
+    note = tmp_path / "note.txt"
+    record = tmp_path / "record.jsonl"
+    env = langgraph_env(
+        tools_module="langgraph_tools",
+        fake_record=str(record),
+        fake_script=[
+            {"tool": "write_note", "args": {"path": str(note), "text": "written by the tool"}},
+            {"text": "I saved your note for you."},
+        ],
+    )
+    server = server_factory(env=env, cwd=cwd)
+    client = await make_client(server.url)
+    try:
+        events = [e async for e in stream_events(client, user_message("please save a note"))]
+        chunks = [
+            part.text
+            for e in events
+            if e.HasField("artifact_update")
+            for part in e.artifact_update.artifact.parts
+            if part.text
+        ]
+        # Tokens arrive one by one, and only the answer's text reaches the client.
+        assert len(chunks) >= 5, chunks
+        assert "".join(chunks) == "I saved your note for you."
+        for chunk in chunks:
+            assert "write_note" not in chunk and "{" not in chunk and "path" not in chunk
+        # The tool really ran, and its result went back to the model.
+        assert note.read_text() == "written by the tool"
+        calls = read_record(record)
+        assert len(calls) == 2
+        assert calls[1][-1] == {"type": "tool", "content": "saved 19 characters"}
+        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert task_text(task) == "I saved your note for you."
+    finally:
+        await client.close()
+
+
+async def test_history_and_system_prompt_reach_the_model(server_factory, tmp_path: Path) -> None:
+    cwd = workdir_with_fixtures(tmp_path)
+    (cwd / "prompt.txt").write_text("You are the history test agent.\n")
+    record = tmp_path / "record.jsonl"
+    env = langgraph_env(
+        system_prompt_file="prompt.txt",
+        fake_record=str(record),
+        fake_script=[{"text": "Nice to meet you, Ada."}],
+    )
+    server = server_factory(env=env, cwd=cwd)
+    client = await make_client(server.url)
+    try:
+        first = [e async for e in stream_events(client, user_message("My name is Ada."))]
+        context_id = first[0].task.context_id
+        assert context_id
+        second = [
+            e
+            async for e in stream_events(
+                client, user_message("What is my name?", context_id=context_id)
+            )
+        ]
+        assert event_task_id(second[0]) != event_task_id(first[0])
+        calls = read_record(record)
+        assert len(calls) == 2
+        assert calls[0] == [
+            {"type": "system", "content": "You are the history test agent."},
+            {"type": "human", "content": "My name is Ada."},
+        ]
+        assert calls[1] == [
+            {"type": "system", "content": "You are the history test agent."},
+            {"type": "human", "content": "My name is Ada."},
+            {"type": "ai", "content": "Nice to meet you, Ada."},
+            {"type": "human", "content": "What is my name?"},
+        ]
+    finally:
+        await client.close()
+
+
+async def test_cancel_stops_generation(server_factory, tmp_path: Path) -> None:
+    cwd = workdir_with_fixtures(tmp_path)
+    tokens = tmp_path / "tokens.txt"
+    words = " ".join(f"word{i}" for i in range(200))
+    env = langgraph_env(fake_tokens=str(tokens), fake_delay=0.05, fake_script=[{"text": words}])
+    server = server_factory(env=env, cwd=cwd)
+    client = await make_client(server.url)
+    canceller = await make_client(server.url)
+    try:
+        stream = client.send_message(SendMessageRequest(message=user_message("talk a lot")))
+        task_id, seen = "", 0
+        async for event in stream:
+            task_id = event_task_id(event)
+            if event.HasField("artifact_update"):
+                seen += 1
+                if seen >= 3:
+                    break
+        canceled = await canceller.cancel_task(CancelTaskRequest(id=task_id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        await stream.aclose()
+        # The model's generation saw the cancellation and produced nothing after it.
+        for _ in range(100):
+            if "CANCELLED" in tokens.read_text():
+                break
+            await asyncio.sleep(0.05)
+        lines = tokens.read_text().splitlines()
+        assert lines[-1] == "CANCELLED", lines[-5:]
+        await asyncio.sleep(0.5)
+        assert tokens.read_text().splitlines() == lines
+        assert len(lines) < 100, "generation ran on long after the cancel"
+        task = await canceller.get_task(GetTaskRequest(id=task_id))
+        assert task.status.state == TaskState.TASK_STATE_CANCELED
+        assert len(task_text(task)) < len(words)
+    finally:
+        await client.close()
+        await canceller.close()
+
+
+async def test_bad_model_factory_fails_start_up(server_factory, tmp_path: Path) -> None:
+    env = {
+        "RUNTIME": "langgraph",
+        "ADAPTER_OPTIONS": json.dumps({"model_factory": "no_such_module:make"}),
+    }
+    server = server_factory(env=env, cwd=tmp_path, wait=False)
+    assert server.proc is not None
+    server.proc.wait(timeout=30)
+    assert server.proc.returncode != 0
+    assert "model_factory='no_such_module:make'" in server.log()
+
+
+async def test_model_factory_by_file_path(tmp_path: Path) -> None:
+    """`path/to/file.py:attr` works from any working directory (no import path needed)."""
+    adapter = LangGraphAdapter()
+    await adapter.setup(
+        AdapterConfig(
+            workspace_id="w",
+            data_dir=tmp_path,
+            options={
+                "model_factory": f"{FAKE_MODELS}:scripted",
+                "fake_script": [{"text": "from a file path"}],
+            },
+        )
+    )
+    try:
+        chunks = [c async for c in adapter.stream(TaskInput("t", "c", "hi"))]
+        assert "".join(chunks) == "from a file path"
+    finally:
+        await adapter.aclose()
+
+
+def test_options_validation() -> None:
+    config = AdapterConfig(workspace_id="w", data_dir=Path("."), options={"max_tokens": "64"})
+    assert LangGraphOptions.from_config(config).max_tokens == 64
+    for bad in ({"max_tokens": "many"}, {"max_tokens": 0}, {"temperature": True}, {"tools_module": 3}):
+        with pytest.raises(OptionsError):
+            LangGraphOptions.from_config(AdapterConfig("w", Path("."), options=bad))
+
+
+def test_permanent_failures_are_not_retried() -> None:
+    class HTTPError(Exception):
+        def __init__(self, status_code: int) -> None:
+            super().__init__(f"status {status_code}")
+            self.status_code = status_code
+
+    assert _permanent_failure(HTTPError(401)) is not None
+    assert _permanent_failure(HTTPError(404)) is not None
+    assert _permanent_failure(HTTPError(429)) is None
+    assert _permanent_failure(HTTPError(503)) is None
+    assert _permanent_failure(TimeoutError()) is None
+
+
+_LOCAL_MISSING = local_model_available()
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(_LOCAL_MISSING is not None, reason=f"local model unavailable: {_LOCAL_MISSING}")
+async def test_real_local_model_streams(server_factory, tmp_path: Path) -> None:
+    env = {
+        "RUNTIME": "langgraph",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "ADAPTER_OPTIONS": json.dumps({"max_tokens": 48}),
+    }
+    server = server_factory(env=env, cwd=tmp_path)
+    client = await make_client(server.url)
+    try:
+        events = [
+            e async for e in stream_events(client, user_message("What is the capital of France?"))
+        ]
+        chunks = [
+            part.text
+            for e in events
+            if e.HasField("artifact_update")
+            for part in e.artifact_update.artifact.parts
+            if part.text
+        ]
+        assert chunks and all(chunks)
+        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED, server.log()
+        assert task_text(task).strip()
+    finally:
+        await client.close()
