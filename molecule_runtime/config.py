@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _env(*names: str) -> AliasChoices:
@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     runtime: str = Field("echo", validation_alias=_env("RUNTIME"))
     model: str = Field("", validation_alias=_env("MODEL"))
     system_prompt: str = Field("", validation_alias=_env("SYSTEM_PROMPT"))
-    adapter_options: dict[str, Any] = Field(
+    # NoDecode: our validator parses the JSON, so a typo gets a clear message
+    # instead of pydantic-settings' generic "error parsing value".
+    adapter_options: Annotated[dict[str, Any], NoDecode] = Field(
         default_factory=dict, validation_alias=_env("ADAPTER_OPTIONS")
     )
 
