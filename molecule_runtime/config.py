@@ -92,6 +92,15 @@ class Settings(BaseSettings):
             raise ValueError("ADAPTER_OPTIONS must be a JSON object")
         return value
 
+    @field_validator("auth_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, value: Any) -> Any:
+        # `MOLECULE_AUTH_TOKEN=` (e.g. an empty compose variable) must not turn on
+        # auth with an empty token that a bare "Bearer" header would match.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:

@@ -71,6 +71,8 @@ def test_auth_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.auth_token.get_secret_value() == "t0ken"
     assert "t0ken" not in repr(settings)
     assert settings.redacted()["auth_token"] == "***"
+    monkeypatch.setenv("MOLECULE_AUTH_TOKEN", "")
+    assert Settings().auth_token is None
 
 
 def test_defaults() -> None:

@@ -26,7 +26,14 @@ class BearerAuthMiddleware:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
+
+    def _authorized(self, header: bytes) -> bool:
+        # The scheme name is case-insensitive (RFC 9110); the token is not.
+        scheme, _, supplied = header.partition(b" ")
+        if scheme.lower() != b"bearer":
+            return False
+        return hmac.compare_digest(supplied.strip(b" "), self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -37,7 +44,7 @@ class BearerAuthMiddleware:
             if name == b"authorization":
                 supplied = value
                 break
-        if hmac.compare_digest(supplied, self._expected):
+        if self._authorized(supplied):
             await self.app(scope, receive, send)
             return
         body = json.dumps(
