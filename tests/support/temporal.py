@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
 import socket
 import subprocess
@@ -84,10 +85,12 @@ class TemporalDevServer:
             except Exception:
                 return False
 
-        while time.monotonic() < deadline:
-            if asyncio.run(probe()):
-                return
-            time.sleep(0.1)
+        # A thread of its own, so this also works when called from async tests.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            while time.monotonic() < deadline:
+                if pool.submit(asyncio.run, probe()).result():
+                    return
+                time.sleep(0.1)
         raise TimeoutError("temporal dev server did not become ready")
 
     def stop(self) -> None:

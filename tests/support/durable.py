@@ -1,0 +1,82 @@
+"""Helpers for durable-mode tests: scripted messages, task polling, workflow histories."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from a2a.client.client import Client
+from a2a.types.a2a_pb2 import GetTaskRequest, Message, Task, TaskState
+from google.protobuf.struct_pb2 import Struct
+
+from tests.support.a2a import user_message
+
+SCRIPTED_ADAPTER = Path(__file__).resolve().parent.parent / "fixtures" / "scripted_adapter.py"
+
+TERMINAL = {
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_REJECTED,
+}
+
+
+def scripted_message(text: str = "go", **script: Any) -> Message:
+    message = user_message(text)
+    meta = Struct()
+    meta.update(script)
+    message.metadata.CopyFrom(meta)
+    return message
+
+
+def durable_env(temporal_address: str, record_dir: Path, **extra: str) -> dict[str, str]:
+    queue = f"q-{uuid.uuid4().hex[:10]}"
+    env = {
+        "TEMPORAL_HOST": temporal_address,
+        "TEMPORAL_TASK_QUEUE": queue,
+        "WORKSPACE_ID": f"ws-{queue}",
+        "ADAPTER_MODULE": str(SCRIPTED_ADAPTER),
+        "ADAPTER_OPTIONS": json.dumps({"record_dir": str(record_dir)}),
+        "TEMPORAL_HEARTBEAT_TIMEOUT": "2",
+        "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.2",
+        "TEMPORAL_SCHEDULE_TO_START_TIMEOUT": "3",
+        "TEMPORAL_CONNECT_TIMEOUT": "2",
+    }
+    env.update(extra)
+    return env
+
+
+async def wait_terminal(client: Client, task_id: str, timeout: float = 30.0) -> Task:
+    deadline = time.monotonic() + timeout
+    last: Task | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = await client.get_task(GetTaskRequest(id=task_id))
+            if last.status.state in TERMINAL:
+                return last
+        except Exception:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"task {task_id} not terminal after {timeout}s: {last}")
+
+
+def streamed_text(events: list) -> str:
+    """Reassemble the answer from artifact events, honouring append=false (restart)."""
+    text = ""
+    for event in events:
+        if event.WhichOneof("payload") != "artifact_update":
+            continue
+        update = event.artifact_update
+        chunk = "".join(p.text for p in update.artifact.parts)
+        text = text + chunk if update.append else chunk
+    return text
+
+
+async def readyz(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=5) as http:
+        return await http.get(url + "/readyz")

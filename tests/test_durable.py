@@ -1,0 +1,360 @@
+"""Durable mode against a real Temporal dev server, through real HTTP/SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.worker import Replayer
+
+from molecule_runtime.durable.workflow import AgentTaskWorkflow
+from tests.fixtures.scripted_adapter import read_records
+from tests.support.a2a import make_client, stream_events, task_text
+from tests.support.durable import (
+    durable_env,
+    readyz,
+    scripted_message,
+    streamed_text,
+    wait_terminal,
+)
+from tests.support.procs import free_port
+from tests.support.temporal import TemporalDevServer
+
+pytestmark = pytest.mark.temporal
+
+
+def wf_id(env: dict[str, str], task_id: str) -> str:
+    return f"molecule:{env['WORKSPACE_ID']}:{task_id}"
+
+
+HISTORY_FIXTURES = Path(__file__).parent / "fixtures" / "histories"
+
+
+async def history_of(address: str, workflow_id: str, fixture: str | None = None):
+    """Fetch a workflow's history and check it replays against today's workflow code.
+
+    With MOLECULE_RECORD_HISTORIES=1 it is also saved as a replay fixture.
+    """
+    client = await Client.connect(address)
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    await Replayer(workflows=[AgentTaskWorkflow]).replay_workflow(history)
+    if fixture and os.environ.get("MOLECULE_RECORD_HISTORIES") == "1":
+        HISTORY_FIXTURES.mkdir(parents=True, exist_ok=True)
+        (HISTORY_FIXTURES / f"{fixture}.json").write_text(history.to_json())
+    return history
+
+
+def activity_names(history) -> list[str]:
+    """Regular activities from their scheduled events; local ones from their markers."""
+    names = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            names.append(event.activity_task_scheduled_event_attributes.activity_type.name)
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            details = event.marker_recorded_event_attributes.details
+            if "data" in details:
+                data = json.loads(details["data"].payloads[0].data)
+                names.append(data.get("activity_type") or data.get("activityType"))
+    return names
+
+
+def llm_call_attempts(history) -> list[int]:
+    attempts = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            attempts.append(event.activity_task_started_event_attributes.attempt)
+    return attempts
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Path:
+    return tmp_path / "records"
+
+
+async def test_happy_path_streams_through_three_activities(
+    temporal_server, server_factory, records
+) -> None:
+    env = durable_env(temporal_server.address, records)
+    server = server_factory(env)
+    ready = (await readyz(server.url)).json()
+    assert ready["mode"] == "durable"
+    client = await make_client(server.url)
+    events = [e async for e in stream_events(client, scripted_message(chunks=4))]
+    task_id = events[0].task.id
+    assert streamed_text(events) == "c0 c1 c2 c3 "
+    assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    task = await client.get_task(GetTaskRequest(id=task_id))
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert task_text(task) == "c0 c1 c2 c3 "
+    assert task.metadata["molecule.mode"] == "durable"
+
+    history = await history_of(temporal_server.address, wf_id(env, task_id), "completed")
+    assert activity_names(history) == ["task_receive", "llm_call", "task_complete"]
+    assert llm_call_attempts(history) == [1]
+    assert (await readyz(server.url)).json()["temporal"]["live_tasks"] == 0
+    await client.close()
+
+
+async def test_retry_restarts_the_artifact(temporal_server, server_factory, records) -> None:
+    env = durable_env(temporal_server.address, records)
+    server = server_factory(env)
+    client = await make_client(server.url)
+    events = [e async for e in stream_events(client, scripted_message(chunks=3, fail_attempts=1))]
+    task_id = events[0].task.id
+    statuses = [
+        "".join(p.text for p in e.status_update.status.message.parts)
+        for e in events
+        if e.WhichOneof("payload") == "status_update"
+    ]
+    assert any("Retrying" in s and "attempt 2" in s for s in statuses), statuses
+    task = await wait_terminal(client, task_id)
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    # Attempt 1 streamed "c0 " before failing; the artifact holds attempt 2 only.
+    assert task_text(task) == "c0 c1 c2 "
+    assert streamed_text(events) == "c0 c1 c2 "
+    starts = [r["attempt"] for r in read_records(records, task_id) if r["event"] == "start"]
+    assert starts == [1, 2]
+    history = await history_of(temporal_server.address, wf_id(env, task_id), "retried")
+    assert llm_call_attempts(history) == [2]  # one activity, retried by Temporal
+    await client.close()
+
+
+async def test_non_retryable_fails_after_one_attempt(
+    temporal_server, server_factory, records
+) -> None:
+    env = durable_env(temporal_server.address, records)
+    server = server_factory(env)
+    client = await make_client(server.url)
+    events = [e async for e in stream_events(client, scripted_message(non_retryable=True))]
+    task_id = events[0].task.id
+    task = await wait_terminal(client, task_id)
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert "can never succeed" in "".join(p.text for p in task.status.message.parts)
+    starts = [r for r in read_records(records, task_id) if r["event"] == "start"]
+    assert len(starts) == 1
+    await history_of(temporal_server.address, wf_id(env, task_id), "non_retryable")
+    await client.close()
+
+
+async def test_cancel_mid_stream(temporal_server, server_factory, records) -> None:
+    env = durable_env(temporal_server.address, records)
+    server = server_factory(env)
+    client = await make_client(server.url)
+    seen: list = []
+    first_chunk = asyncio.Event()
+
+    async def consume() -> None:
+        async for event in stream_events(client, scripted_message(chunks=100, delay=0.1)):
+            seen.append(event)
+            if event.WhichOneof("payload") == "artifact_update":
+                first_chunk.set()
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(first_chunk.wait(), 20)
+    task_id = seen[0].task.id
+    canceller = await make_client(server.url)
+    sent = time.time()
+    result = await canceller.cancel_task(CancelTaskRequest(id=task_id))
+    assert result.status.state == TaskState.TASK_STATE_CANCELED
+    await asyncio.wait_for(consumer, 20)
+    task = await wait_terminal(client, task_id)
+    assert task.status.state == TaskState.TASK_STATE_CANCELED
+    cancelled = [r for r in read_records(records, task_id) if r["event"] == "cancelled"]
+    assert len(cancelled) == 1, read_records(records, task_id)
+    assert cancelled[0]["t"] - sent < 1.5
+    assert not [r for r in read_records(records, task_id) if r["event"] == "done"]
+    tclient = await Client.connect(temporal_server.address)
+    desc = await tclient.get_workflow_handle(wf_id(env, task_id)).describe()
+    assert desc.status == WorkflowExecutionStatus.CANCELED
+    await history_of(temporal_server.address, wf_id(env, task_id), "canceled")
+    await client.close()
+    await canceller.close()
+
+
+async def test_sigkill_mid_llm_call_recovers_after_restart(
+    temporal_server, server_factory, records, tmp_path
+) -> None:
+    env = durable_env(temporal_server.address, records)
+    workdir = tmp_path / "crash"
+    server = server_factory(env, workdir=workdir)
+    client = await make_client(server.url)
+    seen: list = []
+
+    async def consume() -> None:
+        try:
+            async for event in stream_events(client, scripted_message(chunks=15, delay=0.1)):
+                seen.append(event)
+        except Exception:
+            pass  # the server dies under us
+
+    consumer = asyncio.create_task(consume())
+    deadline = time.monotonic() + 20
+    while sum(e.WhichOneof("payload") == "artifact_update" for e in seen) < 3:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    task_id = seen[0].task.id
+    server.kill()
+    killed = time.monotonic()
+    await asyncio.wait_for(consumer, 10)
+
+    restarted = server_factory(env, workdir=workdir, port=server.port)
+    client2 = await make_client(restarted.url)
+    task = await wait_terminal(client2, task_id, timeout=40)
+    recovery = time.monotonic() - killed
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
+    expected = "".join(f"c{i} " for i in range(15))
+    assert task_text(task) == expected  # one complete execution, nothing duplicated
+    recs = read_records(records, task_id)
+    assert len([r for r in recs if r["event"] == "done"]) == 1
+    assert len({r["pid"] for r in recs if r["event"] == "start"}) == 2
+    assert recovery < 2 + 15 * 0.1 + 8, recovery  # heartbeat timeout + run + slack
+    await client.close()
+    await client2.close()
+
+
+async def test_temporal_absent_at_start_runs_direct_then_switches_back(
+    server_factory, records, tmp_path
+) -> None:
+    port = free_port()
+    env = durable_env(f"127.0.0.1:{port}", records, TEMPORAL_RECONNECT_MAX_INTERVAL="1")
+    server = server_factory(env)
+    ready = (await readyz(server.url))
+    assert ready.status_code == 200
+    assert ready.json()["mode"] == "direct-fallback"
+    client = await make_client(server.url)
+    events = [e async for e in stream_events(client, scripted_message(chunks=2))]
+    task = await wait_terminal(client, events[0].task.id)
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert task.metadata["molecule.mode"] == "direct"
+
+    temporal = TemporalDevServer(tmp_path / "late-temporal", port=port).start()
+    try:
+        deadline = time.monotonic() + 20
+        while (await readyz(server.url)).json()["mode"] != "durable":
+            assert time.monotonic() < deadline, (await readyz(server.url)).json()
+            await asyncio.sleep(0.2)
+        events = [e async for e in stream_events(client, scripted_message(chunks=2))]
+        task = await wait_terminal(client, events[0].task.id)
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert task.metadata["molecule.mode"] == "durable"
+    finally:
+        await client.close()
+        temporal.stop()
+
+
+async def test_temporal_killed_mid_task_is_never_rerun_directly(
+    server_factory, records, tmp_path
+) -> None:
+    temporal = TemporalDevServer(tmp_path / "temporal").start()
+    env = durable_env(temporal.address, records, TEMPORAL_RECONNECT_MAX_INTERVAL="1")
+    server = server_factory(env)
+    client = await make_client(server.url)
+    seen: list = []
+
+    async def consume() -> None:
+        async for event in stream_events(client, scripted_message(chunks=10, delay=0.2)):
+            seen.append(event)
+
+    consumer = asyncio.create_task(consume())
+    try:
+        deadline = time.monotonic() + 20
+        while not any(e.WhichOneof("payload") == "artifact_update" for e in seen):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        task_id = seen[0].task.id
+        temporal.kill()
+        killed_at = time.time()
+        # While Temporal is down, new tasks run directly (decided before they start).
+        deadline = time.monotonic() + 15
+        while (await readyz(server.url)).json()["mode"] != "direct-fallback":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        other = await make_client(server.url)
+        direct_events = [e async for e in stream_events(other, scripted_message(chunks=2))]
+        direct_task = await wait_terminal(other, direct_events[0].task.id)
+        assert direct_task.metadata["molecule.mode"] == "direct"
+        await other.close()
+
+        temporal = TemporalDevServer(tmp_path / "temporal", port=temporal.port).start()
+        await asyncio.wait_for(consumer, 60)
+        task = await wait_terminal(client, task_id, timeout=60)
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert task_text(task) == "".join(f"c{i} " for i in range(10))
+        assert task.metadata["molecule.mode"] == "durable"
+        recs = read_records(records, task_id)
+        # A direct re-run would start again as attempt 1; only Temporal retries
+        # (attempt >= 2) may follow the outage.
+        assert next(r for r in recs if r["event"] == "start" and r["attempt"] == 1)["t"] < killed_at
+        assert all(r["attempt"] >= 2 for r in recs if r["event"] == "start" and r["t"] > killed_at)
+    finally:
+        consumer.cancel()
+        await client.close()
+        temporal.stop()
+
+
+async def test_two_servers_share_queue_without_cross_talk(
+    temporal_server, server_factory, records, tmp_path
+) -> None:
+    env = durable_env(
+        temporal_server.address,
+        records,
+        TASK_STORE_URL=f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}",
+    )
+    servers = [server_factory(env), server_factory(env)]
+    clients = [await make_client(s.url) for s in servers]
+
+    async def run(i: int, j: int) -> tuple[str, str, set[str]]:
+        label = f"s{i}t{j}-"
+        events = [
+            e
+            async for e in stream_events(clients[i], scripted_message(chunks=4, delay=0.02, label=label))
+        ]
+        ids = {e.task.id if e.WhichOneof("payload") == "task" else getattr(e, e.WhichOneof("payload")).task_id for e in events}
+        return label, streamed_text(events), ids
+
+    results = await asyncio.gather(*(run(i, j) for i in range(2) for j in range(5)))
+    for label, text, ids in results:
+        assert text == "".join(f"{label}{k} " for k in range(4))
+        assert len(ids) == 1
+    for c in clients:
+        await c.close()
+
+
+async def test_resend_is_idempotent_and_registry_drains(
+    temporal_server, server_factory, records
+) -> None:
+    env = durable_env(temporal_server.address, records)
+    server = server_factory(env)
+    client = await make_client(server.url)
+    events = [e async for e in stream_events(client, scripted_message(chunks=2))]
+    task_id = events[0].task.id
+    await wait_terminal(client, task_id)
+    # Re-sending to a finished task is refused, and nothing runs again.
+    resend = scripted_message(chunks=2)
+    resend.task_id = task_id
+    resend.context_id = events[0].task.context_id
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's error type varies by transport
+        _ = [e async for e in stream_events(client, resend)]
+    # Starting the same workflow id again returns the existing run.
+    tclient = await Client.connect(temporal_server.address)
+    handle = tclient.get_workflow_handle(wf_id(env, task_id))
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    starts = [r for r in read_records(records, task_id) if r["event"] == "start"]
+    assert len(starts) == 1
+
+    async def one(k: int) -> None:
+        script = {"chunks": 2}
+        if k % 3 == 1:
+            script = {"non_retryable": True}
+        [e async for e in stream_events(client, scripted_message(**script))]
+
+    await asyncio.gather(*(one(k) for k in range(30)))
+    assert (await readyz(server.url)).json()["temporal"]["live_tasks"] == 0
+    await client.close()
