@@ -9,7 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    SubscribeToTaskRequest,
+    TaskState,
+)
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Replayer
@@ -178,18 +183,13 @@ async def test_cancel_mid_stream(temporal_server, server_factory, records) -> No
     await canceller.close()
 
 
-async def test_sigkill_mid_llm_call_recovers_after_restart(
-    temporal_server, server_factory, records, tmp_path
-) -> None:
-    env = durable_env(temporal_server.address, records)
-    workdir = tmp_path / "crash"
-    server = server_factory(env, workdir=workdir)
-    client = await make_client(server.url)
+async def _start_then_kill(server, client, chunks: int, delay: float) -> str:
+    """Start a streaming task, SIGKILL the server once 3 chunks arrived; return the task id."""
     seen: list = []
 
     async def consume() -> None:
         try:
-            async for event in stream_events(client, scripted_message(chunks=15, delay=0.1)):
+            async for event in stream_events(client, scripted_message(chunks=chunks, delay=delay)):
                 seen.append(event)
         except Exception:
             pass  # the server dies under us
@@ -199,10 +199,20 @@ async def test_sigkill_mid_llm_call_recovers_after_restart(
     while sum(e.WhichOneof("payload") == "artifact_update" for e in seen) < 3:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    task_id = seen[0].task.id
     server.kill()
-    killed = time.monotonic()
     await asyncio.wait_for(consumer, 10)
+    return seen[0].task.id
+
+
+async def test_sigkill_mid_llm_call_recovers_after_restart(
+    temporal_server, server_factory, records, tmp_path
+) -> None:
+    env = durable_env(temporal_server.address, records)
+    workdir = tmp_path / "crash"
+    server = server_factory(env, workdir=workdir)
+    client = await make_client(server.url)
+    task_id = await _start_then_kill(server, client, chunks=15, delay=0.1)
+    killed = time.monotonic()
 
     restarted = server_factory(env, workdir=workdir, port=server.port)
     client2 = await make_client(restarted.url)
@@ -215,6 +225,51 @@ async def test_sigkill_mid_llm_call_recovers_after_restart(
     assert len([r for r in recs if r["event"] == "done"]) == 1
     assert len({r["pid"] for r in recs if r["event"] == "start"}) == 2
     assert recovery < 2 + 15 * 0.1 + 8, recovery  # heartbeat timeout + run + slack
+    await client.close()
+    await client2.close()
+
+
+async def test_recovered_task_can_be_followed_and_cancelled(
+    temporal_server, server_factory, records, tmp_path
+) -> None:
+    env = durable_env(temporal_server.address, records)
+    workdir = tmp_path / "crash"
+    server = server_factory(env, workdir=workdir)
+    client = await make_client(server.url)
+    task_id = await _start_then_kill(server, client, chunks=200, delay=0.05)
+    restarted = server_factory(env, workdir=workdir, port=server.port)
+    client2 = await make_client(restarted.url)
+
+    # SubscribeToTask follows the headless retry through the store's event log.
+    followed: list = []
+
+    async def follow() -> None:
+        async for event in client2.subscribe(SubscribeToTaskRequest(id=task_id)):
+            followed.append(event)
+
+    follower = asyncio.create_task(follow())
+    deadline = time.monotonic() + 30
+    while not any(
+        e.WhichOneof("payload") == "artifact_update" and e.artifact_update.append for e in followed
+    ):
+        assert time.monotonic() < deadline, followed
+        await asyncio.sleep(0.05)
+    starts = [r for r in read_records(records, task_id) if r["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["attempt"] == 2
+
+    sent = time.time()
+    result = await client2.cancel_task(CancelTaskRequest(id=task_id))
+    assert result.status.state == TaskState.TASK_STATE_CANCELED
+    deadline = time.monotonic() + 10
+    while not [r for r in read_records(records, task_id) if r["event"] == "cancelled"]:
+        assert time.monotonic() < deadline, read_records(records, task_id)
+        await asyncio.sleep(0.05)
+    cancelled = next(r for r in read_records(records, task_id) if r["event"] == "cancelled")
+    assert cancelled["attempt"] == 2 and cancelled["t"] - sent < 2
+    await asyncio.wait_for(follower, 10)
+    task = await wait_terminal(client2, task_id)
+    assert task.status.state == TaskState.TASK_STATE_CANCELED
+    assert not [r for r in read_records(records, task_id) if r["event"] == "done"]
     await client.close()
     await client2.close()
 

@@ -9,10 +9,10 @@ from a2a.server.context import ServerCallContext
 from a2a.server.tasks.task_manager import TaskManager
 from a2a.types.a2a_pb2 import Task, TaskState
 
-from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents
+from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents, TaskStopped
 
 
-class TaskFinishedElsewhere(Exception):
+class TaskFinishedElsewhere(TaskStopped):
     """The stored task reached a terminal state (e.g. canceled) while we worked on it."""
 
 

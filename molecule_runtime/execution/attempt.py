@@ -9,7 +9,7 @@ from collections.abc import Callable
 from a2a.types.a2a_pb2 import TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
-from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.execution.events import TaskEvents, TaskStopped
 
 
 class AdapterProtocolError(TypeError):
@@ -51,7 +51,7 @@ async def run_attempt(
                 continue
             try:
                 await events.chunk(chunk, append=not replace_next)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, TaskStopped):
                 # Cancelled between two chunks: the generator is parked at its
                 # `yield`; deliver the cancellation there, as the contract says.
                 with contextlib.suppress(BaseException):

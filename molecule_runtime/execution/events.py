@@ -44,6 +44,10 @@ STATE_NAMES = {
 }
 
 
+class TaskStopped(Exception):
+    """The task was finished by someone else (e.g. canceled) while this attempt ran."""
+
+
 def artifact_id_for(task_id: str) -> str:
     """One answer artifact per task, with an id every attempt and process agrees on."""
     return f"{task_id}-answer"

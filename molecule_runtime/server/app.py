@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import (
     create_agent_card_routes,
     create_jsonrpc_routes,
@@ -21,6 +20,7 @@ from molecule_runtime.execution.executor import RuntimeExecutor
 from molecule_runtime.runtime import Runtime
 from molecule_runtime.server.auth import BearerAuthMiddleware
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card
+from molecule_runtime.server.handler import RuntimeRequestHandler
 
 
 def build_app(runtime: Runtime) -> Starlette:
@@ -29,11 +29,12 @@ def build_app(runtime: Runtime) -> Starlette:
     settings = runtime.settings
     card = build_agent_card(settings, runtime.adapter)
     executor = RuntimeExecutor(runtime.adapter, runtime.stores.versioned, runtime.durable)
-    handler = DefaultRequestHandler(
+    handler = RuntimeRequestHandler(
         agent_executor=executor,
         task_store=runtime.stores.handler_store,
         agent_card=card,
         event_stream=runtime.stores.event_stream,
+        durable=runtime.durable,
     )
 
     async def healthz(_: Request) -> JSONResponse:

@@ -1,0 +1,36 @@
+"""The SDK's request handler, plus workflow cancellation for tasks not running here."""
+
+from __future__ import annotations
+
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.types.a2a_pb2 import CancelTaskRequest, Task
+
+from molecule_runtime.execution.events import TERMINAL_STATES
+from molecule_runtime.execution.executor import DurableRunner
+
+
+class RuntimeRequestHandler(DefaultRequestHandler):
+    """CancelTask also reaches tasks recovered headless (after a crash, on another worker).
+
+    The SDK calls the executor's `cancel()` only for tasks whose stream lives in
+    this process; for the others it just records CANCELED in the store, which
+    would leave the workflow (and the adapter) running.
+    """
+
+    def __init__(self, *args: object, durable: DurableRunner | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._durable = durable
+
+    async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
+        if self._durable is not None and params.id:
+            # Owner-scoped read first: only a caller who may see the task may cancel it.
+            stored = await self._versioned_store.get(params.id, context)
+            running_here = await self._active_task_registry.get(params.id) is not None
+            if (
+                stored is not None
+                and stored.task.status.state not in TERMINAL_STATES
+                and not running_here
+            ):
+                await self._durable.cancel(params.id)
+        return await super().on_cancel_task(params, context)
