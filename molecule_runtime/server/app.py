@@ -37,6 +37,10 @@ def build_app(runtime: Runtime) -> Starlette:
         durable=runtime.durable,
     )
 
+    # Open SSE streams may finish during shutdown; kept below uvicorn's own
+    # graceful timeout so the server still exits in time.
+    sse_grace = max(0.0, settings.shutdown_grace - 1.0)
+
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -48,8 +52,10 @@ def build_app(runtime: Runtime) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *create_agent_card_routes(card),
-        *create_rest_routes(handler, path_prefix=REST_PREFIX),
-        *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True),
+        *create_rest_routes(handler, path_prefix=REST_PREFIX, shutdown_grace_period=sse_grace),
+        *create_jsonrpc_routes(
+            handler, rpc_url="/", enable_v0_3_compat=True, shutdown_grace_period=sse_grace
+        ),
     ]
     middleware = []
     if settings.auth_token is not None:
