@@ -17,6 +17,10 @@ from molecule_runtime.execution.inputs import build_task_input, history_from_tas
 
 log = logging.getLogger(__name__)
 
+# Set by the request context builder: False when the client started a new
+# conversation, so there is no history to look up.
+CONTINUES_CONTEXT = "molecule.continues_context"
+
 REJECT_NO_TEXT = (
     "This agent accepts text: the message has no text part (or only empty text). "
     "Send a message with at least one non-empty text part."
@@ -74,7 +78,9 @@ class RuntimeExecutor(AgentExecutor):
         if not context.get_user_input().strip():
             await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
             return
-        task = build_task_input(context, await self._history(context))
+        continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
+        history = await self._history(context) if continues else []
+        task = build_task_input(context, history)
         if self.durable is not None and self.durable.accepting():
             if await self.durable.run(task, events):
                 return

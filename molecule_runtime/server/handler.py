@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+from a2a.server.agent_execution import RequestContext, SimpleRequestContextBuilder
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.types.a2a_pb2 import CancelTaskRequest, Task
+from a2a.types.a2a_pb2 import CancelTaskRequest, SendMessageRequest, Task
 
 from molecule_runtime.execution.events import TERMINAL_STATES
-from molecule_runtime.execution.executor import DurableRunner
+from molecule_runtime.execution.executor import CONTINUES_CONTEXT, DurableRunner
+
+
+class ConversationContextBuilder(SimpleRequestContextBuilder):
+    """Notes whether the client named an existing conversation (context id).
+
+    A new conversation has no earlier turns, so the executor can skip the
+    history look-up in the task store for it.
+    """
+
+    async def build(
+        self,
+        context: ServerCallContext,
+        params: SendMessageRequest | None = None,
+        task_id: str | None = None,
+        context_id: str | None = None,
+        task: Task | None = None,
+    ) -> RequestContext:
+        context.state[CONTINUES_CONTEXT] = bool(context_id or task_id)
+        return await super().build(context, params, task_id, context_id, task)
 
 
 class RuntimeRequestHandler(DefaultRequestHandler):
@@ -19,6 +39,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
     """
 
     def __init__(self, *args: object, durable: DurableRunner | None = None, **kwargs: object) -> None:
+        kwargs.setdefault("request_context_builder", ConversationContextBuilder())
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._durable = durable
 
