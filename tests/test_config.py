@@ -199,3 +199,22 @@ def test_cli_help_lists_flags() -> None:
     assert result.returncode == 0
     for flag, *_ in FLAGS:
         assert flag in result.stdout
+
+
+def test_readme_settings_table_is_complete() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip().strip("`"): line
+        for line in section.splitlines()
+        if line.startswith("| `")
+    }
+    for field in Settings.model_fields:
+        assert any(name in rows for name in env_names(field)), f"{field} missing from the README"
+    for flag, field, _, _ in FLAGS:
+        row = next(rows[name] for name in env_names(field) if name in rows)
+        assert f"`{flag}`" in row, f"{flag} missing from the README row of {field}"
+    documented_flags = {
+        part for row in rows.values() for part in row.split("`") if part.startswith("--")
+    }
+    assert documented_flags <= {flag for flag, *_ in FLAGS}
