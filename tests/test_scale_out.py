@@ -1,0 +1,169 @@
+"""Scale-out without containers: the docker-compose topology as local processes.
+
+One Temporal dev server, one PostgreSQL, two runtime replicas and one
+worker-only process, all on the same task queue, workspace and task store.
+One replica is killed with SIGKILL mid-task and never restarted: its tasks
+must still complete (headless, on the surviving processes) and be readable
+from the other replica, each with exactly one execution's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from a2a.types.a2a_pb2 import SubscribeToTaskRequest, TaskState
+
+from tests.fixtures.scripted_adapter import read_records
+from tests.support.a2a import make_client, stream_events, task_text
+from tests.support.durable import durable_env, readyz, scripted_message, wait_terminal
+from tests.support.postgres import PostgresServer, shared_postgres
+from tests.support.procs import ServerProcess
+
+pytestmark = pytest.mark.temporal
+
+CHUNKS = 20
+DELAY = 0.15  # 3 s per task: long enough to be killed mid-stream
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with shared_postgres() as server:
+        yield server
+
+
+def start_worker(workdir: Path, env: dict[str, str], timeout: float = 60.0) -> ServerProcess:
+    """`molecule-runtime worker`: no HTTP port, so readiness is its start-up log line."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    worker = ServerProcess(workdir, env, command="worker").start(wait=False)
+    deadline = time.monotonic() + timeout
+    while "durable mode: Temporal" not in worker.log():
+        assert worker.proc is not None
+        if worker.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {worker.proc.returncode}:\n{worker.log()}")
+        if time.monotonic() > deadline:
+            worker.stop()
+            raise TimeoutError(f"worker not polling after {timeout}s:\n{worker.log()}")
+        time.sleep(0.05)
+    return worker
+
+
+async def test_replica_killed_mid_task_its_tasks_finish_elsewhere(
+    temporal_server, postgres: PostgresServer, server_factory, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    env = durable_env(
+        temporal_server.address,
+        records,
+        TASK_STORE_URL=postgres.database(),
+        TEMPORAL_HEARTBEAT_TIMEOUT="2",
+        TEMPORAL_SCHEDULE_TO_START_TIMEOUT="3",
+    )
+    # Stable, unique instance ids, as in docker-compose.yml.
+    replica_a = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-a"}, workdir=tmp_path / "a")
+    replica_b = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-b"}, workdir=tmp_path / "b")
+    worker = start_worker(tmp_path / "w", {**env, "MOLECULE_INSTANCE_ID": "worker-1"})
+    try:
+        for replica in (replica_a, replica_b):
+            ready = (await readyz(replica.url)).json()
+            assert ready["mode"] == "durable", ready
+        await _kill_one_replica_mid_task(replica_a, replica_b, worker, records)
+    finally:
+        worker.stop()
+    assert worker.proc is not None and worker.proc.returncode == 0, worker.log()
+
+
+async def _kill_one_replica_mid_task(
+    replica_a: ServerProcess, replica_b: ServerProcess, worker: ServerProcess, records: Path
+) -> None:
+    clients = {"a": await make_client(replica_a.url), "b": await make_client(replica_b.url)}
+    seen: dict[str, list] = {}
+
+    async def consume(key: str) -> None:
+        replica = key[0]
+        events = seen.setdefault(key, [])
+        message = scripted_message(chunks=CHUNKS, delay=DELAY, label=f"{key}-")
+        try:
+            async for event in stream_events(clients[replica], message):
+                events.append(event)
+        except Exception:
+            if replica != "a":
+                raise  # only replica a's streams may break: it is the one killed
+
+    # Clients spread over both replicas: three tasks each.
+    keys = [f"{r}{i}" for r in "ab" for i in range(3)]
+    consumers = {key: asyncio.create_task(consume(key)) for key in keys}
+
+    def chunks(key: str) -> int:
+        return sum(e.WhichOneof("payload") == "artifact_update" for e in seen.get(key, []))
+
+    deadline = time.monotonic() + 30
+    while not all(chunks(key) >= 2 for key in keys):
+        assert time.monotonic() < deadline, {key: chunks(key) for key in keys}
+        await asyncio.sleep(0.02)
+    task_ids = {key: seen[key][0].task.id for key in keys}
+    assert replica_a.proc is not None
+    killed_pid = replica_a.proc.pid
+    replica_a.kill()  # SIGKILL mid-stream; never restarted
+    killed_at = time.monotonic()
+
+    # Someone on the surviving replica follows one of the orphaned tasks: the
+    # recovery's events reach it through the shared store's event log.
+    follower = await make_client(replica_b.url)
+    followed: list = []
+
+    async def follow() -> None:
+        async for event in follower.subscribe(SubscribeToTaskRequest(id=task_ids["a0"])):
+            followed.append(event)
+
+    following = asyncio.create_task(follow())
+
+    survivor = clients["b"]
+    expected = {key: "".join(f"{key}-{i} " for i in range(CHUNKS)) for key in keys}
+    finished = {}
+    for key in keys:
+        finished[key] = await wait_terminal(survivor, task_ids[key], timeout=60)
+    recovery = time.monotonic() - killed_at
+    await asyncio.wait_for(asyncio.gather(*consumers.values()), 30)
+    await asyncio.wait_for(following, 15)
+
+    for key in keys:
+        task = finished[key]
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED, (key, task)
+        # Exactly one execution's text: a retry restarts the artifact, never appends.
+        assert task_text(task) == expected[key], (key, task_text(task))
+        recs = read_records(records, task_ids[key])
+        done = [r for r in recs if r["event"] == "done"]
+        assert len(done) == 1, (key, recs)
+        starts = [r for r in recs if r["event"] == "start"]
+        if key.startswith("b"):
+            # Untouched by the crash: one attempt, on replica b.
+            assert len(starts) == 1, (key, recs)
+        else:
+            assert starts[0]["pid"] == killed_pid, (key, recs)
+            assert done[0]["pid"] != killed_pid, (key, recs)
+    # The streams on replica b carried the whole answer too.
+    for key in ("b0", "b1", "b2"):
+        assert seen[key][-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+
+    states = [
+        e.status_update.status.state for e in followed if e.WhichOneof("payload") == "status_update"
+    ]
+    assert states and states[-1] == TaskState.TASK_STATE_COMPLETED, followed
+    # heartbeat timeout (2 s) + schedule-to-start timeout (3 s) + a full re-run (3 s), with slack
+    # for a loaded 2-core machine.
+    assert recovery < 2 + 3 + CHUNKS * DELAY + 20, recovery
+
+    recovered_by = {
+        r["pid"] for key in keys if key.startswith("a")
+        for r in read_records(records, task_ids[key]) if r["event"] == "done"
+    }
+    assert worker.proc is not None and replica_b.proc is not None
+    assert recovered_by <= {worker.proc.pid, replica_b.proc.pid}, recovered_by
+    who = {worker.proc.pid: "worker", replica_b.proc.pid: "replica-b"}
+    print(f"recovery {recovery:.1f}s after SIGKILL; finished by {sorted(who[p] for p in recovered_by)}")
+    for client in (*clients.values(), follower):
+        await client.close()
