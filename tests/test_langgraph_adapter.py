@@ -24,7 +24,7 @@ from molecule_runtime.adapters.langgraph import (
     LangGraphOptions,
     local_model_available,
 )
-from molecule_runtime.adapters.langgraph.adapter import _permanent_failure
+from molecule_runtime.adapters.langgraph.adapter import _permanent_failure, trim_history
 from molecule_runtime.adapters.langgraph.options import OptionsError
 from tests.support.a2a import (
     event_task_id,
@@ -273,3 +273,14 @@ async def test_real_local_model_streams(server_factory, tmp_path: Path) -> None:
         assert task_text(task).strip()
     finally:
         await client.close()
+
+
+def test_trim_history_keeps_newest_turns_that_fit() -> None:
+    history = [("user", "a" * 40), ("assistant", "b" * 40), ("user", "c" * 10), ("assistant", "d" * 10)]
+    task = TaskInput("t", "c", "e" * 10, history=history)
+    assert trim_history(task, 1000) is task
+    assert trim_history(task, 30).history == [("user", "c" * 10), ("assistant", "d" * 10)]
+    # The oldest kept turn would be an answer: it is dropped too.
+    assert trim_history(task, 75).history == [("user", "c" * 10), ("assistant", "d" * 10)]
+    assert trim_history(task, 5).history == []
+    assert trim_history(task, 5).text == "e" * 10

@@ -7,6 +7,7 @@ import, so the runtime (and its `echo` default) starts without them installed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,11 @@ from molecule_runtime.adapters.base import (
 )
 from molecule_runtime.adapters.langgraph.imports import load_target
 from molecule_runtime.adapters.langgraph.models import choose_model
-from molecule_runtime.adapters.langgraph.options import LangGraphOptions, OptionsError
+from molecule_runtime.adapters.langgraph.options import (
+    LOCAL_MAX_TOKENS,
+    LangGraphOptions,
+    OptionsError,
+)
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -45,6 +50,8 @@ class LangGraphAdapter(BaseAdapter):
         self._agent: Any = None
         self._model_description = ""
         self._local_server: LocalModelServer | None = None
+        # Characters of conversation the model's context can take (local model only).
+        self._history_char_budget: int | None = None
 
     @staticmethod
     def name() -> str:
@@ -78,6 +85,14 @@ class LangGraphAdapter(BaseAdapter):
         chosen = await choose_model(config, self.options)
         self._local_server = chosen.local_server
         self._model_description = chosen.description
+        if chosen.local_server is not None:
+            # A small local context overflows after a few long turns; llama.cpp
+            # then rejects the request. Keep the newest turns that fit, at a
+            # conservative ~3 characters per token.
+            reply_tokens = self.options.max_tokens or LOCAL_MAX_TOKENS
+            self._history_char_budget = max(
+                0, (self.options.context_size - reply_tokens) * 3 - len(self.load_system_prompt(config))
+            )
         return chosen.model
 
     def build_agent(self, model: BaseChatModel, tools: list[Any], system_prompt: str) -> Any:
@@ -121,6 +136,8 @@ class LangGraphAdapter(BaseAdapter):
                 "attempt": task.attempt,
             },
         }
+        if self._history_char_budget is not None:
+            task = trim_history(task, self._history_char_budget)
         events = self._agent.astream_events(
             {"messages": to_messages(task)}, config=run_config, version="v2"
         )
@@ -139,6 +156,24 @@ class LangGraphAdapter(BaseAdapter):
             # HTTP request) when we stop early: on cancellation or an error.
             with contextlib.suppress(Exception):
                 await events.aclose()
+
+
+def trim_history(task: TaskInput, char_budget: int) -> TaskInput:
+    """A copy of `task` without its oldest turns, so history plus message fit the budget."""
+    used = len(task.text)
+    keep = 0
+    for _, text in reversed(task.history):
+        if used + len(text) > char_budget:
+            break
+        used += len(text)
+        keep += 1
+    if keep == len(task.history):
+        return task
+    history = task.history[len(task.history) - keep :]
+    # Start on a user turn: a conversation that opens with an answer confuses models.
+    while history and history[0][0] != "user":
+        history = history[1:]
+    return dataclasses.replace(task, history=history)
 
 
 def to_messages(task: TaskInput) -> list[BaseMessage]:
