@@ -113,6 +113,17 @@ def test_raw_client_without_version_header_is_refused(probe: ServerProcess) -> N
     assert reply["error"]["code"] == -32009
 
 
+def test_rest_without_version_header_is_refused(probe: ServerProcess) -> None:
+    response = httpx.post(probe.url + "/rest/message:send", json=send_params("hi"), timeout=10)
+    assert response.status_code == 400
+    assert "VERSION_NOT_SUPPORTED" in response.text
+    ok = httpx.post(
+        probe.url + "/rest/message:send", json=send_params("hi"), headers=A2A_HEADERS, timeout=10
+    )
+    assert ok.status_code == 200
+    assert ok.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
 def test_raw_send_message_1_0(probe: ServerProcess) -> None:
     reply = rpc(probe, "SendMessage", send_params("raw hello"))
     task = reply["result"]["task"]

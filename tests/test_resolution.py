@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
 import pytest
 
 from molecule_runtime.adapters.loader import (
+    PACKAGED_ADAPTERS,
     AdapterResolutionError,
     builtin_adapters,
     resolve_adapter_class,
@@ -153,3 +155,18 @@ def test_console_script_finds_adapter_py_in_working_directory(tmp_path: Path) ->
         finally:
             stop_process(proc)
     assert proc.returncode == 0, log_path.read_text()
+
+
+def test_packaged_adapters_match_the_entry_points() -> None:
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"]["molecule_runtime.adapters"]
+    assert PACKAGED_ADAPTERS == declared
+    for name in declared:
+        assert resolve_adapter_class(None, name).name() == name
+
+
+def test_unknown_runtime_error_lists_every_builtin() -> None:
+    with pytest.raises(AdapterResolutionError) as err:
+        resolve_adapter_class(None, "nope")
+    listed = str(err.value).split("available built-ins: ", 1)[1]
+    assert set(listed.split(", ")) == set(builtin_adapters()) >= {"echo", "langgraph"}

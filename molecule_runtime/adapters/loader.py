@@ -12,14 +12,33 @@ from molecule_runtime.adapters.base import BaseAdapter
 
 ENTRY_POINT_GROUP = "molecule_runtime.adapters"
 
+# The adapters this package ships. Also registered as entry points, but listed
+# here too so they resolve (and error messages list them) when the package runs
+# from a source tree whose metadata is missing or stale.
+PACKAGED_ADAPTERS = {
+    "echo": "molecule_runtime.adapters.echo:EchoAdapter",
+    "langgraph": "molecule_runtime.adapters.langgraph:LangGraphAdapter",
+}
+
 
 class AdapterResolutionError(RuntimeError):
     """No adapter could be loaded; the message names everything that was tried."""
 
 
 def builtin_adapters() -> dict[str, str]:
-    """Built-in adapter names mapped to their `module:attr` targets."""
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Built-in adapter names mapped to their `module:attr` targets (plug-ins included)."""
+    return {
+        **PACKAGED_ADAPTERS,
+        **{ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)},
+    }
+
+
+def _load_target(target: str) -> object:
+    module_name, _, attr = target.partition(":")
+    obj: object = importlib.import_module(module_name)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
 
 
 def _import_module(name: str):
@@ -97,10 +116,9 @@ def resolve_adapter_class(adapter_module: str | None, runtime: str) -> type[Base
     available = builtin_adapters()
     target = available.get(runtime)
     if target is None:
-        names = ", ".join(sorted(available)) or "none (is molecule-runtime installed with pip?)"
+        names = ", ".join(sorted(available))
         raise AdapterResolutionError(
             f"RUNTIME={runtime!r} is not a built-in adapter and ADAPTER_MODULE is not set; "
             f"available built-ins: {names}"
         )
-    ep = next(ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == runtime)
-    return _check_class(ep.load(), f"built-in adapter {runtime!r} ({target})")
+    return _check_class(_load_target(target), f"built-in adapter {runtime!r} ({target})")
