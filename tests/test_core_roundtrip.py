@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,25 +39,36 @@ class Agent:
     answer: Callable[[str], str]
 
 
-def start_echo(server_factory) -> Agent:
-    server = server_factory(env={"ADAPTER_OPTIONS": '{"delay": 0.02}'})
-    return Agent(server, LONG_TEXT, lambda text: text)
+def echo_env() -> dict[str, str]:
+    return {"ADAPTER_OPTIONS": '{"delay": 0.02}'}
 
 
-def start_probe(server_factory, tmp_path: Path) -> Agent:
-    template = tmp_path / "template"
+def probe_template(root: Path) -> Path:
+    """A directory holding only the test adapter as `adapter.py`."""
+    template = root / "template"
     template.mkdir()
     shutil.copy(probe_adapter.__file__, template / "adapter.py")
-    server = server_factory(env={"ADAPTER_MODULE": "adapter"}, cwd=template)
-    assert sorted(p.name for p in template.iterdir()) == ["adapter.py"]
-    return Agent(server, "slow", lambda text: f"probe: {text}")
+    return template
 
 
-@pytest.fixture(params=["echo", "adapter-module"])
-def agent(request, server_factory, tmp_path: Path) -> Agent:
+@pytest.fixture(scope="module", params=["echo", "adapter-module"])
+def agent(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    """One server per adapter for this module (the tests use their own tasks and contexts)."""
+    root = tmp_path_factory.mktemp(request.param)
     if request.param == "echo":
-        return start_echo(server_factory)
-    return start_probe(server_factory, tmp_path)
+        server = ServerProcess(root, echo_env())
+        agent = Agent(server, LONG_TEXT, lambda text: text)
+    else:
+        template = probe_template(root)
+        server = ServerProcess(root, {"ADAPTER_MODULE": "adapter"}, cwd=template)
+        agent = Agent(server, "slow", lambda text: f"probe: {text}")
+    server.start()
+    if request.param != "echo":
+        assert sorted(p.name for p in template.iterdir()) == ["adapter.py"]
+    try:
+        yield agent
+    finally:
+        server.stop()
 
 
 async def terminal(client, task_id: str, timeout: float = 10.0) -> Task:
@@ -193,8 +204,7 @@ async def test_subscribe(agent: Agent, binding: str) -> None:
         await watcher.close()
 
 
-async def test_subscribe_to_finished_task_is_an_error(server_factory) -> None:
-    agent = start_echo(server_factory)
+async def test_subscribe_to_finished_task_is_an_error(agent: Agent) -> None:
     client = await make_client(agent.server.url)
     try:
         done = [
