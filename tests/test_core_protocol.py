@@ -200,6 +200,31 @@ async def test_adapter_failure_fails_the_task_with_its_error(probe: ServerProces
     assert "the model server went away" in status_text(task)
 
 
+NOT_A_GENERATOR = """
+from molecule_runtime.adapters import BaseAdapter
+
+
+class Adapter(BaseAdapter):
+    @staticmethod
+    def name():
+        return "returns-text"
+
+    async def stream(self, task):
+        return "a coroutine, not an async generator"
+"""
+
+
+async def test_stream_that_is_not_a_generator_fails_clearly(server_factory, tmp_path: Path) -> None:
+    template = tmp_path / "template"
+    template.mkdir()
+    (template / "adapter.py").write_text(NOT_A_GENERATOR)
+    server = server_factory(env={"ADAPTER_MODULE": "adapter"}, cwd=template)
+    task = await send(server, user_message("hi"))
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert "expected an async generator" in status_text(task)
+    assert "never awaited" not in server.log()
+
+
 @pytest.mark.parametrize(
     "parts",
     [

@@ -37,6 +37,13 @@ async def run_attempt(
     replace_next = True
     produced = 0
     agen = adapter.stream(task)
+    if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
+        if asyncio.iscoroutine(agen):
+            agen.close()  # never awaited: close it so Python does not warn
+        raise AdapterProtocolError(
+            f"adapter {adapter.name()!r}: stream() returned {type(agen).__name__}, expected an "
+            "async generator (write `async def stream(self, task): ... yield text`)"
+        )
     try:
         while True:
             try:
