@@ -16,6 +16,7 @@ from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskI
 from molecule_runtime.durable.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.types import (
+    LOST_CONTACT_KEY,
     NON_RETRYABLE_TYPE,
     CompleteInput,
     LlmCallInput,
@@ -28,7 +29,7 @@ from molecule_runtime.telemetry import stage_span
 
 log = logging.getLogger(__name__)
 
-_STATE_LABELS = {v: k for k, v in STATE_NAMES.items()}
+_STATE_LABELS = {v: k for k, v in STATE_NAMES.items() if k != "lost"}
 
 
 class TaskActivities:
@@ -111,12 +112,17 @@ class TaskActivities:
         task = TaskInput(task_id=inp.task_id, context_id=inp.context_id, text="")
         events, delivery = self._events(inp.task_id, inp.context_id)
         with stage_span("task_complete", task, {**self._span_attrs(delivery), "outcome": inp.state}):
+            metadata = None
             if delivery == "headless":
                 current = await stored_task(self.store, inp.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
-                    return  # safe to run twice
+                    if not current.metadata.get(LOST_CONTACT_KEY):
+                        return  # safe to run twice
+                    # The server reported a failure when it lost Temporal; the
+                    # workflow did finish, so its real outcome replaces that.
+                    metadata = {LOST_CONTACT_KEY: False}
             state = STATE_NAMES.get(inp.state, TaskState.TASK_STATE_FAILED)
             try:
-                await events.status(state, inp.message or None)
+                await events.status(state, inp.message or None, metadata=metadata)
             except TaskFinishedElsewhere:
                 return

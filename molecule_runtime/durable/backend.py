@@ -34,6 +34,7 @@ from molecule_runtime.durable.connect import connect
 from molecule_runtime.durable.embedded import EmbeddedTemporal
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry
 from molecule_runtime.durable.types import (
+    LOST_CONTACT_KEY,
     WORKFLOW_NAME,
     TaskOutcome,
     WorkflowInput,
@@ -301,9 +302,12 @@ class DurableBackend:
                 await self._cancel_quietly(handle)
                 raise
             if events.terminal_state is None:
-                # task_complete ran on another worker; report the outcome here too.
+                # task_complete ran on another worker, or Temporal is out of
+                # reach; the client's stream still ends with a final state.
                 await events.status(
-                    STATE_NAMES.get(outcome.state, STATE_NAMES["failed"]), outcome.message or None
+                    STATE_NAMES.get(outcome.state, STATE_NAMES["failed"]),
+                    outcome.message or None,
+                    metadata={LOST_CONTACT_KEY: True} if outcome.state == "lost" else None,
                 )
             return True
 
@@ -321,8 +325,10 @@ class DurableBackend:
                 return TaskOutcome("failed", _root_message(exc))
             except (RPCError, RPCTimeoutOrCancelledError) as exc:
                 if loop.time() > deadline:
+                    # Reported as failed; task_complete overwrites it with the
+                    # real outcome if the workflow finishes after all.
                     return TaskOutcome(
-                        "failed",
+                        "lost",
                         f"Lost contact with Temporal while the task ran ({exc}); "
                         "it may still finish there: GetTask shows the final state.",
                     )

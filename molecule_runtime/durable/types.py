@@ -7,6 +7,8 @@ from molecule_runtime.adapters.base import TaskInput
 
 WORKFLOW_NAME = "AgentTaskWorkflow"
 NON_RETRYABLE_TYPE = "NonRetryableError"
+# Task metadata flag: the server gave up waiting for Temporal and reported failure.
+LOST_CONTACT_KEY = "molecule.lost_contact"
 
 
 @dataclass

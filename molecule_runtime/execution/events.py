@@ -39,6 +39,7 @@ STATE_NAMES = {
     "completed": TaskState.TASK_STATE_COMPLETED,
     "canceled": TaskState.TASK_STATE_CANCELED,
     "failed": TaskState.TASK_STATE_FAILED,
+    "lost": TaskState.TASK_STATE_FAILED,
     "rejected": TaskState.TASK_STATE_REJECTED,
     "working": TaskState.TASK_STATE_WORKING,
 }
