@@ -15,7 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from a2a.types.a2a_pb2 import SubscribeToTaskRequest, TaskState
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    SubscribeToTaskRequest,
+    TaskState,
+)
 
 from tests.fixtures.scripted_adapter import read_records
 from tests.support.a2a import make_client, stream_events, task_text
@@ -33,6 +38,15 @@ DELAY = 0.15  # 3 s per task: long enough to be killed mid-stream
 def postgres() -> Iterator[PostgresServer]:
     with shared_postgres() as server:
         yield server
+
+
+def final_state(event) -> int:
+    which = event.WhichOneof("payload")
+    if which == "task":
+        return event.task.status.state
+    if which == "status_update":
+        return event.status_update.status.state
+    return TaskState.TASK_STATE_UNSPECIFIED
 
 
 def start_worker(workdir: Path, env: dict[str, str], timeout: float = 60.0) -> ServerProcess:
@@ -167,3 +181,53 @@ async def _kill_one_replica_mid_task(
     print(f"recovery {recovery:.1f}s after SIGKILL; finished by {sorted(who[p] for p in recovered_by)}")
     for client in (*clients.values(), follower):
         await client.close()
+
+
+async def test_cancel_sent_to_the_other_replica(
+    temporal_server, postgres: PostgresServer, server_factory, tmp_path: Path
+) -> None:
+    """Behind a load balancer CancelTask may reach a replica that is not running the task."""
+    records = tmp_path / "records"
+    env = durable_env(temporal_server.address, records, TASK_STORE_URL=postgres.database())
+    replica_a = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-a"}, workdir=tmp_path / "a")
+    replica_b = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-b"}, workdir=tmp_path / "b")
+    client_a = await make_client(replica_a.url)
+    client_b = await make_client(replica_b.url)
+    seen: list = []
+
+    async def consume() -> None:
+        async for event in stream_events(client_a, scripted_message(chunks=200, delay=0.05)):
+            seen.append(event)
+
+    consumer = asyncio.create_task(consume())
+    deadline = time.monotonic() + 20
+    while sum(e.WhichOneof("payload") == "artifact_update" for e in seen) < 2:
+        assert time.monotonic() < deadline, seen
+        await asyncio.sleep(0.02)
+    task_id = seen[0].task.id
+
+    # Replica b sees the running task in the shared store.
+    running = await client_b.get_task(GetTaskRequest(id=task_id))
+    assert running.status.state == TaskState.TASK_STATE_WORKING, running
+
+    sent = time.time()
+    result = await client_b.cancel_task(CancelTaskRequest(id=task_id))
+    assert result.status.state == TaskState.TASK_STATE_CANCELED, result
+    deadline = time.monotonic() + 15
+    while not [r for r in read_records(records, task_id) if r["event"] == "cancelled"]:
+        assert time.monotonic() < deadline, read_records(records, task_id)
+        await asyncio.sleep(0.05)
+    cancelled = next(r for r in read_records(records, task_id) if r["event"] == "cancelled")
+    assert cancelled["pid"] == replica_a.proc.pid  # type: ignore[union-attr]
+    assert cancelled["t"] - sent < 3, cancelled["t"] - sent
+    await asyncio.wait_for(consumer, 15)
+    # The stream ends in the canceled state. (Cancelled on the same replica it
+    # ends with a status update; cancelled from the other one the stream's
+    # last event is the Task snapshot: both are terminal for A2A clients.)
+    assert final_state(seen[-1]) == TaskState.TASK_STATE_CANCELED, seen[-1]
+    for client in (client_a, client_b):
+        task = await wait_terminal(client, task_id)
+        assert task.status.state == TaskState.TASK_STATE_CANCELED
+    assert not [r for r in read_records(records, task_id) if r["event"] == "done"]
+    await client_a.close()
+    await client_b.close()
