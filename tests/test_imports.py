@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import importlib
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,16 @@ def test_modules_found() -> None:
 @pytest.mark.parametrize("name", all_modules())
 def test_module_imports(name: str) -> None:
     if name == "molecule_runtime.__main__":
-        pytest.skip("runs the CLI when imported")
+        # Importing it runs the CLI: run it as `python -m`, in a process of its own.
+        result = subprocess.run(
+            [sys.executable, "-m", "molecule_runtime", "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"molecule-runtime {molecule_runtime.__version__}"
+        return
     importlib.import_module(name)
 
 
