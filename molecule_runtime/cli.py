@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from molecule_runtime import __version__
 from molecule_runtime.adapters.loader import AdapterResolutionError
 from molecule_runtime.config import Settings
+from molecule_runtime.logs import configure_logging
 from molecule_runtime.store import StoreConfigError
 
 log = logging.getLogger("molecule_runtime")
@@ -63,14 +64,6 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("httpx", "sqlalchemy.engine", "aiosqlite", "temporalio.worker._worker"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"molecule-runtime: invalid settings:\n{exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     from molecule_runtime.serve import run_server, run_worker
 
     try:

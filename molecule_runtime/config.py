@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     agent_description: str | None = Field(None, validation_alias=_env("AGENT_DESCRIPTION"))
     auth_token: SecretStr | None = Field(None, validation_alias=_env("MOLECULE_AUTH_TOKEN"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
     shutdown_grace: float = Field(10.0, validation_alias=_env("MOLECULE_SHUTDOWN_GRACE"), ge=0)
 
     # State

@@ -13,6 +13,7 @@ import uvicorn
 from molecule_runtime.config import Settings
 from molecule_runtime.runtime import Runtime
 from molecule_runtime.server.app import build_app
+from molecule_runtime.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger("molecule_runtime")
 
@@ -41,11 +42,12 @@ class _Server(uvicorn.Server):
 
 async def run_server(settings: Settings) -> int:
     runtime = Runtime(settings)
+    tracing = configure_tracing("molecule-runtime")
     try:
         # Adapter, store and Temporal are set up before the port is bound, so a
         # broken configuration exits non-zero without ever accepting a request.
         await runtime.start(serve_http=True)
-        app = build_app(runtime)
+        app = build_app(runtime, tracing_enabled=tracing)
         config = uvicorn.Config(
             app,
             host=settings.host,
@@ -70,6 +72,7 @@ async def run_server(settings: Settings) -> int:
         return 0 if server.started or not server.should_exit else 1
     finally:
         await runtime.stop()
+        shutdown_tracing()
 
 
 async def run_worker(settings: Settings) -> int:
@@ -77,6 +80,7 @@ async def run_worker(settings: Settings) -> int:
         log.error("the worker command needs durable mode: set TEMPORAL_HOST (host:port or 'embedded')")
         return 2
     runtime = Runtime(settings)
+    configure_tracing("molecule-runtime-worker")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
@@ -94,3 +98,4 @@ async def run_worker(settings: Settings) -> int:
         return 0
     finally:
         await runtime.stop()
+        shutdown_tracing()

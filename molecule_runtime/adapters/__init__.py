@@ -6,5 +6,12 @@ from molecule_runtime.adapters.base import (
     NonRetryableError,
     TaskInput,
 )
+from molecule_runtime.adapters.genai import set_genai_attributes
 
-__all__ = ["AdapterConfig", "BaseAdapter", "NonRetryableError", "TaskInput"]
+__all__ = [
+    "AdapterConfig",
+    "BaseAdapter",
+    "NonRetryableError",
+    "TaskInput",
+    "set_genai_attributes",
+]

@@ -12,6 +12,7 @@ from a2a.types.a2a_pb2 import TaskState
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskInput
 from molecule_runtime.durable.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.durable.registry import LiveTaskRegistry
@@ -24,12 +25,12 @@ from molecule_runtime.durable.types import (
 )
 from molecule_runtime.execution.attempt import run_attempt
 from molecule_runtime.execution.direct import MODE_KEY, describe_error
-from molecule_runtime.execution.events import STATE_NAMES, TERMINAL_STATES, TaskEvents
+from molecule_runtime.execution.events import STATE_LABELS, STATE_NAMES, TERMINAL_STATES, TaskEvents
+from molecule_runtime.logs import current_task_id
 from molecule_runtime.telemetry import stage_span
 
 log = logging.getLogger(__name__)
 
-_STATE_LABELS = {v: k for k, v in STATE_NAMES.items() if k != "lost"}
 
 
 class TaskActivities:
@@ -41,7 +42,9 @@ class TaskActivities:
         store: VersionedTaskStore,
         registry: LiveTaskRegistry,
         heartbeat_interval: float,
+        workspace_id: str = "",
     ) -> None:
+        self.workspace_id = workspace_id
         self.adapter = adapter
         self.store = store
         self.registry = registry
@@ -54,16 +57,22 @@ class TaskActivities:
         return headless_events(self.store, task_id, context_id), "headless"
 
     def _span_attrs(self, delivery: str) -> dict[str, str]:
-        return {"mode": "durable", "delivery": delivery, "adapter": self.adapter.name()}
+        return {
+            "mode": "durable",
+            "delivery": delivery,
+            "adapter": self.adapter.name(),
+            "workspace_id": self.workspace_id,
+        }
 
     @activity.defn(name="task_receive")
     async def task_receive(self, task: TaskInput) -> ReceiveResult:
+        current_task_id.set(task.task_id)
         events, delivery = self._events(task.task_id, task.context_id)
         with stage_span("task_receive", task, self._span_attrs(delivery)):
             if delivery == "headless":
                 current = await stored_task(self.store, task.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
-                    return ReceiveResult(proceed=False, state=_STATE_LABELS.get(current.status.state, "failed"))
+                    return ReceiveResult(proceed=False, state=STATE_LABELS.get(current.status.state, "failed"))
                 if current is not None and current.metadata.get(MODE_KEY) == "direct":
                     return ReceiveResult(proceed=False, state="direct")
             await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "durable"})
@@ -73,8 +82,12 @@ class TaskActivities:
     async def llm_call(self, inp: LlmCallInput) -> int:
         info = activity.info()
         task = replace(inp.task, attempt=inp.attempt_base + info.attempt)
+        current_task_id.set(task.task_id)
+        if task.attempt > 1:
+            metrics.RETRIES.inc()
         events, delivery = self._events(task.task_id, task.context_id)
         if delivery == "headless":
+            metrics.HEADLESS.inc()
             log.info(
                 "task %s: attempt %d runs headless (no client stream in this process)",
                 task.task_id,
@@ -109,6 +122,7 @@ class TaskActivities:
 
     @activity.defn(name="task_complete")
     async def task_complete(self, inp: CompleteInput) -> None:
+        current_task_id.set(inp.task_id)
         task = TaskInput(task_id=inp.task_id, context_id=inp.context_id, text="")
         events, delivery = self._events(inp.task_id, inp.context_id)
         with stage_span("task_complete", task, {**self._span_attrs(delivery), "outcome": inp.state}):

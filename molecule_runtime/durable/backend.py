@@ -27,6 +27,7 @@ from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCStatusCode
 from temporalio.worker import Worker
 
+from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.activities import TaskActivities
@@ -120,7 +121,7 @@ class DurableBackend:
         )
         self._client = client
         self._start_workers(client)
-        self._healthy = True
+        self._set_healthy(True)
         self._last_error = ""
         log.info(
             "durable mode: Temporal %s namespace=%s queues=%s",
@@ -136,6 +137,7 @@ class DurableBackend:
             self.stores.versioned,
             self.registry,
             heartbeat_interval=min(1.0, s.temporal_heartbeat_timeout / 3),
+            workspace_id=s.workspace_id,
         )
         common: dict[str, Any] = {
             # Heartbeat replies carry cancel requests: keep them frequent so
@@ -212,7 +214,7 @@ class DurableBackend:
                 backoff = 1.0
             elif not ok and self._healthy:
                 log.warning("lost Temporal (%s): new tasks run directly until it is back", self._last_error)
-            self._healthy = ok
+            self._set_healthy(ok)
             if not ok:
                 backoff = min(backoff * 2, self.settings.temporal_reconnect_max_interval)
             if ok and any(run.done() for run in self._worker_runs):
@@ -223,6 +225,10 @@ class DurableBackend:
                 self._start_workers(self._client)
 
     # ---- status ----------------------------------------------------------
+
+    def _set_healthy(self, healthy: bool) -> None:
+        self._healthy = healthy
+        metrics.TEMPORAL_CONNECTED.set(1 if healthy else 0)
 
     def accepting(self) -> bool:
         return self.accept_tasks and self._healthy and self._client is not None
@@ -291,7 +297,7 @@ class DurableBackend:
                 status = getattr(exc, "status", None)
                 if isinstance(exc, RPCError) and status not in _UNREACHABLE:
                     raise
-                self._healthy = False
+                self._set_healthy(False)
                 self._last_error = f"start_workflow: {exc}"
                 self.fallbacks += 1
                 return False

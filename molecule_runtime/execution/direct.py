@@ -22,9 +22,11 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def run_direct(adapter: BaseAdapter, task: TaskInput, events: TaskEvents) -> None:
+async def run_direct(
+    adapter: BaseAdapter, task: TaskInput, events: TaskEvents, attributes: dict[str, str]
+) -> None:
     """One attempt; the task always ends in a terminal state (or re-raises cancellation)."""
-    common = {"mode": "direct", "adapter": adapter.name()}
+    common = {**attributes, "mode": "direct"}
     with stage_span("task_receive", task, common):
         # Recorded on the task so a workflow for it (had one been accepted
         # unseen) will not run it a second time.

@@ -7,6 +7,7 @@ which streams them to the client and persists them) and the headless path
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ TERMINAL_STATES = frozenset(
     }
 )
 
-STATE_NAMES = {
+STATE_NAMES: dict[str, TaskState] = {
     "completed": TaskState.TASK_STATE_COMPLETED,
     "canceled": TaskState.TASK_STATE_CANCELED,
     "failed": TaskState.TASK_STATE_FAILED,
@@ -47,6 +48,14 @@ STATE_NAMES = {
 
 class TaskStopped(Exception):
     """The task was finished by someone else (e.g. canceled) while this attempt ran."""
+
+
+STATE_LABELS: dict[TaskState | None, str] = {
+    TaskState.TASK_STATE_COMPLETED: "completed",
+    TaskState.TASK_STATE_CANCELED: "canceled",
+    TaskState.TASK_STATE_FAILED: "failed",
+    TaskState.TASK_STATE_REJECTED: "rejected",
+}
 
 
 def artifact_id_for(task_id: str) -> str:
@@ -71,6 +80,7 @@ class TaskEvents:
         self._deliver = deliver
         self.terminal_state: TaskState | None = None
         self.chunks_sent = 0
+        self.first_chunk_at: float | None = None
 
     def agent_message(self, text: str) -> Message:
         return Message(
@@ -123,3 +133,5 @@ class TaskEvents:
             )
         )
         self.chunks_sent += 1
+        if self.first_chunk_at is None and text:
+            self.first_chunk_at = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
@@ -10,10 +11,12 @@ from a2a.server.cluster.task_store import VersionedTaskStore
 from a2a.server.events import EventQueue
 from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
 
+from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.direct import run_direct
-from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents
+from molecule_runtime.execution.events import STATE_LABELS, TERMINAL_STATES, TaskEvents
 from molecule_runtime.execution.inputs import build_task_input, history_from_tasks
+from molecule_runtime.logs import current_task_id
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,13 @@ class RuntimeExecutor(AgentExecutor):
         adapter: BaseAdapter,
         store: VersionedTaskStore,
         durable: DurableRunner | None = None,
+        *,
+        workspace_id: str = "",
     ) -> None:
         self.adapter = adapter
         self.store = store
         self.durable = durable
+        self.span_attributes = {"workspace_id": workspace_id, "adapter": adapter.name()}
 
     async def _history(self, context: RequestContext) -> list[tuple[str, str]]:
         """Earlier tasks of the same conversation (A2A context)."""
@@ -68,6 +74,7 @@ class RuntimeExecutor(AgentExecutor):
         return history_from_tasks(list(tasks), str(context.task_id))
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        current_task_id.set(str(context.task_id))
         events = TaskEvents(str(context.task_id), str(context.context_id), event_queue.enqueue_event)
         current = context.current_task
         if current is None:
@@ -81,11 +88,36 @@ class RuntimeExecutor(AgentExecutor):
         continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
         history = await self._history(context) if continues else []
         task = build_task_input(context, history)
-        if self.durable is not None and self.durable.accepting():
+        mode = "direct"
+        if self.durable is not None:
+            mode = "durable" if self.durable.accepting() else "direct"
+            if mode == "direct":
+                metrics.FALLBACKS.inc()
+        started = time.monotonic()
+        metrics.IN_FLIGHT.labels(mode).inc()
+        try:
+            mode_used = await self._run(task, events, mode)
+        except BaseException:
+            mode_used = mode
+            raise
+        finally:
+            metrics.IN_FLIGHT.labels(mode).dec()
+            metrics.TASK_DURATION.labels(mode).observe(time.monotonic() - started)
+            if events.first_chunk_at is not None:
+                metrics.FIRST_CHUNK.labels(mode).observe(events.first_chunk_at - started)
+            state = STATE_LABELS.get(events.terminal_state, "canceled")
+            metrics.TASKS.labels(state, mode_used).inc()
+
+    async def _run(self, task: TaskInput, events: TaskEvents, mode: str) -> str:
+        """Run the task; return the mode it actually ran in."""
+        if mode == "durable":
+            assert self.durable is not None
             if await self.durable.run(task, events):
-                return
-            log.warning("task %s: Temporal unreachable before start, running it directly", task.task_id)
-        await run_direct(self.adapter, task, events)
+                return "durable"
+            metrics.FALLBACKS.inc()
+            log.warning("Temporal unreachable before the task started: running it directly")
+        await run_direct(self.adapter, task, events, self.span_attributes)
+        return "direct"
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         # Direct mode needs nothing here: the SDK cancels the asyncio task that

@@ -10,12 +10,14 @@ from a2a.server.routes import (
     create_jsonrpc_routes,
     create_rest_routes,
 )
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from molecule_runtime import metrics
 from molecule_runtime.execution.executor import RuntimeExecutor
 from molecule_runtime.runtime import Runtime
 from molecule_runtime.server.auth import BearerAuthMiddleware
@@ -23,12 +25,17 @@ from molecule_runtime.server.card import REST_PREFIX, build_agent_card
 from molecule_runtime.server.handler import RuntimeRequestHandler
 
 
-def build_app(runtime: Runtime) -> Starlette:
+def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
     """The ASGI app of a started `Runtime`."""
     assert runtime.adapter is not None and runtime.stores is not None
     settings = runtime.settings
     card = build_agent_card(settings, runtime.adapter)
-    executor = RuntimeExecutor(runtime.adapter, runtime.stores.versioned, runtime.durable)
+    executor = RuntimeExecutor(
+        runtime.adapter,
+        runtime.stores.versioned,
+        runtime.durable,
+        workspace_id=settings.workspace_id,
+    )
     handler = RuntimeRequestHandler(
         agent_executor=executor,
         task_store=runtime.stores.handler_store,
@@ -48,8 +55,13 @@ def build_app(runtime: Runtime) -> Starlette:
         ok, body = await runtime.readiness()
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    async def metrics_endpoint(_: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     routes = [
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *create_agent_card_routes(card),
         *create_rest_routes(handler, path_prefix=REST_PREFIX, shutdown_grace_period=sse_grace),
@@ -58,6 +70,12 @@ def build_app(runtime: Runtime) -> Starlette:
         ),
     ]
     middleware = []
+    if tracing_enabled:
+        # Server spans whose parent is the caller's W3C traceparent; the task
+        # stage spans (and Temporal's, in durable mode) nest under them.
+        middleware.append(
+            Middleware(OpenTelemetryMiddleware, excluded_urls="healthz,readyz,metrics")
+        )
     if settings.auth_token is not None:
         middleware.append(
             Middleware(BearerAuthMiddleware, token=settings.auth_token.get_secret_value())

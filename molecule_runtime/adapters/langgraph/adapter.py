@@ -18,6 +18,7 @@ from molecule_runtime.adapters.base import (
     NonRetryableError,
     TaskInput,
 )
+from molecule_runtime.adapters.genai import set_genai_attributes
 from molecule_runtime.adapters.langgraph.imports import load_target
 from molecule_runtime.adapters.langgraph.models import choose_model
 from molecule_runtime.adapters.langgraph.options import (
@@ -141,11 +142,14 @@ class LangGraphAdapter(BaseAdapter):
         events = self._agent.astream_events(
             {"messages": to_messages(task)}, config=run_config, version="v2"
         )
+        usage = {"input_tokens": 0, "output_tokens": 0}
         try:
             async for event in events:
                 text = _stream_text(event)
                 if text:
                     yield text
+                elif event.get("event") == "on_chat_model_end":
+                    _add_usage(usage, event)
         except Exception as exc:
             permanent = _permanent_failure(exc)
             if permanent is not None:
@@ -156,6 +160,13 @@ class LangGraphAdapter(BaseAdapter):
             # HTTP request) when we stop early: on cancellation or an error.
             with contextlib.suppress(Exception):
                 await events.aclose()
+            description = self._model_description or ""
+            set_genai_attributes(
+                system=description.split(":", 1)[0] if ":" in description else None,
+                request_model=description or None,
+                input_tokens=usage["input_tokens"] or None,
+                output_tokens=usage["output_tokens"] or None,
+            )
 
 
 def trim_history(task: TaskInput, char_budget: int) -> TaskInput:
@@ -190,6 +201,16 @@ def to_messages(task: TaskInput) -> list[BaseMessage]:
             messages.append(HumanMessage(content=text))
     messages.append(HumanMessage(content=task.text))
     return messages
+
+
+def _add_usage(usage: dict[str, int], event: dict[str, Any]) -> None:
+    """Sum the token usage a chat model reported for one call (when it reports any)."""
+    output = (event.get("data") or {}).get("output")
+    metadata = getattr(output, "usage_metadata", None) or {}
+    for key in usage:
+        value = metadata.get(key)
+        if isinstance(value, int):
+            usage[key] += value
 
 
 def _stream_text(event: dict[str, Any]) -> str:

@@ -1,0 +1,41 @@
+"""Prometheus metrics, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600)
+
+TASKS = Counter(
+    "molecule_tasks_total",
+    "Tasks served by this process, by final state and mode",
+    ["state", "mode"],
+)
+TASK_DURATION = Histogram(
+    "molecule_task_duration_seconds",
+    "Time from accepting a task to its final state",
+    ["mode"],
+    buckets=_LATENCY_BUCKETS,
+)
+FIRST_CHUNK = Histogram(
+    "molecule_time_to_first_chunk_seconds",
+    "Time from accepting a task to its first streamed chunk",
+    ["mode"],
+    buckets=_LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("molecule_tasks_in_flight", "Tasks currently running in this process", ["mode"])
+RETRIES = Counter("molecule_task_retries_total", "llm_call attempts after the first (durable mode)")
+HEADLESS = Counter(
+    "molecule_headless_attempts_total",
+    "llm_call attempts run without a client stream in this process (crash recovery)",
+)
+FALLBACKS = Counter(
+    "molecule_fallbacks_total", "Tasks run directly because Temporal was unreachable"
+)
+TEMPORAL_CONNECTED = Gauge(
+    "molecule_temporal_connected", "1 when durable mode is connected to Temporal, else 0"
+)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(), CONTENT_TYPE_LATEST
