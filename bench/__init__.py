@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `python -m bench.run [--quick]` from the repository root."""
