@@ -91,6 +91,25 @@ async def test_schema_is_created_on_first_start_and_reused(pg_url: str) -> None:
         await second.aclose()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: concurrent first start races in create_all (store.open_stores); "
+    "remove this marker once schema creation is serialised (advisory lock)",
+)
+async def test_processes_starting_together_on_an_empty_database(postgres: PostgresServer) -> None:
+    """`docker compose up` starts every replica and worker at once against a new database."""
+
+    async def start() -> None:
+        stores = await open_stores(url)
+        await stores.aclose()
+
+    for _ in range(3):
+        url = postgres.database()
+        results = await asyncio.gather(*(start() for _ in range(3)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert not errors, errors[0]
+
+
 async def test_tasks_survive_restart_and_are_shared(
     server_factory, pg_url: str, tmp_path: Path
 ) -> None:
