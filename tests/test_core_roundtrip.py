@@ -137,8 +137,9 @@ async def test_stream(agent: Agent, binding: str) -> None:
         assert "artifact_update" in kinds
         task_id = events[0].task.id
         assert all(event_task_id(e) == task_id for e in events)
+        # A direct-mode task is created already working; its stream ends completed.
+        assert events[0].task.status.state == TaskState.TASK_STATE_WORKING
         states = [e.status_update.status.state for e in events if e.HasField("status_update")]
-        assert states[0] == TaskState.TASK_STATE_WORKING
         assert states[-1] == TaskState.TASK_STATE_COMPLETED
         streamed = "".join(
             p.text

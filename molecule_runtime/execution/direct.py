@@ -23,14 +23,23 @@ def describe_error(exc: BaseException) -> str:
 
 
 async def run_direct(
-    adapter: BaseAdapter, task: TaskInput, events: TaskEvents, attributes: dict[str, str]
+    adapter: BaseAdapter,
+    task: TaskInput,
+    events: TaskEvents,
+    attributes: dict[str, str],
+    *,
+    announce: bool = True,
 ) -> None:
-    """One attempt; the task always ends in a terminal state (or re-raises cancellation)."""
+    """One attempt; the task always ends in a terminal state (or re-raises cancellation).
+
+    `announce=False` when the Task was created already working in direct mode.
+    """
     common = {**attributes, "mode": "direct"}
     with stage_span("task_receive", task, common):
-        # Recorded on the task so a workflow for it (had one been accepted
-        # unseen) will not run it a second time.
-        await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "direct"})
+        if announce:
+            # Recorded on the task so a workflow for it (had one been accepted
+            # unseen) will not run it a second time.
+            await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "direct"})
     try:
         with stage_span("llm_call", task, common):
             await run_attempt(adapter, task, events)

@@ -91,12 +91,20 @@ class TaskEvents:
             parts=[Part(text=text)],
         )
 
-    async def submitted(self, user_message: Message | None) -> None:
+    async def created(
+        self,
+        user_message: Message | None,
+        state: TaskState = TaskState.TASK_STATE_SUBMITTED,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """The Task itself: the first event of every task."""
         task = Task(
             id=self.task_id,
             context_id=self.context_id,
-            status=_status(TaskState.TASK_STATE_SUBMITTED),
+            status=_status(state),
         )
+        if metadata:
+            task.metadata.update(metadata)
         if user_message is not None:
             task.history.append(user_message)
         await self._deliver(task)

@@ -13,7 +13,7 @@ from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
 
 from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
-from molecule_runtime.execution.direct import run_direct
+from molecule_runtime.execution.direct import MODE_KEY, run_direct
 from molecule_runtime.execution.events import STATE_LABELS, TERMINAL_STATES, TaskEvents
 from molecule_runtime.execution.inputs import build_task_input, history_from_tasks
 from molecule_runtime.logs import current_task_id
@@ -77,26 +77,34 @@ class RuntimeExecutor(AgentExecutor):
         current_task_id.set(str(context.task_id))
         events = TaskEvents(str(context.task_id), str(context.context_id), event_queue.enqueue_event)
         current = context.current_task
-        if current is None:
-            # The SDK requires the Task before any status update.
-            await events.submitted(context.message)
-        elif current.status.state in TERMINAL_STATES:
+        if current is not None and current.status.state in TERMINAL_STATES:
             return
-        if not context.get_user_input().strip():
-            await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
-            return
-        continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
-        history = await self._history(context) if continues else []
-        task = build_task_input(context, history)
+        has_text = bool(context.get_user_input().strip())
         mode = "direct"
         if self.durable is not None:
             mode = "durable" if self.durable.accepting() else "direct"
-            if mode == "direct":
-                metrics.FALLBACKS.inc()
+        started_working = False
+        if current is None:
+            # The SDK requires the Task before any status update. A direct
+            # task starts out working: one event (and store write) fewer.
+            started_working = has_text and mode == "direct"
+            await events.created(
+                context.message,
+                TaskState.TASK_STATE_WORKING if started_working else TaskState.TASK_STATE_SUBMITTED,
+                {MODE_KEY: "direct"} if started_working else None,
+            )
+        if not has_text:
+            await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
+            return
+        if self.durable is not None and mode == "direct":
+            metrics.FALLBACKS.inc()
+        continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
+        history = await self._history(context) if continues else []
+        task = build_task_input(context, history)
         started = time.monotonic()
         metrics.IN_FLIGHT.labels(mode).inc()
         try:
-            mode_used = await self._run(task, events, mode)
+            mode_used = await self._run(task, events, mode, started_working)
         except BaseException:
             mode_used = mode
             raise
@@ -108,7 +116,9 @@ class RuntimeExecutor(AgentExecutor):
             state = STATE_LABELS.get(events.terminal_state, "canceled")
             metrics.TASKS.labels(state, mode_used).inc()
 
-    async def _run(self, task: TaskInput, events: TaskEvents, mode: str) -> str:
+    async def _run(
+        self, task: TaskInput, events: TaskEvents, mode: str, started_working: bool
+    ) -> str:
         """Run the task; return the mode it actually ran in."""
         if mode == "durable":
             assert self.durable is not None
@@ -116,7 +126,9 @@ class RuntimeExecutor(AgentExecutor):
                 return "durable"
             metrics.FALLBACKS.inc()
             log.warning("Temporal unreachable before the task started: running it directly")
-        await run_direct(self.adapter, task, events, self.span_attributes)
+        await run_direct(
+            self.adapter, task, events, self.span_attributes, announce=not started_working
+        )
         return "direct"
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:

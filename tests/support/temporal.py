@@ -67,8 +67,13 @@ class TemporalDevServer:
             except OSError:
                 time.sleep(0.05)
         else:
+            self.stop()
             raise TimeoutError("temporal dev server did not open its port")
-        self._wait_namespace(deadline)
+        try:
+            self._wait_namespace(deadline)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _wait_namespace(self, deadline: float) -> None:
