@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from molecule_runtime.config import redact_url
 # How often a subscriber to a task running in another process (or being
 # recovered headless) polls the shared event log.
 EVENT_POLL_INTERVAL = 0.2
+
+_LOCK_KEY = "molecule_runtime.schema"
 
 
 class StoreConfigError(ValueError):
@@ -59,6 +65,35 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor.close()
 
 
+@contextlib.asynccontextmanager
+async def _schema_lock(engine: AsyncEngine, url: str) -> AsyncIterator[None]:
+    """Serialise schema creation between processes starting at the same moment.
+
+    Replicas and workers started together on an empty database would otherwise
+    race in CREATE TABLE and some would crash.
+    """
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": _LOCK_KEY})
+            try:
+                yield
+            finally:
+                await conn.execute(
+                    text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": _LOCK_KEY}
+                )
+        return
+    db_path = url.removeprefix("sqlite+aiosqlite:///")
+    if engine.dialect.name != "sqlite" or not db_path or db_path == ":memory:":
+        yield
+        return
+    with open(f"{db_path}.init-lock", "a+") as lock_file:
+        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
 async def open_stores(url: str) -> Stores:
     if url == "memory":
         memory = InMemoryTaskStore()
@@ -84,8 +119,9 @@ async def open_stores(url: str) -> Stores:
     versioned = VersionedDatabaseTaskStore(engine)
     stream = DatabaseTaskEventStream(engine, poll_interval_s=EVENT_POLL_INTERVAL)
     try:
-        await versioned.initialize()
-        await stream.initialize()
+        async with _schema_lock(engine, url):
+            await versioned.initialize()
+            await stream.initialize()
     except Exception:
         await engine.dispose()
         raise

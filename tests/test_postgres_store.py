@@ -91,11 +91,6 @@ async def test_schema_is_created_on_first_start_and_reused(pg_url: str) -> None:
         await second.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: concurrent first start races in create_all (store.open_stores); "
-    "remove this marker once schema creation is serialised (advisory lock)",
-)
 async def test_processes_starting_together_on_an_empty_database(postgres: PostgresServer) -> None:
     """`docker compose up` starts every replica and worker at once against a new database."""
 
