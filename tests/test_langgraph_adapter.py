@@ -284,3 +284,41 @@ def test_trim_history_keeps_newest_turns_that_fit() -> None:
     assert trim_history(task, 75).history == [("user", "c" * 10), ("assistant", "d" * 10)]
     assert trim_history(task, 5).history == []
     assert trim_history(task, 5).text == "e" * 10
+
+
+@pytest.mark.temporal
+async def test_runs_unchanged_in_durable_mode(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    cwd = workdir_with_fixtures(tmp_path)
+    note = tmp_path / "note.txt"
+    env = {
+        **langgraph_env(
+            tools_module="langgraph_tools",
+            fake_script=[
+                {"tool": "write_note", "args": {"path": str(note), "text": "durable note"}},
+                {"text": "Saved it durably."},
+            ],
+        ),
+        "TEMPORAL_HOST": temporal_server.address,
+        "TEMPORAL_TASK_QUEUE": f"lg-{tmp_path.name}",
+        "WORKSPACE_ID": f"lg-{tmp_path.name}",
+    }
+    server = server_factory(env=env, cwd=cwd)
+    client = await make_client(server.url)
+    try:
+        events = [e async for e in stream_events(client, user_message("save a note"))]
+        chunks = [
+            part.text
+            for e in events
+            if e.HasField("artifact_update")
+            for part in e.artifact_update.artifact.parts
+            if part.text
+        ]
+        assert len(chunks) >= 3 and "".join(chunks) == "Saved it durably."
+        assert note.read_text() == "durable note"
+        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert task.metadata["molecule.mode"] == "durable"
+    finally:
+        await client.close()
