@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
     shutdown_grace: float = Field(10.0, validation_alias=_env("MOLECULE_SHUTDOWN_GRACE"), ge=0)
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_REQUEST_BYTES"), ge=1
+    )
+    request_timeout: float = Field(30.0, validation_alias=_env("MOLECULE_REQUEST_TIMEOUT"), gt=0)
 
     # State
     data_dir: Path = Field(Path("./.molecule"), validation_alias=_env("MOLECULE_DATA_DIR"))

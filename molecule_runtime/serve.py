@@ -13,6 +13,7 @@ import uvicorn
 from molecule_runtime.config import Settings
 from molecule_runtime.runtime import Runtime
 from molecule_runtime.server.app import build_app
+from molecule_runtime.server.limits import http_protocol
 from molecule_runtime.tracing import configure_tracing, shutdown_tracing
 
 log = logging.getLogger("molecule_runtime")
@@ -56,6 +57,8 @@ async def run_server(settings: Settings) -> int:
             lifespan="on",
             timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
             access_log=False,
+            # Slow clients: a deadline for the request headers (the body has its own).
+            http=http_protocol(settings.request_timeout),
         )
         server = _Server(config)
         assert runtime.adapter is not None and runtime.stores is not None

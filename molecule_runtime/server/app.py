@@ -23,6 +23,7 @@ from molecule_runtime.runtime import Runtime
 from molecule_runtime.server.auth import BearerAuthMiddleware
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card
 from molecule_runtime.server.handler import RuntimeRequestHandler
+from molecule_runtime.server.limits import RequestLimitsMiddleware
 
 
 def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
@@ -80,6 +81,15 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         middleware.append(
             Middleware(BearerAuthMiddleware, token=settings.auth_token.get_secret_value())
         )
+    # Innermost: unauthenticated requests are refused before their body is read.
+    middleware.append(
+        Middleware(
+            RequestLimitsMiddleware,
+            max_body_bytes=settings.max_request_bytes,
+            body_timeout=settings.request_timeout,
+        )
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield

@@ -1,0 +1,163 @@
+"""Request limits: a cap on body size and a deadline for receiving the body.
+
+A2A requests are small JSON documents that the SDK reads whole before acting,
+so the body is read here first, counted as it arrives (a chunked body has no
+Content-Length to trust), and handed on in one piece. A client that sends
+too much gets 413; one that trickles its body past the deadline gets 408, so
+neither can hold a request (and its memory) open indefinitely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import h11
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+class RequestLimitsMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout = body_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            # Refused before reading a byte of it.
+            await _reject(send, 413, self._too_large())
+            return
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            async with asyncio.timeout(self.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client left; nobody to answer
+                    body = message.get("body", b"")
+                    received += len(body)
+                    if received > self.max_body_bytes:
+                        await _reject(send, 413, self._too_large())
+                        return
+                    chunks.append(body)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _reject(
+                send,
+                408,
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                "(MOLECULE_REQUEST_TIMEOUT)",
+            )
+            return
+
+        buffered: Message | None = {
+            "type": "http.request",
+            "body": b"".join(chunks),
+            "more_body": False,
+        }
+
+        async def replay() -> Message:
+            nonlocal buffered
+            if buffered is not None:
+                message, buffered = buffered, None
+                return message
+            # After the body, receive() only reports the client going away,
+            # which streaming responses listen for.
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> str:
+        return (
+            f"the request body exceeds {self.max_body_bytes} bytes (MOLECULE_MAX_REQUEST_BYTES)"
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP parser rejects such requests before us
+    return None
+
+
+async def _reject(send: Send, status: int, detail: str) -> None:
+    error = "request_too_large" if status == 413 else "request_timeout"
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                # The rest of the body is never read: the connection cannot be reused.
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus a deadline for receiving a request's headers.
+
+    uvicorn arms no timer until a first response is sent, and its keep-alive
+    timer is cancelled by any byte received, so a client trickling its headers
+    (or sending nothing) would keep the connection open forever. Here the
+    headers must be complete within `header_timeout` seconds of the connection
+    opening or the previous response ending; otherwise the connection is closed.
+    """
+
+    header_timeout: float = 30.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_header_timer()  # the request line and headers are in
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self._arm_header_timer()  # waiting for the next request on this connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def http_protocol(header_timeout: float) -> type[HeaderTimeoutH11Protocol]:
+    """The protocol class to hand to `uvicorn.Config(http=...)`."""
+    return type(
+        "HeaderTimeoutH11Protocol",
+        (HeaderTimeoutH11Protocol,),
+        {"header_timeout": header_timeout},
+    )
