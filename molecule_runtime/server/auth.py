@@ -45,7 +45,10 @@ class BearerAuthMiddleware:
                 supplied = value
                 break
         if self._authorized(supplied):
-            await self.app(scope, receive, send)
+            # Checked: the token goes no further, so nothing downstream (the
+            # SDK's DEBUG logs of the call context, adapters) can record it.
+            headers = [(n, v) for n, v in scope["headers"] if n != b"authorization"]
+            await self.app({**scope, "headers": headers}, receive, send)
             return
         body = json.dumps(
             {"error": "unauthorized", "detail": "send Authorization: Bearer <MOLECULE_AUTH_TOKEN>"}
