@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     auth_token: SecretStr | None = Field(None, validation_alias=_env("MOLECULE_AUTH_TOKEN"))
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
+    stream_batch_window: float = Field(
+        0.05, validation_alias=_env("STREAM_BATCH_WINDOW"), ge=0, le=5
+    )
     shutdown_grace: float = Field(10.0, validation_alias=_env("MOLECULE_SHUTDOWN_GRACE"), ge=0)
     max_request_bytes: int = Field(
         4 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_REQUEST_BYTES"), ge=1

@@ -51,6 +51,8 @@ def workdir_with_fixtures(tmp_path: Path) -> Path:
 def langgraph_env(**options: Any) -> dict[str, str]:
     return {
         "RUNTIME": "langgraph",
+        # Every token as its own event, so the tests see token-by-token streaming.
+        "STREAM_BATCH_WINDOW": "0",
         "ADAPTER_OPTIONS": json.dumps(
             {"model_factory": "langgraph_fake_models:scripted", **options}
         ),

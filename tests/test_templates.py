@@ -34,7 +34,12 @@ def lone_adapter(tmp_path: Path, template: str) -> Path:
 
 
 def template_env(**options: Any) -> dict[str, str]:
-    return {"ADAPTER_MODULE": "adapter", "ADAPTER_OPTIONS": json.dumps(options)}
+    # Unbatched, so the tests see each chunk the template yields.
+    return {
+        "ADAPTER_MODULE": "adapter",
+        "ADAPTER_OPTIONS": json.dumps(options),
+        "STREAM_BATCH_WINDOW": "0",
+    }
 
 
 async def run_task(url: str, text: str) -> tuple[list[str], Any]:

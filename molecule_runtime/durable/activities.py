@@ -43,8 +43,10 @@ class TaskActivities:
         registry: LiveTaskRegistry,
         heartbeat_interval: float,
         workspace_id: str = "",
+        batch_window: float = 0.0,
     ) -> None:
         self.workspace_id = workspace_id
+        self.batch_window = batch_window
         self.adapter = adapter
         self.store = store
         self.registry = registry
@@ -96,7 +98,13 @@ class TaskActivities:
         heartbeats = asyncio.create_task(self._heartbeat_loop())
         try:
             with stage_span("llm_call", task, self._span_attrs(delivery)):
-                return await run_attempt(self.adapter, task, events, on_chunk=activity.heartbeat)
+                return await run_attempt(
+                    self.adapter,
+                    task,
+                    events,
+                    on_chunk=activity.heartbeat,
+                    batch_window=self.batch_window,
+                )
         except NonRetryableError as exc:
             raise ApplicationError(
                 describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True

@@ -138,6 +138,7 @@ class DurableBackend:
             self.registry,
             heartbeat_interval=min(1.0, s.temporal_heartbeat_timeout / 3),
             workspace_id=s.workspace_id,
+            batch_window=s.stream_batch_window,
         )
         common: dict[str, Any] = {
             # Heartbeat replies carry cancel requests: keep them frequent so

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from a2a.types.a2a_pb2 import TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
+from molecule_runtime.execution.batching import ChunkBatcher
 from molecule_runtime.execution.events import TaskEvents, TaskStopped
 
 
@@ -22,19 +23,21 @@ async def run_attempt(
     events: TaskEvents,
     *,
     on_chunk: Callable[[], None] | None = None,
+    batch_window: float = 0.0,
 ) -> int:
     """Stream one attempt; return the number of characters produced.
 
     The answer artifact has a stable id. A later attempt starts by replacing
     whatever an earlier attempt streamed (`append=False`), so the finished
-    artifact holds one execution's text only.
+    artifact holds one execution's text only. Chunks arriving within
+    `batch_window` seconds of the last event are merged (see batching.py).
     """
     if task.attempt > 1:
         await events.status(
             TaskState.TASK_STATE_WORKING,
             f"Retrying: attempt {task.attempt} restarts the answer.",
         )
-    replace_next = True
+    batcher = ChunkBatcher(events, batch_window)
     produced = 0
     agen = adapter.stream(task)
     if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
@@ -57,24 +60,25 @@ async def run_attempt(
             if not chunk:
                 continue
             try:
-                await events.chunk(chunk, append=not replace_next)
+                await batcher.add(chunk)
             except (asyncio.CancelledError, TaskStopped):
                 # Cancelled between two chunks: the generator is parked at its
                 # `yield`; deliver the cancellation there, as the contract says.
                 with contextlib.suppress(BaseException):
                     await agen.athrow(asyncio.CancelledError())
                 raise
-            replace_next = False
             produced += len(chunk)
             if on_chunk is not None:
                 on_chunk()
+        await batcher.close(flush=True)
     finally:
+        await batcher.close(flush=False)
         # Release a generator abandoned by an error of ours (not the adapter's).
         with contextlib.suppress(BaseException):
             await agen.aclose()
-    if replace_next and task.attempt > 1:
+    if not batcher.sent_any and task.attempt > 1:
         # Nothing streamed this time: still clear an earlier attempt's partial text.
         await events.chunk("", append=False)
-    if not replace_next or task.attempt > 1:
+    if batcher.sent_any or task.attempt > 1:
         await events.chunk("", append=True, last=True)
     return produced

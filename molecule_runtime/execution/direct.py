@@ -29,6 +29,7 @@ async def run_direct(
     attributes: dict[str, str],
     *,
     announce: bool = True,
+    batch_window: float = 0.0,
 ) -> None:
     """One attempt; the task always ends in a terminal state (or re-raises cancellation).
 
@@ -42,7 +43,7 @@ async def run_direct(
             await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "direct"})
     try:
         with stage_span("llm_call", task, common):
-            await run_attempt(adapter, task, events)
+            await run_attempt(adapter, task, events, batch_window=batch_window)
     except asyncio.CancelledError:
         with stage_span("task_complete", task, {**common, "outcome": "canceled"}):
             await events.status(TaskState.TASK_STATE_CANCELED, "Canceled.")

@@ -54,7 +54,9 @@ class RuntimeExecutor(AgentExecutor):
         durable: DurableRunner | None = None,
         *,
         workspace_id: str = "",
+        batch_window: float = 0.0,
     ) -> None:
+        self.batch_window = batch_window
         self.adapter = adapter
         self.store = store
         self.durable = durable
@@ -127,7 +129,12 @@ class RuntimeExecutor(AgentExecutor):
             metrics.FALLBACKS.inc()
             log.warning("Temporal unreachable before the task started: running it directly")
         await run_direct(
-            self.adapter, task, events, self.span_attributes, announce=not started_working
+            self.adapter,
+            task,
+            events,
+            self.span_attributes,
+            announce=not started_working,
+            batch_window=self.batch_window,
         )
         return "direct"
 

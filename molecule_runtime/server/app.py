@@ -36,6 +36,7 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         runtime.stores.versioned,
         runtime.durable,
         workspace_id=settings.workspace_id,
+        batch_window=settings.stream_batch_window,
     )
     handler = RuntimeRequestHandler(
         agent_executor=executor,

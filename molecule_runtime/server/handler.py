@@ -5,7 +5,15 @@ from __future__ import annotations
 from a2a.server.agent_execution import RequestContext, SimpleRequestContextBuilder
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.types.a2a_pb2 import CancelTaskRequest, SendMessageRequest, Task
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    ListTasksRequest,
+    ListTasksResponse,
+    SendMessageRequest,
+    Task,
+    TaskState,
+)
+from a2a.utils.errors import InvalidParamsError
 
 from molecule_runtime.execution.events import TERMINAL_STATES
 from molecule_runtime.execution.executor import CONTINUES_CONTEXT, DurableRunner
@@ -55,3 +63,12 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             ):
                 await self._durable.cancel(params.id)
         return await super().on_cancel_task(params, context)
+
+    async def on_list_tasks(
+        self, params: ListTasksRequest, context: ServerCallContext
+    ) -> ListTasksResponse:
+        # A numeric status outside the enum (`?status=10`) otherwise reaches the
+        # store, whose TaskState.Name() raises: a 500 for a bad request.
+        if params.status not in TaskState.values():
+            raise InvalidParamsError(f"unknown task status {params.status}")
+        return await super().on_list_tasks(params, context)

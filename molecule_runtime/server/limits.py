@@ -57,11 +57,12 @@ class RequestLimitsMiddleware:
             )
             return
 
-        buffered: Message | None = {
-            "type": "http.request",
-            "body": b"".join(chunks),
-            "more_body": False,
-        }
+        body = b"".join(chunks)
+        if not _is_utf8(body):
+            # JSON is UTF-8 (RFC 8259); the SDK's REST routes answer 500 to other bytes.
+            await _reject_encoding(scope, send)
+            return
+        buffered: Message | None = {"type": "http.request", "body": body, "more_body": False}
 
         async def replay() -> Message:
             nonlocal buffered
@@ -90,21 +91,43 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _is_utf8(body: bytes) -> bool:
+    # NUL never occurs in JSON text (it must be escaped inside strings), but it
+    # makes json.loads() guess UTF-16/32 and fail with an "internal" error.
+    if b"\x00" in body:
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+async def _reject_encoding(scope: Scope, send: Send) -> None:
+    detail = "the request body is not UTF-8 JSON text (it is not UTF-8, or holds NUL bytes)"
+    if scope["path"] == "/":
+        # The JSON-RPC endpoint: a JSON-RPC parse error, as the SDK gives for bad JSON.
+        error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": detail}}
+        await _send_json(send, 200, error, close=False)
+    else:
+        await _send_json(send, 400, {"error": "bad_request", "detail": detail}, close=False)
+
+
 async def _reject(send: Send, status: int, detail: str) -> None:
     error = "request_too_large" if status == 413 else "request_timeout"
-    body = json.dumps({"error": error, "detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                # The rest of the body is never read: the connection cannot be reused.
-                (b"connection", b"close"),
-            ],
-        }
-    )
+    # The rest of the body is never read: the connection cannot be reused.
+    await _send_json(send, status, {"error": error, "detail": detail}, close=True)
+
+
+async def _send_json(send: Send, status: int, payload: object, *, close: bool) -> None:
+    body = json.dumps(payload).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
