@@ -324,3 +324,46 @@ async def test_runs_unchanged_in_durable_mode(
         assert task.metadata["molecule.mode"] == "durable"
     finally:
         await client.close()
+
+
+async def test_genai_attributes_on_the_current_span(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    adapter = LangGraphAdapter()
+    await adapter.setup(
+        AdapterConfig(
+            workspace_id="w",
+            data_dir=tmp_path,
+            options={
+                "model_factory": f"{FAKE_MODELS}:scripted",
+                "fake_script": [{"text": "two words", "usage": {"input_tokens": 7, "output_tokens": 2}}],
+            },
+        )
+    )
+    with provider.get_tracer("t").start_as_current_span("llm_call"):
+        text = "".join([c async for c in adapter.stream(TaskInput("t1", "c1", "hi"))])
+    await adapter.aclose()
+    assert text == "two words"
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["gen_ai.usage.input_tokens"] == 7
+    assert span.attributes["gen_ai.usage.output_tokens"] == 2
+
+
+@pytest.mark.parametrize(
+    "description,factory,expected",
+    [
+        ("local:SmolLM2-135M.gguf", False, ("llama.cpp", "SmolLM2-135M.gguf")),
+        ("openai:gpt-4o-mini", False, ("openai", "gpt-4o-mini")),
+        ("anthropic:claude-x", False, ("anthropic", "claude-x")),
+        ("mod:make", True, (None, None)),
+    ],
+)
+def test_genai_identity(description: str, factory: bool, expected: tuple) -> None:
+    from molecule_runtime.adapters.langgraph.adapter import genai_identity
+
+    assert genai_identity(description, object(), factory=factory) == expected

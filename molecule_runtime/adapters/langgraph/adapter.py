@@ -50,6 +50,7 @@ class LangGraphAdapter(BaseAdapter):
         self.options = LangGraphOptions()
         self._agent: Any = None
         self._model_description = ""
+        self._genai: tuple[str | None, str | None] = (None, None)
         self._local_server: LocalModelServer | None = None
         # Characters of conversation the model's context can take (local model only).
         self._history_char_budget: int | None = None
@@ -86,6 +87,9 @@ class LangGraphAdapter(BaseAdapter):
         chosen = await choose_model(config, self.options)
         self._local_server = chosen.local_server
         self._model_description = chosen.description
+        self._genai = genai_identity(
+            chosen.description, chosen.model, factory=bool(self.options.model_factory)
+        )
         if chosen.local_server is not None:
             # A small local context overflows after a few long turns; llama.cpp
             # then rejects the request. Keep the newest turns that fit, at a
@@ -160,10 +164,10 @@ class LangGraphAdapter(BaseAdapter):
             # HTTP request) when we stop early: on cancellation or an error.
             with contextlib.suppress(Exception):
                 await events.aclose()
-            description = self._model_description or ""
+            system, model_name = self._genai
             set_genai_attributes(
-                system=description.split(":", 1)[0] if ":" in description else None,
-                request_model=description or None,
+                system=system,
+                request_model=model_name,
                 input_tokens=usage["input_tokens"] or None,
                 output_tokens=usage["output_tokens"] or None,
             )
@@ -201,6 +205,17 @@ def to_messages(task: TaskInput) -> list[BaseMessage]:
             messages.append(HumanMessage(content=text))
     messages.append(HumanMessage(content=task.text))
     return messages
+
+
+def genai_identity(
+    description: str, model: Any, *, factory: bool
+) -> tuple[str | None, str | None]:
+    """(gen_ai.system, gen_ai.request.model) for the chosen model, where known."""
+    if factory or ":" not in description:
+        name = getattr(model, "model_name", None) or getattr(model, "model", None)
+        return None, str(name) if name else None
+    provider, name = description.split(":", 1)
+    return ("llama.cpp" if provider == "local" else provider), name
 
 
 def _add_usage(usage: dict[str, int], event: dict[str, Any]) -> None:
