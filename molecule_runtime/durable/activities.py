@@ -75,7 +75,7 @@ class TaskActivities:
                 current = await stored_task(self.store, task.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
                     return ReceiveResult(proceed=False, state=STATE_LABELS.get(current.status.state, "failed"))
-                if current is not None and current.metadata.get(MODE_KEY) == "direct":
+                if current is not None and dict(current.metadata).get(MODE_KEY) == "direct":
                     return ReceiveResult(proceed=False, state="direct")
             await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "durable"})
             return ReceiveResult(proceed=True)
@@ -138,7 +138,7 @@ class TaskActivities:
             if delivery == "headless":
                 current = await stored_task(self.store, inp.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
-                    if not current.metadata.get(LOST_CONTACT_KEY):
+                    if not dict(current.metadata).get(LOST_CONTACT_KEY):
                         return  # safe to run twice
                     # The server reported a failure when it lost Temporal; the
                     # workflow did finish, so its real outcome replaces that.
