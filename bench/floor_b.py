@@ -20,6 +20,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bench.workflows import FloorInput, FloorRegular, FloorSameShape
@@ -110,19 +111,26 @@ async def _rss_per_workflow(client: Client, queue: str, k: int) -> float:
 
 async def main(address: str, n: int, concurrency: int, rss_k: int) -> dict[str, object]:
     client = await Client.connect(address)
+    # Ours passes TracingInterceptor to its client (and so to its workers): measured separately.
+    traced_client = await Client.connect(address, interceptors=[TracingInterceptor()])
     queue = f"bench-b-{uuid.uuid4().hex[:8]}"
     plain_queue = f"{queue}-unsandboxed"
-    workers = [*_workers(client, queue, True), *_workers(client, plain_queue, False)]
+    traced_queue = f"{queue}-otel"
+    workers = [*_workers(client, queue, True), *_workers(client, plain_queue, False),
+               *_workers(traced_client, traced_queue, True)]
     out: dict[str, object] = {}
     async with contextlib.AsyncExitStack() as stack:
         for worker in workers:
             await stack.enter_async_context(worker)
         inp = FloorInput(process_queue=f"{queue}@proc")
         plain = FloorInput(process_queue=f"{plain_queue}@proc")
+        traced = FloorInput(process_queue=f"{traced_queue}@proc")
         for _ in range(3):  # warm-up: sandbox, sticky cache, connections
             await _timed(client, "BenchFloorSameShape", queue, inp, True)
             await _timed(client, "BenchFloorRegular", queue, inp, False)
             await _timed(client, "BenchFloorSameShape", plain_queue, plain, True)
+            await _timed(traced_client, "BenchFloorSameShape", traced_queue, traced, True)
+        with_otel: list[float] = []
         same: list[float] = []
         regular: list[float] = []
         unsandboxed: list[float] = []
@@ -130,9 +138,11 @@ async def main(address: str, n: int, concurrency: int, rss_k: int) -> dict[str, 
             same.append(await _timed(client, "BenchFloorSameShape", queue, inp, True))
             regular.append(await _timed(client, "BenchFloorRegular", queue, inp, False))
             unsandboxed.append(await _timed(client, "BenchFloorSameShape", plain_queue, plain, True))
+            with_otel.append(await _timed(traced_client, "BenchFloorSameShape", traced_queue, traced, True))
         out["same_shape"] = same
         out["regular"] = regular
         out["same_shape_unsandboxed"] = unsandboxed
+        out["same_shape_tracing_interceptor"] = with_otel
         start = time.perf_counter()
         await asyncio.gather(
             *(_timed(client, "BenchFloorSameShape", queue, inp, True) for _ in range(concurrency))

@@ -116,6 +116,8 @@ def systems_table(r: dict[str, Any]) -> str:
                 f"{ms(b['regular']['p95'])} | | | | | | | |")
     rows.append(f"| floor B (our shape, sandbox off) | {ms(b['same_shape_unsandboxed']['p50'])} | "
                 f"{ms(b['same_shape_unsandboxed']['p95'])} | | | | | | | |")
+    rows.append(f"| floor B (our shape + TracingInterceptor) | {ms(b['same_shape_tracing_interceptor']['p50'])} | "
+                f"{ms(b['same_shape_tracing_interceptor']['p95'])} | | | | | | | |")
     return "\n".join(rows)
 
 
@@ -128,12 +130,12 @@ def targets_table(ts: list[dict[str, Any]]) -> str:
 
 def rss_table(r: dict[str, Any]) -> str:
     rows = ["| mode | tasks in flight | reached | ramp (s) | RSS before (MiB) | RSS in flight (MiB) "
-            "| growth per task (kB) |", "|---|---|---|---|---|---|---|"]
+            "| growth per task (kB) | completed after release |", "|---|---|---|---|---|---|---|---|"]
     for mode in ("floor_a", "direct", "durable"):
         for x in r["systems"][mode].get("rss", []):
             rows.append(f"| {mode} | {x['k']} | {x['in_flight']} | {x['ramp_s']:.2f} | "
                         f"{x['rss_base_kib'] / 1024:.1f} | {x['rss_peak_kib'] / 1024:.1f} | "
-                        f"{x['kib_per_task'] / KB:.1f} |")
+                        f"{x['kib_per_task'] / KB:.1f} | {x['completed']} |")
     return "\n".join(rows)
 
 

@@ -174,6 +174,7 @@ def floor_b(address: str, n: int, concurrency: int, rss_k: int) -> dict[str, Any
         "same_shape": summary(raw["same_shape"]),
         "regular": summary(raw["regular"]),
         "same_shape_unsandboxed": summary(raw["same_shape_unsandboxed"]),
+        "same_shape_tracing_interceptor": summary(raw["same_shape_tracing_interceptor"]),
         "rss_k": raw.get("rss_k", 0),
         "kib_per_workflow_sandboxed": raw.get("kib_per_workflow_sandboxed"),
         "kib_per_workflow_unsandboxed": raw.get("kib_per_workflow_unsandboxed"),
