@@ -7,7 +7,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError, TimeoutError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    TimeoutError,
+    TimeoutType,
+)
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -25,6 +31,13 @@ with workflow.unsafe.imports_passed_through():
 # save two round trips through the server per task.
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+# The final state must land even if the task store is down for a while.
+COMPLETE_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200),
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+)
+COMPLETE_DEADLINE = timedelta(hours=24)
 
 
 def _root_message(error: BaseException) -> str:
@@ -38,13 +51,20 @@ def _root_message(error: BaseException) -> str:
 class AgentTaskWorkflow:
     @workflow.run
     async def run(self, inp: WorkflowInput) -> TaskOutcome:
-        received = await workflow.execute_local_activity(
-            "task_receive",
-            inp.task,
-            result_type=ReceiveResult,
-            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING_RETRY,
-        )
+        try:
+            received = await workflow.execute_local_activity(
+                "task_receive",
+                inp.task,
+                result_type=ReceiveResult,
+                start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+                retry_policy=BOOKKEEPING_RETRY,
+            )
+        except (ActivityError, ApplicationError) as err:
+            # Never leave the task without a final state. (A local activity's
+            # final failure can arrive as the bare ApplicationError.)
+            outcome = TaskOutcome("failed", f"could not accept the task: {_root_message(err)}")
+            await self._complete(inp, outcome)
+            return outcome
         if not received.proceed:
             # Already finished (e.g. a re-sent task): never run it again.
             return TaskOutcome(state=received.state, message="already finished")
@@ -117,6 +137,7 @@ class AgentTaskWorkflow:
                 trace_carrier=inp.trace_carrier,
             ),
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-            retry_policy=BOOKKEEPING_RETRY,
+            schedule_to_close_timeout=COMPLETE_DEADLINE,
+            retry_policy=COMPLETE_RETRY,
         )
 
