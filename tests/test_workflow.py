@@ -83,7 +83,7 @@ async def test_a_task_that_cannot_be_accepted_still_gets_a_final_state(temporal_
 
 
 async def test_final_state_is_retried_until_it_lands(temporal_server) -> None:
-    stand_ins = StandIns(complete_failures=6)
+    stand_ins = StandIns(complete_failures=3)
     outcome = await run(temporal_server.address, stand_ins)
     assert outcome.state == "completed"
     assert stand_ins.llm_calls == 1
