@@ -141,8 +141,13 @@ class StreamTiming:
     end: float = float("nan")
     task_id: str = ""
     state: str = ""
-    chunks: int = 0
-    events: list[str] = field(default_factory=list)
+    chunks: int = 0  # artifact events carrying text (the runtime may merge adapter chunks)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        """The streamed answer, honouring append=false (restart) per artifact."""
+        return "".join(self.artifacts.values())
 
 
 async def stream_task(
@@ -162,8 +167,12 @@ async def stream_task(
             timing.task_id = result["task"]["id"]
             timing.state = result["task"]["status"]["state"]
         elif "artifactUpdate" in result:
-            parts = result["artifactUpdate"]["artifact"].get("parts", [])
-            if any(p.get("text") for p in parts):
+            update = result["artifactUpdate"]
+            parts = update["artifact"].get("parts", [])
+            chunk = "".join(p.get("text", "") for p in parts)
+            key = update["artifact"].get("artifactId", "")
+            timing.artifacts[key] = (timing.artifacts.get(key, "") + chunk) if update.get("append") else chunk
+            if chunk:
                 timing.chunks += 1
                 if timing.chunks == 1:
                     timing.first_chunk = now

@@ -27,6 +27,10 @@ def pct(values: list[float], q: float) -> float:
     return data[rank - 1]
 
 
+def expected_text(chunks: int) -> str:
+    return "".join(f"c{i} " for i in range(chunks))
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50": pct(values, 50), "p95": pct(values, 95),
             "mean": statistics.fmean(values) if values else float("nan")}
@@ -59,7 +63,7 @@ async def interleaved(ports: dict[str, int], n: int, chunks: int, samples: dict[
                 s = samples[name]
                 if stream:
                     t = await stream_task(conns[name], message_params(chunks=chunks))
-                    if t.state != COMPLETED or t.chunks != chunks:
+                    if t.state != COMPLETED or t.text != expected_text(chunks):
                         s.failures += 1
                     s.first_event.append(t.first_event)
                     s.first_chunk.append(t.first_chunk)
