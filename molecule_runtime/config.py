@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     temporal_connect_timeout: float = Field(
         3.0, validation_alias=_env("TEMPORAL_CONNECT_TIMEOUT"), gt=0
     )
+    input_timeout: float = Field(86400.0, validation_alias=_env("MOLECULE_INPUT_TIMEOUT"), gt=0)
     temporal_max_concurrent_activities: int = Field(
         1000, validation_alias=_env("TEMPORAL_MAX_CONCURRENT_ACTIVITIES"), ge=1
     )

@@ -3,6 +3,7 @@
 from molecule_runtime.adapters.base import (
     AdapterConfig,
     BaseAdapter,
+    InputRequired,
     NonRetryableError,
     TaskInput,
 )
@@ -11,6 +12,7 @@ from molecule_runtime.adapters.genai import set_genai_attributes
 __all__ = [
     "AdapterConfig",
     "BaseAdapter",
+    "InputRequired",
     "NonRetryableError",
     "TaskInput",
     "set_genai_attributes",

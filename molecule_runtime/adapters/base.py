@@ -16,6 +16,19 @@ class NonRetryableError(Exception):
     """Raised by an adapter to fail the task at once, without further attempts."""
 
 
+@dataclass(frozen=True)
+class InputRequired:
+    """Yielded by `stream()` to ask the user a question; it must be the last item yielded.
+
+    The task goes to `input-required` with `question` as its status message. The
+    user's next message to the same task starts a new turn: `stream()` is called
+    again with the answer as `TaskInput.text` and the conversation so far in
+    `TaskInput.history`.
+    """
+
+    question: str
+
+
 @dataclass
 class TaskInput:
     """Everything an adapter gets about one task; plain data, serialisable as JSON."""
@@ -58,8 +71,11 @@ class BaseAdapter(abc.ABC):
         """Called once at shutdown; release what `setup` acquired."""
 
     @abc.abstractmethod
-    def stream(self, task: TaskInput) -> AsyncIterator[str]:
-        """Yield the answer as text chunks (implement as an async generator)."""
+    def stream(self, task: TaskInput) -> AsyncIterator[str | InputRequired]:
+        """Yield the answer as text chunks (implement as an async generator).
+
+        Yield `InputRequired("question")` last to ask the user for more input.
+        """
 
     def description(self) -> str:
         """One line for the agent card; override to describe the agent."""

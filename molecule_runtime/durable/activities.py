@@ -52,11 +52,13 @@ class TaskActivities:
         self.registry = registry
         self.heartbeat_interval = heartbeat_interval
 
-    def _events(self, task_id: str, context_id: str) -> tuple[TaskEvents, str]:
+    def _events(
+        self, task_id: str, context_id: str, artifact_id: str = ""
+    ) -> tuple[TaskEvents, str]:
         entry = self.registry.get(task_id)
         if entry is not None:
             return entry.events, "live"
-        return headless_events(self.store, task_id, context_id), "headless"
+        return headless_events(self.store, task_id, context_id, artifact_id), "headless"
 
     def _span_attrs(self, delivery: str) -> dict[str, str]:
         return {
@@ -81,13 +83,14 @@ class TaskActivities:
             return ReceiveResult(proceed=True)
 
     @activity.defn(name="llm_call")
-    async def llm_call(self, inp: LlmCallInput) -> int:
+    async def llm_call(self, inp: LlmCallInput) -> int | dict[str, str]:
+        """Characters streamed, or {"question": ...} when the adapter asked for input."""
         info = activity.info()
         task = replace(inp.task, attempt=inp.attempt_base + info.attempt)
         current_task_id.set(task.task_id)
         if task.attempt > 1:
             metrics.RETRIES.inc()
-        events, delivery = self._events(task.task_id, task.context_id)
+        events, delivery = self._events(task.task_id, task.context_id, inp.artifact_id)
         if delivery == "headless":
             metrics.HEADLESS.inc()
             log.info(
@@ -98,13 +101,16 @@ class TaskActivities:
         heartbeats = asyncio.create_task(self._heartbeat_loop())
         try:
             with stage_span("llm_call", task, self._span_attrs(delivery)):
-                return await run_attempt(
+                result = await run_attempt(
                     self.adapter,
                     task,
                     events,
                     on_chunk=activity.heartbeat,
                     batch_window=self.batch_window,
                 )
+            if result.question is not None:
+                return {"question": result.question}
+            return result.produced
         except NonRetryableError as exc:
             raise ApplicationError(
                 describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True

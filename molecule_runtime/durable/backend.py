@@ -36,7 +36,9 @@ from molecule_runtime.durable.embedded import EmbeddedTemporal
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry
 from molecule_runtime.durable.types import (
     LOST_CONTACT_KEY,
+    PROVIDE_INPUT_SIGNAL,
     WORKFLOW_NAME,
+    InputReply,
     TaskOutcome,
     WorkflowInput,
     workflow_id,
@@ -269,6 +271,7 @@ class DurableBackend:
             max_attempts=s.temporal_max_attempts,
             retry_initial_interval=s.temporal_retry_initial_interval,
             trace_carrier=inject_trace_context(),
+            input_timeout=s.input_timeout,
         )
 
     async def run(self, task: TaskInput, events: TaskEvents) -> bool:
@@ -303,20 +306,68 @@ class DurableBackend:
                 self.fallbacks += 1
                 return False
             entry.handle = handle
-            try:
-                outcome = await self._result(handle)
-            except asyncio.CancelledError:
-                await self._cancel_quietly(handle)
-                raise
-            if events.terminal_state is None:
-                # task_complete ran on another worker, or Temporal is out of
-                # reach; the client's stream still ends with a final state.
-                await events.status(
-                    STATE_NAMES.get(outcome.state, STATE_NAMES["failed"]),
-                    outcome.message or None,
-                    metadata={LOST_CONTACT_KEY: True} if outcome.state == "lost" else None,
-                )
+            await self._follow(handle, events)
             return True
+
+    async def resume(self, task: TaskInput, events: TaskEvents) -> bool:
+        """Hand the user's answer to a task waiting for input; follow the new turn here.
+
+        False if Temporal cannot be reached (nothing was sent).
+        """
+        client = self._client
+        if client is None or not self._healthy:
+            return False
+        wf_id = workflow_id(self.settings.workspace_id, task.task_id)
+        handle = client.get_workflow_handle(wf_id, result_type=TaskOutcome)
+        reply = InputReply(
+            task=task, process_queue=self.settings.process_task_queue, artifact_id=events.artifact_id
+        )
+        with self.registry.register(events) as entry:
+            entry.handle = handle
+            try:
+                await handle.signal(
+                    PROVIDE_INPUT_SIGNAL,
+                    reply,
+                    rpc_timeout=timedelta(seconds=self.settings.temporal_connect_timeout),
+                )
+            except RPCError as exc:
+                if exc.status in _UNREACHABLE:
+                    self._set_healthy(False)
+                    return False
+                # The workflow is gone (finished, timed out waiting): the task cannot go on.
+                await events.status(
+                    STATE_NAMES["failed"], f"This task no longer accepts answers ({exc.message})."
+                )
+                return True
+            except RPCTimeoutOrCancelledError:
+                return False
+            await self._follow(handle, events)
+            return True
+
+    async def _follow(self, handle: WorkflowHandle, events: TaskEvents) -> None:
+        """Stream until the workflow ends or stops to wait for the user's input."""
+        result = asyncio.ensure_future(self._result(handle))
+        paused = asyncio.ensure_future(events.input_required.wait())
+        try:
+            await asyncio.wait({result, paused}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self._cancel_quietly(handle)
+            raise
+        finally:
+            for future in (result, paused):
+                if not future.done():
+                    future.cancel()
+        if not result.done() or result.cancelled():
+            return  # waiting for input: the workflow goes on without this request
+        outcome = result.result()
+        if events.terminal_state is None and not events.input_required.is_set():
+            # task_complete ran on another worker, or Temporal is out of
+            # reach; the client's stream still ends with a final state.
+            await events.status(
+                STATE_NAMES.get(outcome.state, STATE_NAMES["failed"]),
+                outcome.message or None,
+                metadata={LOST_CONTACT_KEY: True} if outcome.state == "lost" else None,
+            )
 
     async def _result(self, handle: WorkflowHandle) -> TaskOutcome:
         loop = asyncio.get_running_loop()

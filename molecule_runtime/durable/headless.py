@@ -16,7 +16,9 @@ class TaskFinishedElsewhere(TaskStopped):
     """The stored task reached a terminal state (e.g. canceled) while we worked on it."""
 
 
-def headless_events(store: VersionedTaskStore, task_id: str, context_id: str) -> TaskEvents:
+def headless_events(
+    store: VersionedTaskStore, task_id: str, context_id: str, artifact_id: str = ""
+) -> TaskEvents:
     manager = TaskManager(
         task_store=store,
         context=ServerCallContext(),
@@ -40,7 +42,7 @@ def headless_events(store: VersionedTaskStore, task_id: str, context_id: str) ->
                     ) from None
         raise ConcurrentTaskModificationError(task_id)
 
-    return TaskEvents(task_id, context_id, deliver)
+    return TaskEvents(task_id, context_id, deliver, artifact_id or None)
 
 
 async def stored_task(store: VersionedTaskStore, task_id: str) -> Task | None:

@@ -25,6 +25,8 @@ class WorkflowInput:
     max_attempts: int
     retry_initial_interval: float
     trace_carrier: dict[str, str] = field(default_factory=dict)
+    # How long the task may wait for the user's answer to a question.
+    input_timeout: float = 86400.0
 
 
 @dataclass
@@ -34,6 +36,21 @@ class LlmCallInput:
     # move to the shared queue), so the adapter sees one running count.
     attempt_base: int = 0
     trace_carrier: dict[str, str] = field(default_factory=dict)
+    # The artifact this turn streams into (empty: the task's first answer).
+    artifact_id: str = ""
+
+
+@dataclass
+class InputReply:
+    """The user's answer to an input-required question (signal `provide_input`)."""
+
+    task: TaskInput
+    # The process holding the client's stream for the new turn.
+    process_queue: str
+    artifact_id: str
+
+
+PROVIDE_INPUT_SIGNAL = "provide_input"
 
 
 @dataclass

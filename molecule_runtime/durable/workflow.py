@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 from datetime import timedelta
 
 from temporalio import workflow
@@ -17,10 +18,13 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from molecule_runtime.adapters.base import TaskInput
     from molecule_runtime.durable.types import (
         NON_RETRYABLE_TYPE,
+        PROVIDE_INPUT_SIGNAL,
         WORKFLOW_NAME,
         CompleteInput,
+        InputReply,
         LlmCallInput,
         ReceiveResult,
         TaskOutcome,
@@ -49,6 +53,16 @@ def _root_message(error: BaseException) -> str:
 
 @workflow.defn(name=WORKFLOW_NAME)
 class AgentTaskWorkflow:
+    def __init__(self) -> None:
+        self._waiting_for_input = False
+        self._reply: InputReply | None = None
+
+    @workflow.signal(name=PROVIDE_INPUT_SIGNAL)
+    def provide_input(self, reply: InputReply) -> None:
+        # Only an answer to the open question counts; duplicates are dropped.
+        if self._waiting_for_input and self._reply is None:
+            self._reply = reply
+
     @workflow.run
     async def run(self, inp: WorkflowInput) -> TaskOutcome:
         try:
@@ -69,8 +83,7 @@ class AgentTaskWorkflow:
             # Already finished (e.g. a re-sent task): never run it again.
             return TaskOutcome(state=received.state, message="already finished")
         try:
-            await self._llm_call(inp)
-            outcome = TaskOutcome(state="completed")
+            outcome = await self._turns(inp)
         except asyncio.CancelledError:
             await self._complete(inp, TaskOutcome("canceled", "Canceled."))
             raise
@@ -82,7 +95,34 @@ class AgentTaskWorkflow:
         await self._complete(inp, outcome)
         return outcome
 
-    async def _llm_call(self, inp: WorkflowInput) -> None:
+    async def _turns(self, inp: WorkflowInput) -> TaskOutcome:
+        """Run the adapter; after each question wait for the user's answer, then run it again."""
+        task, queue, artifact_id = inp.task, inp.process_queue, ""
+        while True:
+            question = await self._llm_call(inp, task, queue, artifact_id)
+            if question is None:
+                return TaskOutcome(state="completed")
+            self._waiting_for_input = True
+            await self._complete(inp, TaskOutcome("input-required", question))
+            try:
+                await workflow.wait_condition(
+                    lambda: self._reply is not None,
+                    timeout=timedelta(seconds=inp.input_timeout),
+                )
+            except builtins.TimeoutError:
+                return TaskOutcome(
+                    "failed", f"No answer to the question within {inp.input_timeout:g} s."
+                )
+            finally:
+                self._waiting_for_input = False
+            reply, self._reply = self._reply, None
+            assert reply is not None
+            task, queue, artifact_id = reply.task, reply.process_queue, reply.artifact_id
+
+    async def _llm_call(
+        self, inp: WorkflowInput, task: TaskInput, queue: str, artifact_id: str
+    ) -> str | None:
+        """One turn of the adapter; the question it asked, if any."""
         # Always set a heartbeat timeout for long-running activities: it bounds
         # crash detection and carries cancellation to the adapter.
         common = {
@@ -97,10 +137,10 @@ class AgentTaskWorkflow:
             non_retryable_error_types=[NON_RETRYABLE_TYPE],
         )
         try:
-            await workflow.execute_activity(
+            result = await workflow.execute_activity(
                 "llm_call",
-                LlmCallInput(task=inp.task, trace_carrier=inp.trace_carrier),
-                task_queue=inp.process_queue,
+                LlmCallInput(task=task, trace_carrier=inp.trace_carrier, artifact_id=artifact_id),
+                task_queue=queue,
                 schedule_to_start_timeout=timedelta(seconds=inp.schedule_to_start_timeout),
                 retry_policy=retry,
                 **common,
@@ -113,9 +153,14 @@ class AgentTaskWorkflow:
             # headless. At least one attempt is counted as used.
             workflow.logger.warning("llm_call moved to the shared queue %s", inp.shared_queue)
             remaining = max(1, inp.max_attempts - 1)
-            await workflow.execute_activity(
+            result = await workflow.execute_activity(
                 "llm_call",
-                LlmCallInput(task=inp.task, attempt_base=1, trace_carrier=inp.trace_carrier),
+                LlmCallInput(
+                    task=task,
+                    attempt_base=1,
+                    trace_carrier=inp.trace_carrier,
+                    artifact_id=artifact_id,
+                ),
                 task_queue=inp.shared_queue,
                 retry_policy=RetryPolicy(
                     initial_interval=retry.initial_interval,
@@ -125,6 +170,10 @@ class AgentTaskWorkflow:
                 ),
                 **common,
             )
+        # A plain count of characters, or {"question": ...} when input is required.
+        if isinstance(result, dict) and result.get("question"):
+            return str(result["question"])
+        return None
 
     async def _complete(self, inp: WorkflowInput, outcome: TaskOutcome) -> None:
         await workflow.execute_local_activity(

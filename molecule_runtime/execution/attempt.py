@@ -5,16 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from a2a.types.a2a_pb2 import TaskState
 
-from molecule_runtime.adapters.base import BaseAdapter, TaskInput
+from molecule_runtime.adapters.base import BaseAdapter, InputRequired, TaskInput
 from molecule_runtime.execution.batching import ChunkBatcher
 from molecule_runtime.execution.events import TaskEvents, TaskStopped
 
 
 class AdapterProtocolError(TypeError):
     """The adapter broke the contract (e.g. yielded something that is not `str`)."""
+
+
+@dataclass
+class AttemptResult:
+    produced: int  # characters streamed
+    question: str | None = None  # set when the adapter asked for input
 
 
 async def run_attempt(
@@ -24,8 +31,8 @@ async def run_attempt(
     *,
     on_chunk: Callable[[], None] | None = None,
     batch_window: float = 0.0,
-) -> int:
-    """Stream one attempt; return the number of characters produced.
+) -> AttemptResult:
+    """Stream one attempt; return what it produced.
 
     The answer artifact has a stable id. A later attempt starts by replacing
     whatever an earlier attempt streamed (`append=False`), so the finished
@@ -39,6 +46,7 @@ async def run_attempt(
         )
     batcher = ChunkBatcher(events, batch_window)
     produced = 0
+    question: str | None = None
     agen = adapter.stream(task)
     if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
         if asyncio.iscoroutine(agen):
@@ -53,9 +61,14 @@ async def run_attempt(
                 chunk = await agen.__anext__()
             except StopAsyncIteration:
                 break
+            if isinstance(chunk, InputRequired):
+                # The turn ends here; the user's answer starts the next one.
+                question = chunk.question
+                break
             if not isinstance(chunk, str):
                 raise AdapterProtocolError(
-                    f"adapter {adapter.name()!r} yielded {type(chunk).__name__}, expected str"
+                    f"adapter {adapter.name()!r} yielded {type(chunk).__name__}, "
+                    "expected str or InputRequired"
                 )
             if not chunk:
                 continue
@@ -81,4 +94,4 @@ async def run_attempt(
         await events.chunk("", append=False)
     if batcher.sent_any or task.attempt > 1:
         await events.chunk("", append=True, last=True)
-    return produced
+    return AttemptResult(produced, question)

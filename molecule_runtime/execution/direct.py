@@ -43,7 +43,7 @@ async def run_direct(
             await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "direct"})
     try:
         with stage_span("llm_call", task, common):
-            await run_attempt(adapter, task, events, batch_window=batch_window)
+            result = await run_attempt(adapter, task, events, batch_window=batch_window)
     except asyncio.CancelledError:
         with stage_span("task_complete", task, {**common, "outcome": "canceled"}):
             await events.status(TaskState.TASK_STATE_CANCELED, "Canceled.")
@@ -52,6 +52,10 @@ async def run_direct(
         log.warning("task %s failed: %s", task.task_id, describe_error(exc))
         with stage_span("task_complete", task, {**common, "outcome": "failed"}):
             await events.status(TaskState.TASK_STATE_FAILED, describe_error(exc))
+        return
+    if result.question is not None:
+        with stage_span("task_complete", task, {**common, "outcome": "input-required"}):
+            await events.status(TaskState.TASK_STATE_INPUT_REQUIRED, result.question)
         return
     with stage_span("task_complete", task, {**common, "outcome": "completed"}):
         await events.status(TaskState.TASK_STATE_COMPLETED)

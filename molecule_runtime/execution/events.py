@@ -7,6 +7,7 @@ which streams them to the client and persists them) and the headless path
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ STATE_NAMES: dict[str, TaskState] = {
     "lost": TaskState.TASK_STATE_FAILED,
     "rejected": TaskState.TASK_STATE_REJECTED,
     "working": TaskState.TASK_STATE_WORKING,
+    "input-required": TaskState.TASK_STATE_INPUT_REQUIRED,
 }
 
 
@@ -58,9 +60,14 @@ STATE_LABELS: dict[TaskState | None, str] = {
 }
 
 
-def artifact_id_for(task_id: str) -> str:
-    """One answer artifact per task, with an id every attempt and process agrees on."""
-    return f"{task_id}-answer"
+def artifact_id_for(task_id: str, turn: int = 1) -> str:
+    """One answer artifact per turn of a task, with an id every attempt and process agrees on."""
+    return f"{task_id}-answer" if turn <= 1 else f"{task_id}-answer-{turn}"
+
+
+# Message metadata marking the agent's questions (input-required).
+MESSAGE_KIND_KEY = "molecule.kind"
+QUESTION = "question"
 
 
 def _status(state: TaskState, message: Message | None = None) -> TaskStatus:
@@ -74,22 +81,30 @@ def _status(state: TaskState, message: Message | None = None) -> TaskStatus:
 class TaskEvents:
     """Emits the events of one task through `deliver`."""
 
-    def __init__(self, task_id: str, context_id: str, deliver: Deliver) -> None:
+    def __init__(
+        self, task_id: str, context_id: str, deliver: Deliver, artifact_id: str | None = None
+    ) -> None:
         self.task_id = task_id
         self.context_id = context_id
+        self.artifact_id = artifact_id or artifact_id_for(task_id)
         self._deliver = deliver
+        # Set when the task stops to wait for the user's answer.
+        self.input_required = asyncio.Event()
         self.terminal_state: TaskState | None = None
         self.chunks_sent = 0
         self.first_chunk_at: float | None = None
 
-    def agent_message(self, text: str) -> Message:
-        return Message(
+    def agent_message(self, text: str, kind: str | None = None) -> Message:
+        message = Message(
             role=Role.ROLE_AGENT,
             message_id=str(uuid.uuid4()),
             task_id=self.task_id,
             context_id=self.context_id,
             parts=[Part(text=text)],
         )
+        if kind:
+            message.metadata.update({MESSAGE_KIND_KEY: kind})
+        return message
 
     async def created(
         self,
@@ -112,7 +127,8 @@ class TaskEvents:
     async def status(
         self, state: TaskState, text: str | None = None, metadata: dict[str, Any] | None = None
     ) -> None:
-        message = self.agent_message(text) if text else None
+        kind = QUESTION if state == TaskState.TASK_STATE_INPUT_REQUIRED else None
+        message = self.agent_message(text, kind) if text else None
         if state in TERMINAL_STATES:
             if self.terminal_state is not None:
                 return
@@ -125,6 +141,8 @@ class TaskEvents:
                 metadata=metadata,
             )
         )
+        if state == TaskState.TASK_STATE_INPUT_REQUIRED:
+            self.input_required.set()
 
     async def chunk(self, text: str, *, append: bool, last: bool = False) -> None:
         await self._deliver(
@@ -132,7 +150,7 @@ class TaskEvents:
                 task_id=self.task_id,
                 context_id=self.context_id,
                 artifact=Artifact(
-                    artifact_id=artifact_id_for(self.task_id),
+                    artifact_id=self.artifact_id,
                     name="answer",
                     parts=[Part(text=text)],
                 ),

@@ -14,8 +14,13 @@ from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
 from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.direct import MODE_KEY, run_direct
-from molecule_runtime.execution.events import STATE_LABELS, TERMINAL_STATES, TaskEvents
-from molecule_runtime.execution.inputs import build_task_input, history_from_tasks
+from molecule_runtime.execution.events import (
+    STATE_LABELS,
+    TERMINAL_STATES,
+    TaskEvents,
+    artifact_id_for,
+)
+from molecule_runtime.execution.inputs import build_task_input, history_from_tasks, turn_of
 from molecule_runtime.logs import current_task_id
 
 log = logging.getLogger(__name__)
@@ -43,6 +48,10 @@ class DurableRunner(Protocol):
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel the workflow of a task running here; False if none is known."""
+        ...
+
+    async def resume(self, task: TaskInput, events: TaskEvents) -> bool:
+        """Give a waiting workflow the user's answer; False if Temporal is unreachable."""
         ...
 
 
@@ -76,15 +85,30 @@ class RuntimeExecutor(AgentExecutor):
         return history_from_tasks(list(tasks), str(context.task_id))
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
-        current_task_id.set(str(context.task_id))
-        events = TaskEvents(str(context.task_id), str(context.context_id), event_queue.enqueue_event)
+        task_id = str(context.task_id)
+        current_task_id.set(task_id)
         current = context.current_task
         if current is not None and current.status.state in TERMINAL_STATES:
             return
+        turn = turn_of(current, context.message.message_id if context.message else "")
+        events = TaskEvents(
+            task_id,
+            str(context.context_id),
+            event_queue.enqueue_event,
+            artifact_id=artifact_id_for(task_id, turn),
+        )
         has_text = bool(context.get_user_input().strip())
-        mode = "direct"
-        if self.durable is not None:
-            mode = "durable" if self.durable.accepting() else "direct"
+        if current is not None:
+            # A later turn (the user answers a question) continues in the
+            # mode the task started in: a durable task's workflow is waiting.
+            mode = "resume" if dict(current.metadata).get(MODE_KEY) == "durable" else "direct"
+            if not has_text:
+                await events.status(TaskState.TASK_STATE_INPUT_REQUIRED, REJECT_NO_TEXT)
+                return
+        elif self.durable is not None and self.durable.accepting():
+            mode = "durable"
+        else:
+            mode = "direct"
         started_working = False
         if current is None:
             # The SDK requires the Task before any status update. A direct
@@ -98,30 +122,48 @@ class RuntimeExecutor(AgentExecutor):
         if not has_text:
             await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
             return
-        if self.durable is not None and mode == "direct":
+        if self.durable is not None and mode == "direct" and current is None:
             metrics.FALLBACKS.inc()
         continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
         history = await self._history(context) if continues else []
         task = build_task_input(context, history)
         started = time.monotonic()
-        metrics.IN_FLIGHT.labels(mode).inc()
+        label = "direct" if mode == "direct" else "durable"
+        metrics.IN_FLIGHT.labels(label).inc()
         try:
             mode_used = await self._run(task, events, mode, started_working)
         except BaseException:
-            mode_used = mode
+            mode_used = label
             raise
         finally:
-            metrics.IN_FLIGHT.labels(mode).dec()
-            metrics.TASK_DURATION.labels(mode).observe(time.monotonic() - started)
+            metrics.IN_FLIGHT.labels(label).dec()
+            metrics.TASK_DURATION.labels(label).observe(time.monotonic() - started)
             if events.first_chunk_at is not None:
-                metrics.FIRST_CHUNK.labels(mode).observe(events.first_chunk_at - started)
-            state = STATE_LABELS.get(events.terminal_state, "canceled")
+                metrics.FIRST_CHUNK.labels(label).observe(events.first_chunk_at - started)
+            state = STATE_LABELS.get(events.terminal_state) or (
+                "input-required" if events.input_required.is_set() else "canceled"
+            )
             metrics.TASKS.labels(state, mode_used).inc()
 
     async def _run(
         self, task: TaskInput, events: TaskEvents, mode: str, started_working: bool
     ) -> str:
         """Run the task; return the mode it actually ran in."""
+        if mode == "resume":
+            if self.durable is None:
+                await events.status(
+                    TaskState.TASK_STATE_INPUT_REQUIRED,
+                    "This task waits on Temporal, but this server runs without durable mode "
+                    "(TEMPORAL_HOST); send the answer to a durable server.",
+                )
+                return "direct"
+            if not await self.durable.resume(task, events):
+                await events.status(
+                    TaskState.TASK_STATE_INPUT_REQUIRED,
+                    "Temporal is unreachable right now, so this answer was not taken; "
+                    "send it again in a moment.",
+                )
+            return "durable"
         if mode == "durable":
             assert self.durable is not None
             if await self.durable.run(task, events):
