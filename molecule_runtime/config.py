@@ -51,6 +51,17 @@ class Settings(BaseSettings):
     )
     request_timeout: float = Field(30.0, validation_alias=_env("MOLECULE_REQUEST_TIMEOUT"), gt=0)
 
+    # Resumable streams and push notifications
+    event_retention: float = Field(
+        7 * 86400.0, validation_alias=_env("MOLECULE_EVENT_RETENTION"), ge=0
+    )
+    push_notifications: bool = Field(True, validation_alias=_env("MOLECULE_PUSH_NOTIFICATIONS"))
+    push_allow_private: bool = Field(False, validation_alias=_env("MOLECULE_PUSH_ALLOW_PRIVATE"))
+    push_max_attempts: int = Field(5, validation_alias=_env("MOLECULE_PUSH_MAX_ATTEMPTS"), ge=1)
+    push_retry_initial_interval: float = Field(
+        1.0, validation_alias=_env("MOLECULE_PUSH_RETRY_INITIAL_INTERVAL"), gt=0
+    )
+
     # State
     data_dir: Path = Field(Path("./.molecule"), validation_alias=_env("MOLECULE_DATA_DIR"))
     workspace_id: str = Field("workspace-default", validation_alias=_env("WORKSPACE_ID"))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter
 from molecule_runtime.adapters.loader import resolve_adapter_class
 from molecule_runtime.config import Settings
-from molecule_runtime.store import Stores, open_stores
+from molecule_runtime.store import Stores, open_stores, store_options
 
 if TYPE_CHECKING:
     from molecule_runtime.durable.backend import DurableBackend
@@ -41,7 +41,9 @@ class Runtime:
             )
         )
         self.adapter_ready = True
-        self.stores = await open_stores(settings.resolved_task_store_url)
+        self.stores = await open_stores(
+            settings.resolved_task_store_url, store_options(settings)
+        )
         if settings.durable:
             from molecule_runtime.durable.backend import DurableBackend
 

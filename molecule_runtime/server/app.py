@@ -24,13 +24,15 @@ from molecule_runtime.server.auth import BearerAuthMiddleware
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
+from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_ids
 
 
 def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
     """The ASGI app of a started `Runtime`."""
     assert runtime.adapter is not None and runtime.stores is not None
     settings = runtime.settings
-    card = build_agent_card(settings, runtime.adapter)
+    stores = runtime.stores
+    card = build_agent_card(settings, runtime.adapter, push=stores.notifier is not None)
     executor = RuntimeExecutor(
         runtime.adapter,
         runtime.stores.versioned,
@@ -38,13 +40,20 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         workspace_id=settings.workspace_id,
         batch_window=settings.stream_batch_window,
     )
+    notifier = stores.notifier
     handler = RuntimeRequestHandler(
         agent_executor=executor,
-        task_store=runtime.stores.handler_store,
+        task_store=stores.handler_store,
         agent_card=card,
-        event_stream=runtime.stores.event_stream,
+        event_stream=stores.event_stream,
         durable=runtime.durable,
+        live_offsets=stores.live_offsets,
+        # Notifications are sent by the store's notifier for every write
+        # (also headless ones), so the SDK gets no sender of its own.
+        push_config_store=stores.push_configs if notifier is not None else None,
+        push_url_validator=notifier.validate_url if notifier is not None else None,
     )
+    context_builder = EventIdContextBuilder()
 
     # Open SSE streams may finish during shutdown; kept below uvicorn's own
     # graceful timeout so the server still exits in time.
@@ -66,9 +75,22 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *create_agent_card_routes(card),
-        *create_rest_routes(handler, path_prefix=REST_PREFIX, shutdown_grace_period=sse_grace),
-        *create_jsonrpc_routes(
-            handler, rpc_url="/", enable_v0_3_compat=True, shutdown_grace_period=sse_grace
+        *with_event_ids(
+            create_rest_routes(
+                handler,
+                context_builder=context_builder,
+                path_prefix=REST_PREFIX,
+                shutdown_grace_period=sse_grace,
+            )
+        ),
+        *with_event_ids(
+            create_jsonrpc_routes(
+                handler,
+                rpc_url="/",
+                context_builder=context_builder,
+                enable_v0_3_compat=True,
+                shutdown_grace_period=sse_grace,
+            )
         ),
     ]
     middleware = []

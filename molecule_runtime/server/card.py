@@ -20,7 +20,8 @@ from molecule_runtime.config import Settings
 REST_PREFIX = "/rest"
 
 
-def build_agent_card(settings: Settings, adapter: BaseAdapter) -> AgentCard:
+def build_agent_card(settings: Settings, adapter: BaseAdapter, *, push: bool = False) -> AgentCard:
+    """`push`: push notifications are wired up (a config store and a sender)."""
     base = settings.resolved_public_url
     name = settings.agent_name or f"{adapter.name()} agent"
     description = settings.agent_description or adapter.description()
@@ -34,7 +35,7 @@ def build_agent_card(settings: Settings, adapter: BaseAdapter) -> AgentCard:
                 url=f"{base}{REST_PREFIX}", protocol_binding="HTTP+JSON", protocol_version="1.0"
             ),
         ],
-        capabilities=AgentCapabilities(streaming=True, push_notifications=False),
+        capabilities=AgentCapabilities(streaming=True, push_notifications=push),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[

@@ -1,22 +1,64 @@
-"""The SDK's request handler, plus workflow cancellation for tasks not running here."""
+"""The SDK's request handler, plus workflow cancellation for tasks not running here
+and streams that resume from an offset in the task's event log."""
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
 from a2a.server.agent_execution import RequestContext, SimpleRequestContextBuilder
 from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     ListTasksRequest,
     ListTasksResponse,
+    Message,
     SendMessageRequest,
+    SubscribeToTaskRequest,
     Task,
+    TaskArtifactUpdateEvent,
     TaskState,
+    TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import InvalidParamsError
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 
 from molecule_runtime.execution.events import TERMINAL_STATES
 from molecule_runtime.execution.executor import CONTINUES_CONTEXT, DurableRunner
+from molecule_runtime.server.sse_ids import requested_offset, set_offset
+from molecule_runtime.store import LiveEventOffsets, TaskEventLog, is_terminal, version_number
+
+# States after which the client has to act; a subscription ends there.
+INTERRUPTED_STATES = frozenset(
+    {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
+)
+
+
+_SDK_HANDLER_LOG = logging.getLogger("a2a.server.request_handlers.default_request_handler_v2")
+_NO_STREAM_NOTE = "without an event_stream"
+
+
+class _DropNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _NO_STREAM_NOTE not in record.getMessage()
+
+
+def _task_id_of(event: object) -> str:
+    if isinstance(event, Task):
+        return event.id
+    if isinstance(event, TaskStatusUpdateEvent | TaskArtifactUpdateEvent | Message):
+        return event.task_id
+    return ""
+
+
+def _interrupted(event: object) -> bool:
+    return (
+        isinstance(event, Task | TaskStatusUpdateEvent)
+        and event.status.state in INTERRUPTED_STATES
+    )
 
 
 class ConversationContextBuilder(SimpleRequestContextBuilder):
@@ -46,10 +88,91 @@ class RuntimeRequestHandler(DefaultRequestHandler):
     would leave the workflow (and the adapter) running.
     """
 
-    def __init__(self, *args: object, durable: DurableRunner | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        durable: DurableRunner | None = None,
+        live_offsets: LiveEventOffsets | None = None,
+        **kwargs: object,
+    ) -> None:
         kwargs.setdefault("request_context_builder", ConversationContextBuilder())
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # The in-memory store is wrapped as a versioned store only so that its
+        # writes can be observed (push); it serves one process, which the SDK
+        # would otherwise warn about at every start.
+        quiet = _DropNote()
+        _SDK_HANDLER_LOG.addFilter(quiet)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=f".*{_NO_STREAM_NOTE}")
+                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            _SDK_HANDLER_LOG.removeFilter(quiet)
         self._durable = durable
+        self._live_offsets = live_offsets
+        stream = self._event_stream
+        self._event_log = stream if isinstance(stream, TaskEventLog) else None
+
+    async def on_message_send_stream(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        async for event in super().on_message_send_stream(params, context):
+            offset = None
+            if self._live_offsets is not None:
+                offset = self._live_offsets.lookup(_task_id_of(event), event)
+            set_offset(context, offset)
+            yield event
+
+    async def on_subscribe_to_task(
+        self, params: SubscribeToTaskRequest, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """Without `Last-Event-ID`: the task, then its events as they happen (the
+        SDK's contract). With it: the logged events after that offset, then live
+        ones, also for a finished task. Either way from the shared event log, so
+        it works whichever process runs (or recovers) the task, and after restarts.
+        """
+        log = self._event_log
+        if log is None:
+            # In-memory store: no event log, the SDK's live-only subscription.
+            async for event in super().on_subscribe_to_task(params, context):
+                set_offset(context, None)
+                yield event
+            return
+        offset = requested_offset(context)
+        stored = await self._versioned_store.get(params.id, context)
+        if stored is None:
+            raise TaskNotFoundError
+        current = version_number(stored.version)
+        finished = stored.task.status.state in TERMINAL_STATES
+        if offset is None:
+            if finished:
+                raise UnsupportedOperationError(
+                    message=f"Task {params.id} is in terminal state: "
+                    f"{TaskState.Name(stored.task.status.state)} "
+                    "(send Last-Event-ID: 0 to replay its events)"
+                )
+            set_offset(context, current or None)
+            yield stored.task
+            offset = current
+        if finished:
+            # Nothing is written after a terminal state: one read is all there is.
+            events = await log.read_after(params.id, offset)
+            if not events and offset < current:
+                # Its events were pruned (MOLECULE_EVENT_RETENTION): the final state instead.
+                set_offset(context, current)
+                yield stored.task
+            for version, event in events:
+                set_offset(context, version)
+                yield event
+            return
+        async with aclosing(log.follow(params.id, offset)) as events:
+            async for version, event in events:
+                set_offset(context, version)
+                yield event
+                if isinstance(event, Message) or is_terminal(event):
+                    return
+                # A replay passes earlier interruptions; it ends at the current one.
+                if _interrupted(event) and not await log.read_after(params.id, version):
+                    return
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         if self._durable is not None and params.id:
