@@ -1,0 +1,256 @@
+"""Resumable streams over real HTTP: SSE ids are offsets in the task's event log,
+`Last-Event-ID` resumes after one, SubscribeToTask replays and follows, also
+across a SIGKILL and restart of a durable server (real Temporal dev server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from a2a.client import ClientCallContext
+from a2a.types.a2a_pb2 import GetTaskRequest, SendMessageRequest, SubscribeToTaskRequest
+
+from tests.support.a2a import event_task_id, make_client, task_text, user_message
+from tests.support.durable import durable_env, streamed_text, wait_terminal
+from tests.support.procs import ServerProcess
+
+A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
+TERMINAL = {"TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED", "TASK_STATE_REJECTED"}
+WORDS = " ".join(f"w{i}" for i in range(40))
+
+Frame = tuple[int, dict[str, Any]]  # (SSE id, StreamResponse as JSON)
+
+
+async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """(id, data) of each SSE event; JSON-RPC results are unwrapped."""
+    event_id: str | None = None
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                payload = json.loads("\n".join(data))
+                assert "error" not in payload, payload
+                yield event_id, payload.get("result", payload)
+            event_id, data = None, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "id":
+            event_id = value
+        elif name == "data":
+            data.append(value)
+
+
+def state_of(payload: dict[str, Any]) -> str | None:
+    for key in ("task", "statusUpdate"):
+        if key in payload:
+            return payload[key]["status"]["state"]
+    return None
+
+
+def text_of(frames: list[Frame]) -> str:
+    text = ""
+    for _, payload in frames:
+        update = payload.get("artifactUpdate")
+        if update is not None:
+            chunk = "".join(p.get("text", "") for p in update["artifact"]["parts"])
+            text = text + chunk if update.get("append") else chunk
+    return text
+
+
+def stream_request(binding: str, base: str, text: str, metadata: dict | None = None):
+    message: dict[str, Any] = {
+        "role": "ROLE_USER",
+        "messageId": str(uuid.uuid4()),
+        "parts": [{"text": text}],
+    }
+    if metadata:
+        message["metadata"] = metadata
+    if binding == "JSONRPC":
+        body = {"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {"message": message}}
+        return "POST", f"{base}/", body
+    return "POST", f"{base}/rest/message:stream", {"message": message}
+
+
+def subscribe_request(binding: str, base: str, task_id: str):
+    if binding == "JSONRPC":
+        body = {"jsonrpc": "2.0", "id": 2, "method": "SubscribeToTask", "params": {"id": task_id}}
+        return "POST", f"{base}/", body
+    return "GET", f"{base}/rest/tasks/{task_id}:subscribe", None
+
+
+async def read_frames(
+    http: httpx.AsyncClient,
+    request: tuple[str, str, Any],
+    *,
+    last_event_id: int | None = None,
+    stop_after_chunks: int | None = None,
+    timeout: float = 25.0,
+) -> list[Frame]:
+    """Frames until the stream ends (or `stop_after_chunks` artifact frames, then disconnect)."""
+    method, url, body = request
+    headers = dict(A2A)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    frames: list[Frame] = []
+    chunks = 0
+    async with asyncio.timeout(timeout):
+        async with http.stream(method, url, json=body, headers=headers) as response:
+            assert response.status_code == 200, await response.aread()
+            async for event_id, payload in sse_frames(response):
+                assert event_id is not None, payload  # every logged event carries its offset
+                frames.append((int(event_id), payload))
+                chunks += "artifactUpdate" in payload
+                if stop_after_chunks is not None and chunks >= stop_after_chunks:
+                    break  # leaving the block closes the connection mid-stream
+    return frames
+
+
+def task_id_of(frames: list[Frame]) -> str:
+    first = frames[0][1]
+    return first["task"]["id"] if "task" in first else next(iter(first.values()))["taskId"]
+
+
+def assert_increasing(frames: list[Frame]) -> None:
+    ids = [i for i, _ in frames]
+    assert ids == sorted(set(ids)), ids
+
+
+@pytest.fixture(scope="module")
+def echo_server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("resume")
+    server = ServerProcess(
+        root, {"RUNTIME": "echo", "ADAPTER_OPTIONS": '{"delay": 0.03}', "STREAM_BATCH_WINDOW": "0"}
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+async def test_disconnect_then_resume_with_last_event_id(echo_server: ServerProcess, binding: str) -> None:
+    base = echo_server.url
+    async with httpx.AsyncClient(timeout=30) as http:
+        before = await read_frames(http, stream_request(binding, base, WORDS), stop_after_chunks=5)
+        task_id = task_id_of(before)
+        assert_increasing(before)
+        assert state_of(before[-1][1]) is None  # cut mid-answer
+
+        after = await read_frames(
+            http, subscribe_request(binding, base, task_id), last_event_id=before[-1][0]
+        )
+        assert_increasing(after)
+        assert after[0][0] > before[-1][0]
+        assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
+
+        # Nothing lost, nothing repeated: the two streams are exactly the log.
+        replay = await read_frames(http, subscribe_request(binding, base, task_id), last_event_id=0)
+        assert replay == before + after
+        assert text_of(before + after) == WORDS
+
+        # Resuming at the end of a finished task's log: an empty stream.
+        assert await read_frames(
+            http, subscribe_request(binding, base, task_id), last_event_id=replay[-1][0]
+        ) == []
+
+
+async def test_resume_in_the_middle_of_a_subscription(echo_server: ServerProcess) -> None:
+    base = echo_server.url
+    async with httpx.AsyncClient(timeout=30) as http:
+        opening = await read_frames(http, stream_request("JSONRPC", base, WORDS), stop_after_chunks=1)
+        task_id = task_id_of(opening)
+        # A subscriber (no offset) gets the task snapshot first, with the offset it reflects.
+        first = await read_frames(http, subscribe_request("JSONRPC", base, task_id), stop_after_chunks=3)
+        assert "task" in first[0][1] and first[0][0] >= opening[-1][0]
+        rest = await read_frames(
+            http, subscribe_request("JSONRPC", base, task_id), last_event_id=first[-1][0]
+        )
+        assert_increasing(first + rest)
+        replay = await read_frames(http, subscribe_request("JSONRPC", base, task_id), last_event_id=0)
+        assert rest == [f for f in replay if f[0] > first[-1][0]]
+        assert first[1:] == [f for f in replay if first[0][0] < f[0] <= first[-1][0]]
+
+
+async def test_sdk_client_reconnects_with_subscribe(echo_server: ServerProcess) -> None:
+    client = await make_client(echo_server.url)
+    try:
+        stream = client.send_message(SendMessageRequest(message=user_message(WORDS)))
+        seen = [await anext(stream) for _ in range(4)]
+        await stream.aclose()  # the client drops the connection mid-answer
+        task_id = event_task_id(seen[0])
+
+        # Without an offset: the task as it is now, then what happens next.
+        resumed = [e async for e in client.subscribe(SubscribeToTaskRequest(id=task_id))]
+        snapshot = resumed[0].task
+        text = task_text(snapshot) + streamed_text(resumed[1:])
+        final = await client.get_task(GetTaskRequest(id=task_id))
+        assert text == task_text(final) == WORDS
+        # The snapshot holds what was streamed before the disconnect.
+        assert task_text(snapshot).startswith(streamed_text(seen))
+
+        # With Last-Event-ID (the SDK client sends it as a service parameter): the whole log.
+        replay_context = ClientCallContext(service_parameters={"Last-Event-ID": "0"})
+        replay = [
+            e
+            async for e in client.subscribe(SubscribeToTaskRequest(id=task_id), context=replay_context)
+        ]
+        assert replay[0].task.id == task_id
+        assert streamed_text(replay) == WORDS
+        assert replay[-1].status_update.status.state == final.status.state
+    finally:
+        await client.close()
+
+
+async def test_bad_last_event_id_is_refused(echo_server: ServerProcess) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        frames = await read_frames(http, stream_request("JSONRPC", echo_server.url, "hi"))
+        task_id = task_id_of(frames)
+        response = await http.get(
+            f"{echo_server.url}/rest/tasks/{task_id}:subscribe",
+            headers={**A2A, "Last-Event-ID": "not-a-number"},
+        )
+        assert response.status_code == 400
+        assert "Last-Event-ID" in response.text
+
+
+@pytest.mark.temporal
+async def test_resume_across_sigkill_and_restart_in_durable_mode(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    env = durable_env(temporal_server.address, tmp_path / "records")
+    workdir = tmp_path / "crash"
+    server = server_factory(env, workdir=workdir)
+    request = stream_request("JSONRPC", server.url, "go", {"chunks": 30, "delay": 0.1})
+    async with httpx.AsyncClient(timeout=30) as http:
+        before = await read_frames(http, request, stop_after_chunks=3)
+        task_id = task_id_of(before)
+        server.kill()  # SIGKILL mid-answer: the rest is written by the headless retry
+
+        restarted = server_factory(env, workdir=workdir, port=server.port)
+        after = await read_frames(
+            http,
+            subscribe_request("JSONRPC", restarted.url, task_id),
+            last_event_id=before[-1][0],
+            timeout=45,
+        )
+        assert after[0][0] > before[-1][0]
+        assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
+        replay = await read_frames(
+            http, subscribe_request("JSONRPC", restarted.url, task_id), last_event_id=0
+        )
+        assert replay == before + after
+        client = await make_client(restarted.url)
+        try:
+            task = await wait_terminal(client, task_id)
+        finally:
+            await client.close()
+        assert text_of(replay) == task_text(task) == "".join(f"c{i} " for i in range(30))
