@@ -80,6 +80,7 @@ class TaskActivities:
                 if current is not None and dict(current.metadata).get(MODE_KEY) == "direct":
                     return ReceiveResult(proceed=False, state="direct")
             await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "durable"})
+            await events.persisted()
             return ReceiveResult(proceed=True)
 
     @activity.defn(name="llm_call")
@@ -108,6 +109,8 @@ class TaskActivities:
                     on_chunk=activity.heartbeat,
                     batch_window=self.batch_window,
                 )
+            # Temporal must not hear "done" before the answer is stored.
+            await events.persisted()
             if result.question is not None:
                 return {"question": result.question}
             return result.produced
@@ -152,5 +155,6 @@ class TaskActivities:
             state = STATE_NAMES.get(inp.state, TaskState.TASK_STATE_FAILED)
             try:
                 await events.status(state, inp.message or None, metadata=metadata)
+                await events.persisted()
             except TaskFinishedElsewhere:
                 return

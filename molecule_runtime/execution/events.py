@@ -82,17 +82,28 @@ class TaskEvents:
     """Emits the events of one task through `deliver`."""
 
     def __init__(
-        self, task_id: str, context_id: str, deliver: Deliver, artifact_id: str | None = None
+        self,
+        task_id: str,
+        context_id: str,
+        deliver: Deliver,
+        artifact_id: str | None = None,
+        persisted: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.task_id = task_id
         self.context_id = context_id
         self.artifact_id = artifact_id or artifact_id_for(task_id)
         self._deliver = deliver
+        self._persisted = persisted
         # Set when the task stops to wait for the user's answer.
         self.input_required = asyncio.Event()
         self.terminal_state: TaskState | None = None
         self.chunks_sent = 0
         self.first_chunk_at: float | None = None
+
+    async def persisted(self) -> None:
+        """Return once every event delivered so far is in the task store."""
+        if self._persisted is not None:
+            await self._persisted()
 
     def agent_message(self, text: str, kind: str | None = None) -> Message:
         message = Message(

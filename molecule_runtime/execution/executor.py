@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from typing import Protocol
@@ -33,6 +35,29 @@ REJECT_NO_TEXT = (
     "This agent accepts text: the message has no text part (or only empty text). "
     "Send a message with at least one non-empty text part."
 )
+
+
+STORE_WAIT_TIMEOUT = 30.0
+
+
+async def wait_until_stored(event_queue: EventQueue) -> None:
+    """Wait until the SDK's consumer has written every event enqueued so far.
+
+    Events reach the task store through the SDK's consumer, after this call
+    has returned from `enqueue_event`. A durable stage must not report itself
+    done to Temporal before its events are stored, or a crash in between would
+    lose them for good. The source queue feeds the consumer's sink, which is
+    marked done per event once it is written.
+    """
+    if event_queue.is_closed():
+        return  # the SDK tore the task's queues down: nothing more will be written
+    async with asyncio.timeout(STORE_WAIT_TIMEOUT):
+        incoming = getattr(event_queue, "_incoming_queue", None)
+        if incoming is not None:
+            await incoming.join()
+        sink = getattr(event_queue, "queue", None)
+        if sink is not None:
+            await sink.join()
 
 
 class DurableRunner(Protocol):
@@ -96,6 +121,7 @@ class RuntimeExecutor(AgentExecutor):
             str(context.context_id),
             event_queue.enqueue_event,
             artifact_id=artifact_id_for(task_id, turn),
+            persisted=functools.partial(wait_until_stored, event_queue),
         )
         has_text = bool(context.get_user_input().strip())
         if current is not None:
