@@ -85,7 +85,7 @@ class PushNotifier(BasePushNotificationSender):
         self._workers: set[asyncio.Task[None]] = set()
         self._last_status: OrderedDict[str, bytes] = OrderedDict()
 
-    def notify(self, task_id: str, event: object) -> None:
+    def notify(self, task_id: str, event: object, _version: object = None) -> None:
         """Called for every event written to the task store; never blocks."""
         if not isinstance(event, Task | TaskStatusUpdateEvent):
             return  # artifact chunks are not state changes
