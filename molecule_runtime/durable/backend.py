@@ -52,6 +52,12 @@ log = logging.getLogger(__name__)
 
 # Transport failures that mean "the request did not reach Temporal".
 _UNREACHABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+# Failures worth retrying a start for; temporalio reports its own RPC timeout
+# as CANCELLED ("Timeout expired").
+_TRANSIENT = _UNREACHABLE | {RPCStatusCode.CANCELLED, RPCStatusCode.RESOURCE_EXHAUSTED}
+# A start gets this long per try, and this long in all, under heavy load.
+START_RPC_TIMEOUT = 10.0
+START_DEADLINE = 60.0
 
 
 def _root_message(error: BaseException) -> str:
@@ -281,8 +287,35 @@ class DurableBackend:
             return False
         wf_id = workflow_id(self.settings.workspace_id, task.task_id)
         with self.registry.register(events) as entry:
+            handle = await self._start(client, wf_id, task)
+            if handle is None:
+                self.fallbacks += 1
+                return False
+            if isinstance(handle, str):
+                await events.status(STATE_NAMES["failed"], handle)
+                return True
+            entry.handle = handle
+            await self._follow(handle, events)
+            return True
+
+    async def _start(
+        self, client: Client, wf_id: str, task: TaskInput
+    ) -> WorkflowHandle | str | None:
+        """Start (or join) the task's workflow.
+
+        None: Temporal refused the connection before anything was sent, so the
+        task may run directly. A string: Temporal never confirmed the start;
+        the task must not run directly (the start may have been accepted),
+        so it fails with that message. Retrying is safe: the workflow id is
+        the task's and USE_EXISTING joins a run that did start.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_DEADLINE
+        delay = 0.2
+        ambiguous = False
+        while True:
             try:
-                handle = await client.start_workflow(
+                return await client.start_workflow(
                     WORKFLOW_NAME,
                     self._workflow_input(task),
                     id=wf_id,
@@ -291,23 +324,31 @@ class DurableBackend:
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     request_eager_start=True,
-                    rpc_timeout=timedelta(seconds=self.settings.temporal_connect_timeout),
+                    rpc_timeout=timedelta(
+                        seconds=max(START_RPC_TIMEOUT, self.settings.temporal_connect_timeout)
+                    ),
                 )
             except WorkflowAlreadyStartedError:
                 # The same task was submitted before and has finished: its
                 # result stands, it is not run again.
-                handle = client.get_workflow_handle(wf_id, result_type=TaskOutcome)
+                return client.get_workflow_handle(wf_id, result_type=TaskOutcome)
             except (RPCError, RPCTimeoutOrCancelledError) as exc:
                 status = getattr(exc, "status", None)
-                if isinstance(exc, RPCError) and status not in _UNREACHABLE:
+                if isinstance(exc, RPCError) and status not in _TRANSIENT:
                     raise
-                self._set_healthy(False)
                 self._last_error = f"start_workflow: {exc}"
-                self.fallbacks += 1
-                return False
-            entry.handle = handle
-            await self._follow(handle, events)
-            return True
+                if status == RPCStatusCode.UNAVAILABLE and not ambiguous:
+                    self._set_healthy(False)
+                    return None
+                ambiguous = True
+                if loop.time() > deadline:
+                    return (
+                        "Temporal did not confirm the start of this task in time "
+                        f"({exc}); it was not run. Send it again."
+                    )
+                log.warning("start_workflow for %s: %s; retrying", wf_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def resume(self, task: TaskInput, events: TaskEvents) -> bool:
         """Hand the user's answer to a task waiting for input; follow the new turn here.
