@@ -263,13 +263,15 @@ async def prune_events(engine: AsyncEngine, older_than: datetime) -> int:
 
     The tasks themselves stay (GetTask, ListTasks); only their replay goes.
     """
+    # The SDK stores last_updated as naive UTC.
+    cutoff = older_than.astimezone(UTC).replace(tzinfo=None)
     with_events = select(TaskEventModel.task_id).distinct().subquery()
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
                 select(TaskModel.id, TaskModel.status)
                 .join(with_events, with_events.c.task_id == TaskModel.id)
-                .where(TaskModel.last_updated < older_than)
+                .where(TaskModel.last_updated < cutoff)
             )
         ).all()
     finished = [

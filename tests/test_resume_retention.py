@@ -7,10 +7,12 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from a2a.server.cluster import TaskVersion
 from a2a.server.context import ServerCallContext
 from a2a.server.models import TaskEventModel
@@ -18,6 +20,7 @@ from a2a.types.a2a_pb2 import Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 from sqlalchemy import func, select
 
 from molecule_runtime.store import StoreOptions, open_stores, prune_events
+from tests.support.postgres import PostgresServer, shared_postgres
 
 A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 
@@ -51,10 +54,21 @@ async def _logged(stores, task_id: str) -> int:
         ).scalar_one()
 
 
-async def test_prune_removes_only_old_finished_tasks_events(tmp_path: Path) -> None:
-    stores = await open_stores(
-        f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}", StoreOptions(event_retention=0)
-    )
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with shared_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    return request.getfixturevalue("postgres").database()
+
+
+async def test_prune_removes_only_old_finished_tasks_events(store_url: str) -> None:
+    stores = await open_stores(store_url, StoreOptions(event_retention=0))
     try:
         old = datetime.now(UTC) - timedelta(days=10)
         old_done = await _write_task(stores, TaskState.TASK_STATE_COMPLETED, old)
