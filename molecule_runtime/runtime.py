@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter
 from molecule_runtime.adapters.loader import resolve_adapter_class
 from molecule_runtime.config import Settings
+from molecule_runtime.recovery import sweep
 from molecule_runtime.store import Stores, open_stores, store_options
 
 if TYPE_CHECKING:
@@ -25,6 +29,7 @@ class Runtime:
         self.stores: Stores | None = None
         self.durable: DurableBackend | None = None
         self.adapter_ready = False
+        self._sweep: asyncio.Task[None] | None = None
 
     async def start(self, *, serve_http: bool = True) -> None:
         settings = self.settings
@@ -44,6 +49,7 @@ class Runtime:
         self.stores = await open_stores(
             settings.resolved_task_store_url, store_options(settings)
         )
+        started_at = datetime.now(UTC).replace(tzinfo=None)
         if settings.durable:
             from molecule_runtime.durable.backend import DurableBackend
 
@@ -51,8 +57,39 @@ class Runtime:
                 settings, self.adapter, self.stores, accept_tasks=serve_http
             )
             await self.durable.start()
+        if serve_http:
+            self._sweep = asyncio.create_task(self._settle_orphans(started_at))
+
+    async def _settle_orphans(self, started_at: datetime) -> None:
+        """Finish or fail what this instance left unfinished when it last stopped."""
+        assert self.stores is not None
+        durable = self.durable
+        start = None
+        if durable is not None:
+            # Temporal may still be unreachable: wait (bounded) for the worker.
+            for _ in range(60):
+                if durable.accepting():
+                    start = durable.ensure_started
+                    break
+                await asyncio.sleep(1)
+        try:
+            counts = await sweep(
+                self.stores.versioned,
+                self.settings.resolved_instance_id,
+                started_at,
+                start_workflow=start,
+            )
+        except Exception:
+            log.exception("could not settle the tasks left unfinished by the last run")
+            return
+        if any(counts.values()):
+            log.warning("tasks left unfinished by the last run: %s", counts)
 
     async def stop(self) -> None:
+        if self._sweep is not None and not self._sweep.done():
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
         if self.durable is not None:
             await self.durable.stop()
         if self.adapter is not None and self.adapter_ready:

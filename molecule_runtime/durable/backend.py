@@ -350,6 +350,28 @@ class DurableBackend:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
+    async def ensure_started(self, task: TaskInput) -> bool:
+        """Start the workflow of a stored task unless one exists; True if started now."""
+        client = self._client
+        if client is None:
+            return False
+        wf_id = workflow_id(self.settings.workspace_id, task.task_id)
+        try:
+            await client.get_workflow_handle(wf_id).describe()
+            return False
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            self._workflow_input(task),
+            id=wf_id,
+            task_queue=self.settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        return True
+
     async def resume(self, task: TaskInput, events: TaskEvents) -> bool:
         """Hand the user's answer to a task waiting for input; follow the new turn here.
 

@@ -24,6 +24,7 @@ from molecule_runtime.execution.events import (
 )
 from molecule_runtime.execution.inputs import build_task_input, history_from_tasks, turn_of
 from molecule_runtime.logs import current_task_id
+from molecule_runtime.recovery import INSTANCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,10 @@ class RuntimeExecutor(AgentExecutor):
         *,
         workspace_id: str = "",
         batch_window: float = 0.0,
+        instance_id: str = "",
     ) -> None:
         self.batch_window = batch_window
+        self.instance_id = instance_id
         self.adapter = adapter
         self.store = store
         self.durable = durable
@@ -140,10 +143,13 @@ class RuntimeExecutor(AgentExecutor):
             # The SDK requires the Task before any status update. A direct
             # task starts out working: one event (and store write) fewer.
             started_working = has_text and mode == "direct"
+            metadata = {INSTANCE_KEY: self.instance_id}
+            if started_working:
+                metadata[MODE_KEY] = "direct"
             await events.created(
                 context.message,
                 TaskState.TASK_STATE_WORKING if started_working else TaskState.TASK_STATE_SUBMITTED,
-                {MODE_KEY: "direct"} if started_working else None,
+                metadata,
             )
         if not has_text:
             await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)

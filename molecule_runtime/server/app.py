@@ -39,6 +39,7 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         runtime.durable,
         workspace_id=settings.workspace_id,
         batch_window=settings.stream_batch_window,
+        instance_id=settings.resolved_instance_id,
     )
     notifier = stores.notifier
     handler = RuntimeRequestHandler(

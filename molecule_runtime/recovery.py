@@ -1,0 +1,98 @@
+"""Start-up sweep of tasks this process left unfinished when it last stopped.
+
+Every task records the instance that accepted it (`molecule.instance`), so a
+restarted replica only touches its own tasks, never another live replica's.
+
+* A direct-mode task still working when the process died cannot be resumed:
+  it is failed with a message saying so, instead of staying `working` for ever.
+* A durable task that was stored but whose workflow never started (the process
+  died in between) is started now and runs headless; one whose workflow exists
+  is left to Temporal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from a2a.helpers.proto_helpers import get_message_text
+from a2a.server.cluster import VersionedTaskStore
+from a2a.server.context import ServerCallContext
+from a2a.types.a2a_pb2 import ListTasksRequest, Role, Task, TaskState
+from google.protobuf import json_format
+
+from molecule_runtime.adapters.base import TaskInput
+from molecule_runtime.durable.headless import headless_events
+from molecule_runtime.execution.direct import MODE_KEY
+
+log = logging.getLogger(__name__)
+
+INSTANCE_KEY = "molecule.instance"
+_UNFINISHED = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+
+INTERRUPTED_DIRECT = (
+    "The server stopped while this task ran in direct mode, so it was not finished. "
+    "Send it again (durable mode, TEMPORAL_HOST, finishes such tasks after a restart)."
+)
+
+
+async def _unfinished(store: VersionedTaskStore, before: datetime) -> AsyncIterator[Task]:
+    context = ServerCallContext()
+    for state in _UNFINISHED:
+        token = ""
+        while True:
+            page = await store.list(
+                ListTasksRequest(status=state, page_size=100, page_token=token), context
+            )
+            for task in page.tasks:
+                if task.status.timestamp.ToDatetime() < before:
+                    yield task
+            token = page.next_page_token
+            if not token:
+                break
+
+
+def task_input_of(task: Task) -> TaskInput:
+    """The adapter input rebuilt from a stored task (its latest user message)."""
+    users = [m for m in task.history if m.role == Role.ROLE_USER]
+    message = users[-1] if users else None
+    metadata = json_format.MessageToDict(message.metadata) if message is not None else {}
+    return TaskInput(
+        task_id=task.id,
+        context_id=task.context_id,
+        text=get_message_text(message) if message is not None else "",
+        metadata=metadata,
+    )
+
+
+async def sweep(
+    store: VersionedTaskStore,
+    instance_id: str,
+    started_at: datetime,
+    *,
+    start_workflow: object | None = None,
+) -> dict[str, int]:
+    """Settle this instance's unfinished tasks; return counts of what was done.
+
+    `start_workflow(task_input) -> bool` (durable mode) starts a task's
+    workflow unless it exists; without it durable tasks are left alone.
+    """
+    counts = {"failed_direct": 0, "started": 0, "left_to_temporal": 0}
+    async for task in _unfinished(store, started_at):
+        metadata = dict(task.metadata)
+        if metadata.get(INSTANCE_KEY) != instance_id:
+            continue
+        mode = metadata.get(MODE_KEY)
+        if mode == "direct":
+            events = headless_events(store, task.id, task.context_id)
+            await events.status(TaskState.TASK_STATE_FAILED, INTERRUPTED_DIRECT)
+            counts["failed_direct"] += 1
+            log.warning("task %s: interrupted in direct mode; marked failed", task.id)
+        elif callable(start_workflow):
+            if await start_workflow(task_input_of(task)):
+                counts["started"] += 1
+                log.warning("task %s: its workflow never started; started it now", task.id)
+            else:
+                counts["left_to_temporal"] += 1
+    return counts
