@@ -150,8 +150,8 @@ async def main(address: str, n: int, concurrency: int, rss_k: int) -> dict[str, 
         out["same_shape_concurrent_wall"] = time.perf_counter() - start
         out["concurrency"] = concurrency
         if rss_k:
-            # Unsandboxed first: the sandbox's module caches would otherwise be counted as
-            # already paid by the sandboxed run (and the other way round).
+            # Not used by bench.run: a burst after another one in the same process reuses the
+            # memory the first freed, so these figures read low (see bench.memprobe instead).
             out["rss_k"] = rss_k
             await _rss_per_workflow(client, queue, rss_k)  # warm-up, discarded: heap growth
             out["kib_per_workflow_unsandboxed"] = await _rss_per_workflow(client, plain_queue, rss_k)

@@ -219,9 +219,11 @@ streamed their first chunk. Levels run in ascending order on the same server.
 
 {rss_table(r)}
 
-Floor B, for comparison: RSS of the floor-B process per workflow parked in its regular activity
-({r['floor_b'].get('rss_k')} at once): {r['floor_b'].get('kib_per_workflow_sandboxed') or 0:.0f} KiB with the
-workflow sandbox, {r['floor_b'].get('kib_per_workflow_unsandboxed') or 0:.0f} KiB without.
+Caveat: Python reuses memory freed by an earlier burst, so a level measured after a smaller one
+can read a little low (at most the smaller level's share), and so does any burst repeated in the
+same process. For that reason the floor-B process's per-workflow RSS figures in
+`latest.json` (measured after a discarded burst of the same size) are not meaningful and are not
+used; `python -m bench.memprobe` measures one first burst per fresh process instead.
 
 ## Cancel and crash recovery
 

@@ -284,7 +284,7 @@ async def run(plan: Plan, profile_modes: list[str]) -> dict[str, Any]:
             log(f"Temporal dev server on {addr} (pid {temporal.proc.pid if temporal.proc else '?'})")
 
             log("floor B: no-op three-activity workflows")
-            result["floor_b"] = await asyncio.to_thread(floor_b, addr, plan.floor_b_n, 20, min(300, plan.rss_levels[-1]) if not plan.quick else 50)
+            result["floor_b"] = await asyncio.to_thread(floor_b, addr, plan.floor_b_n, 20, 0)
 
             servers = {
                 "floor_a": own_server(fleet, "floor_a", addr),
@@ -394,7 +394,15 @@ def main() -> None:
     parser.add_argument("--profile", action="append", default=[], choices=["direct", "durable"],
                         help="also record a py-spy profile of this mode under load")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.*")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render docs/performance.* from bench/results/latest.json, measure nothing")
     args = parser.parse_args()
+    if args.report_only:
+        result = json.loads((RESULTS / "latest.json").read_text())
+        result["targets"] = report.targets(result)
+        print(report.console(result))
+        report.write_docs(result, REPO / "docs")
+        return
     plan = Plan.make(args.quick)
     result = asyncio.run(run(plan, args.profile))
     RESULTS.mkdir(parents=True, exist_ok=True)
