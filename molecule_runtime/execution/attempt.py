@@ -47,6 +47,7 @@ async def run_attempt(
     batcher = ChunkBatcher(events, batch_window)
     produced = 0
     question: str | None = None
+    sent_last = False
     agen = adapter.stream(task)
     if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
         if asyncio.iscoroutine(agen):
@@ -83,7 +84,7 @@ async def run_attempt(
             produced += len(chunk)
             if on_chunk is not None:
                 on_chunk()
-        await batcher.close(flush=True)
+        sent_last = await batcher.close(flush=True)
     finally:
         await batcher.close(flush=False)
         # Release a generator abandoned by an error of ours (not the adapter's).
@@ -92,6 +93,6 @@ async def run_attempt(
     if not batcher.sent_any and task.attempt > 1:
         # Nothing streamed this time: still clear an earlier attempt's partial text.
         await events.chunk("", append=False)
-    if batcher.sent_any or task.attempt > 1:
+    if (batcher.sent_any or task.attempt > 1) and not sent_last:
         await events.chunk("", append=True, last=True)
     return AttemptResult(produced, question)

@@ -45,15 +45,18 @@ class ChunkBatcher:
         except Exception as exc:  # surfaced by the next add() or close()
             self._error = exc
 
-    async def flush(self) -> None:
+    async def flush(self, *, last: bool = False) -> bool:
+        """Send what is buffered; True if something was sent."""
         async with self._lock:
-            if self._buffer:
-                text = "".join(self._buffer)
-                self._buffer.clear()
-                await self._send(text)
+            if not self._buffer:
+                return False
+            text = "".join(self._buffer)
+            self._buffer.clear()
+            await self._send(text, last=last)
+            return True
 
-    async def _send(self, text: str) -> None:
-        await self.events.chunk(text, append=self.sent_any)
+    async def _send(self, text: str, *, last: bool = False) -> None:
+        await self.events.chunk(text, append=self.sent_any, last=last)
         self.sent_any = True
         self._last_sent = asyncio.get_running_loop().time()
 
@@ -62,8 +65,9 @@ class ChunkBatcher:
             error, self._error = self._error, None
             raise error
 
-    async def close(self, *, flush: bool) -> None:
-        """Stop the timer; send what is buffered when `flush` (the stream ended normally)."""
+    async def close(self, *, flush: bool) -> bool:
+        """Stop the timer; when `flush` (the stream ended normally) send what is
+        buffered as the artifact's last chunk. True if that last chunk was sent."""
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
@@ -71,6 +75,6 @@ class ChunkBatcher:
                 await timer
         if flush:
             self._raise_pending()
-            await self.flush()
-        else:
-            self._buffer.clear()
+            return await self.flush(last=True)
+        self._buffer.clear()
+        return False
