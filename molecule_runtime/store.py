@@ -56,6 +56,10 @@ EVENT_POLL_INTERVAL = 0.2
 
 _LOCK_KEY = "molecule_runtime.schema"
 
+# Each streaming task holds a connection while its event is written; SQLAlchemy's
+# default pool (5 + 10) ran dry at a few hundred concurrent streams.
+_POOL = {"pool_size": 10, "max_overflow": 90, "pool_timeout": 60}
+
 
 class StoreConfigError(ValueError):
     """TASK_STORE_URL names something the runtime cannot use."""
@@ -419,10 +423,10 @@ async def open_stores(url: str, options: StoreOptions | None = None) -> Stores:
         db_path = url.removeprefix("sqlite+aiosqlite:///")
         if db_path and db_path != ":memory:":
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **_POOL)
         _sqlite_pragmas(engine)
     elif url.startswith("postgresql+asyncpg://"):
-        engine = create_async_engine(url, pool_pre_ping=True)
+        engine = create_async_engine(url, pool_pre_ping=True, **_POOL)
     else:
         raise StoreConfigError(
             f"TASK_STORE_URL={redact_url(url)!r} is not supported: use 'memory', "

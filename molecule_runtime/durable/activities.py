@@ -10,6 +10,8 @@ from dataclasses import replace
 from a2a.server.cluster import VersionedTaskStore
 from a2a.types.a2a_pb2 import TaskState
 from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
 from temporalio.exceptions import ApplicationError
 
 from molecule_runtime import metrics
@@ -31,6 +33,23 @@ from molecule_runtime.telemetry import stage_span
 
 log = logging.getLogger(__name__)
 
+
+
+async def _release_sticky_queue(info: activity.Info) -> None:
+    """Let the workflow's next task go to any worker now, not after the sticky timeout.
+
+    A headless attempt usually means the worker that had the workflow cached
+    is gone; its sticky queue would hold the next workflow task until it times out.
+    """
+    with contextlib.suppress(Exception):
+        await activity.client().workflow_service.reset_sticky_task_queue(
+            ResetStickyTaskQueueRequest(
+                namespace=info.workflow_namespace,
+                execution=WorkflowExecution(
+                    workflow_id=info.workflow_id, run_id=info.workflow_run_id or ""
+                ),
+            )
+        )
 
 
 class TaskActivities:
@@ -94,6 +113,7 @@ class TaskActivities:
         events, delivery = self._events(task.task_id, task.context_id, inp.artifact_id)
         if delivery == "headless":
             metrics.HEADLESS.inc()
+            await _release_sticky_queue(info)
             log.info(
                 "task %s: attempt %d runs headless (no client stream in this process)",
                 task.task_id,

@@ -58,6 +58,11 @@ _TRANSIENT = _UNREACHABLE | {RPCStatusCode.CANCELLED, RPCStatusCode.RESOURCE_EXH
 # A start gets this long per try, and this long in all, under heavy load.
 START_RPC_TIMEOUT = 10.0
 START_DEADLINE = 60.0
+# A burst of eager starts whose first workflow tasks all run on this process's
+# 2 cores would time out in Temporal and be retried, adding load; past this
+# many at once, starts wait here instead.
+MAX_CONCURRENT_STARTS = 32
+START_GATE_HOLD = 10.0
 
 
 def _root_message(error: BaseException) -> str:
@@ -91,6 +96,7 @@ class DurableBackend:
         self._supervisor: asyncio.Task[None] | None = None
         self._last_error = ""
         self.fallbacks = 0
+        self._start_gate = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -287,7 +293,12 @@ class DurableBackend:
             return False
         wf_id = workflow_id(self.settings.workspace_id, task.task_id)
         with self.registry.register(events) as entry:
-            handle = await self._start(client, wf_id, task)
+            async with self._start_gate:
+                handle = await self._start(client, wf_id, task)
+                if handle is not None and not isinstance(handle, str):
+                    # Hold the gate until the workflow's first task has run here.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(events.working.wait(), START_GATE_HOLD)
             if handle is None:
                 self.fallbacks += 1
                 return False

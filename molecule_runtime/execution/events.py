@@ -96,6 +96,8 @@ class TaskEvents:
         self._persisted = persisted
         # Set when the task stops to wait for the user's answer.
         self.input_required = asyncio.Event()
+        # Set once the task is reported working.
+        self.working = asyncio.Event()
         self.terminal_state: TaskState | None = None
         self.chunks_sent = 0
         self.first_chunk_at: float | None = None
@@ -154,6 +156,8 @@ class TaskEvents:
         )
         if state == TaskState.TASK_STATE_INPUT_REQUIRED:
             self.input_required.set()
+        elif state == TaskState.TASK_STATE_WORKING:
+            self.working.set()
 
     async def chunk(self, text: str, *, append: bool, last: bool = False) -> None:
         await self._deliver(
