@@ -103,17 +103,23 @@ async def throughput(port: int, concurrency: int, seconds: float, chunks: int, s
     s.tput_seconds += time.perf_counter() - start
 
 
-async def concurrency_ratio(port: int, k: int, chunks: int, trials: int) -> dict[str, float]:
-    """Wall time of k concurrent SendMessage over the wall time of one (medians of trials)."""
+async def concurrency_ratio(
+    port: int, k: int, chunks: int, trials: int, delay: float = 0.0
+) -> dict[str, float]:
+    """Wall time of k concurrent SendMessage over the wall time of one (medians of trials).
+
+    `delay` makes the adapter wait before each chunk, as a model API would.
+    """
+    script = {"chunks": chunks, **({"delay": delay} if delay else {})}
     conns = [Conn(port) for _ in range(k)]
     singles: list[float] = []
     groups: list[float] = []
     try:
         for _ in range(trials):
-            elapsed, _ = await send_task(conns[0], message_params(chunks=chunks))
+            elapsed, _ = await send_task(conns[0], message_params(**script))
             singles.append(elapsed)
             start = time.perf_counter()
-            await asyncio.gather(*(send_task(c, message_params(chunks=chunks)) for c in conns))
+            await asyncio.gather(*(send_task(c, message_params(**script)) for c in conns))
             groups.append(time.perf_counter() - start)
     finally:
         await asyncio.gather(*(c.close() for c in conns))

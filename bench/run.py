@@ -42,6 +42,10 @@ from bench.measure import (
 from bench.procs import REPO, Proc, python_module
 from tests.support.temporal import TemporalDevServer
 
+# The adapter's wait per chunk in the I/O-bound concurrency measurement: a model
+# API streaming ~40 tokens/s. The no-delay measurement shows the store's limit.
+IO_DELAY = 0.025
+
 RESULTS = REPO / "bench" / "results"
 SYSTEMS = ("floor_a", "direct", "durable", "design_c")
 
@@ -333,6 +337,10 @@ async def run(plan: Plan, profile_modes: list[str]) -> dict[str, Any]:
                 log(f"20 concurrent / 1: {name}")
                 systems[name]["concurrency20"] = await concurrency_ratio(
                     servers[name].port, 20, plan.chunks, plan.ratio_trials)
+            for name in ("direct", "durable"):
+                log(f"20 concurrent / 1, I/O-bound adapter: {name}")
+                systems[name]["concurrency20_io"] = await concurrency_ratio(
+                    servers[name].port, 20, plan.chunks, plan.ratio_trials, delay=IO_DELAY)
             result["systems"] = systems
 
             for mode in ("direct", "durable"):
