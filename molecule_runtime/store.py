@@ -56,9 +56,10 @@ EVENT_POLL_INTERVAL = 0.2
 
 _LOCK_KEY = "molecule_runtime.schema"
 
-# Each streaming task holds a connection while its event is written; SQLAlchemy's
-# default pool (5 + 10) ran dry at a few hundred concurrent streams.
-_POOL = {"pool_size": 10, "max_overflow": 90, "pool_timeout": 60}
+# SQLAlchemy's default pool (5 + 10 connections) is kept: a larger one keeps
+# its idle connections (and their file descriptors) open after a burst. Under
+# a burst, tasks wait for a connection a little longer instead of failing.
+_POOL = {"pool_timeout": 60}
 
 
 class StoreConfigError(ValueError):
