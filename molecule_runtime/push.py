@@ -21,21 +21,15 @@ from a2a.server.tasks import (
     PushNotificationConfigStore,
     PushNotificationEvent,
 )
-from a2a.types.a2a_pb2 import Task, TaskPushNotificationConfig, TaskState, TaskStatusUpdateEvent
+from a2a.types.a2a_pb2 import Task, TaskPushNotificationConfig, TaskStatusUpdateEvent
 from a2a.utils.push_url_validator import validate_push_notification_url
+
+from molecule_runtime.execution.events import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
 
 UrlValidator = Callable[[str], Awaitable[bool]]
 
-_TERMINAL = frozenset(
-    {
-        TaskState.TASK_STATE_COMPLETED,
-        TaskState.TASK_STATE_CANCELED,
-        TaskState.TASK_STATE_FAILED,
-        TaskState.TASK_STATE_REJECTED,
-    }
-)
 # Tasks whose last pushed status is remembered (to skip writes that did not change it).
 _REMEMBERED_TASKS = 10_000
 
@@ -94,7 +88,7 @@ class PushNotifier(BasePushNotificationSender):
             return  # e.g. a history-only write of the task
         self._last_status[task_id] = status
         self._last_status.move_to_end(task_id)
-        if event.status.state in _TERMINAL:
+        if event.status.state in TERMINAL_STATES:
             del self._last_status[task_id]
         while len(self._last_status) > _REMEMBERED_TASKS:
             self._last_status.popitem(last=False)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
 from molecule_runtime.adapters.base import BaseAdapter
+from molecule_runtime.modules import import_module
 
 ENTRY_POINT_GROUP = "molecule_runtime.adapters"
 
@@ -41,44 +40,6 @@ def _load_target(target: str) -> object:
     return obj
 
 
-def _import_module(name: str):
-    """Import `name`; a module file in the working directory is found too.
-
-    A template repo copies `adapter.py` next to where the runtime starts and
-    sets `ADAPTER_MODULE=adapter`. Console scripts do not put the working
-    directory on `sys.path`, so such a file is loaded by location instead.
-    """
-    if name.endswith(".py"):
-        return _load_file(Path(name))
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name.split(".")[0] or "." in name:
-            raise
-        candidate = Path.cwd() / f"{name}.py"
-        if candidate.is_file():
-            return _load_file(candidate, module_name=name)
-        raise
-
-
-def _load_file(path: Path, module_name: str | None = None):
-    path = path.resolve()
-    if not path.is_file():
-        raise ModuleNotFoundError(f"no adapter file at {path}")
-    name = module_name or path.stem
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ModuleNotFoundError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return module
-
-
 def _check_class(obj: object, where: str) -> type[BaseAdapter]:
     if not (isinstance(obj, type) and issubclass(obj, BaseAdapter)):
         raise AdapterResolutionError(
@@ -96,7 +57,7 @@ def resolve_adapter_class(adapter_module: str | None, runtime: str) -> type[Base
     """
     if adapter_module:
         try:
-            module = _import_module(adapter_module)
+            module = import_module(adapter_module)
         except ModuleNotFoundError as exc:
             missing = exc.name or adapter_module
             if missing.split(".")[0] != adapter_module.split(".")[0] and not adapter_module.endswith(".py"):
