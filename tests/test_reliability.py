@@ -128,7 +128,8 @@ async def test_sigkill_with_20_streaming_tasks_mid_llm_call(
     temporal_server, server_factory, tmp_path, tmp_path_factory
 ) -> None:
     records = tmp_path / "records"
-    chunks = 30
+    # Long enough that no task can finish before all 20 are mid-stream, even under load.
+    chunks = 80
     env = durable_env(temporal_server.address, records)
     workdir = tmp_path / "crash20"
     server = server_factory(env, workdir=workdir)
