@@ -43,7 +43,7 @@ from molecule_runtime.durable.types import (
     WorkflowInput,
     workflow_id,
 )
-from molecule_runtime.durable.workflow import AgentTaskWorkflow
+from molecule_runtime.durable.workflow import AgentTaskWorkflow, root_message
 from molecule_runtime.execution.events import STATE_NAMES, TaskEvents
 from molecule_runtime.store import Stores
 from molecule_runtime.telemetry import inject_trace_context
@@ -63,12 +63,6 @@ START_DEADLINE = 60.0
 # many at once, starts wait here instead.
 MAX_CONCURRENT_STARTS = 32
 START_GATE_HOLD = 10.0
-
-
-def _root_message(error: BaseException) -> str:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(getattr(error, "message", None) or error)
 
 
 class DurableBackend:
@@ -454,7 +448,7 @@ class DurableBackend:
             except WorkflowFailureError as exc:
                 if isinstance(exc.cause, CancelledError):
                     return TaskOutcome("canceled", "Canceled.")
-                return TaskOutcome("failed", _root_message(exc))
+                return TaskOutcome("failed", root_message(exc))
             except (RPCError, RPCTimeoutOrCancelledError) as exc:
                 if loop.time() > deadline:
                     # Reported as failed; task_complete overwrites it with the

@@ -44,7 +44,7 @@ COMPLETE_RETRY = RetryPolicy(
 COMPLETE_DEADLINE = timedelta(hours=24)
 
 
-def _root_message(error: BaseException) -> str:
+def root_message(error: BaseException) -> str:
     """The innermost failure message (the adapter's own error text)."""
     while error.__cause__ is not None:
         error = error.__cause__
@@ -76,7 +76,7 @@ class AgentTaskWorkflow:
         except (ActivityError, ApplicationError) as err:
             # Never leave the task without a final state. (A local activity's
             # final failure can arrive as the bare ApplicationError.)
-            outcome = TaskOutcome("failed", f"could not accept the task: {_root_message(err)}")
+            outcome = TaskOutcome("failed", f"could not accept the task: {root_message(err)}")
             await self._complete(inp, outcome)
             return outcome
         if not received.proceed:
@@ -91,7 +91,7 @@ class AgentTaskWorkflow:
             if isinstance(err.cause, CancelledError):
                 await self._complete(inp, TaskOutcome("canceled", "Canceled."))
                 raise asyncio.CancelledError() from err
-            outcome = TaskOutcome(state="failed", message=_root_message(err))
+            outcome = TaskOutcome(state="failed", message=root_message(err))
         await self._complete(inp, outcome)
         return outcome
 
