@@ -4,7 +4,7 @@
   same event sequence our runtime emits for the trivial adapter (Task, working,
   N artifact chunks, last-chunk marker, completed). Same task store kind as the
   runtime's default: SQLite through a2a-sdk's `VersionedDatabaseTaskStore` +
-  `DatabaseTaskEventStream` (WAL), opened by the runtime's own `open_stores`.
+  `DatabaseTaskEventStream` (WAL): the SDK's own per-event transactions, not the runtime's store.
 - `design_c`: the reference design this project replaces, rebuilt minimally on
   the same server: every task is a workflow of three *regular* activities on one
   shared task queue (no local activities, no eager workflow start), the worker
@@ -31,6 +31,7 @@ from typing import Any
 
 import uvicorn
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.cluster import DatabaseTaskEventStream, VersionedDatabaseTaskStore
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
@@ -48,6 +49,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 from google.protobuf import json_format
+from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -59,7 +61,6 @@ from temporalio.worker import Worker
 from bench.adapter import Adapter as BenchAdapter
 from bench.workflows import ReferenceInput, ReferenceTaskWorkflow
 from molecule_runtime.adapters import AdapterConfig, TaskInput
-from molecule_runtime.store import Stores, open_stores
 
 
 def _status(state: TaskState) -> TaskStatus:
@@ -245,7 +246,13 @@ async def serve(kind: str) -> None:
     port = int(os.environ["PORT"])
     data_dir = Path(os.environ["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
-    stores: Stores = await open_stores(f"sqlite+aiosqlite:///{data_dir.resolve() / 'tasks.db'}")
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{data_dir.resolve() / 'tasks.db'}", connect_args={"timeout": 30}
+    )
+    task_store = VersionedDatabaseTaskStore(engine)
+    event_stream = DatabaseTaskEventStream(engine)
+    await task_store.initialize()
+    await event_stream.initialize()
     worker: Worker | None = None
     worker_run: asyncio.Task[None] | None = None
     executor: AgentExecutor
@@ -274,9 +281,9 @@ async def serve(kind: str) -> None:
     card = _card(port, kind)
     handler = DefaultRequestHandler(
         agent_executor=executor,
-        task_store=stores.handler_store,
+        task_store=task_store,
         agent_card=card,
-        event_stream=stores.event_stream,
+        event_stream=event_stream,
     )
 
     async def healthz(_: Request) -> JSONResponse:
@@ -305,7 +312,7 @@ async def serve(kind: str) -> None:
             await worker.shutdown()
             with contextlib.suppress(BaseException):
                 await worker_run
-        await stores.aclose()
+        await engine.dispose()
 
 
 if __name__ == "__main__":

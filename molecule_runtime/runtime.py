@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter
 from molecule_runtime.adapters.loader import resolve_adapter_class
 from molecule_runtime.config import Settings
+from molecule_runtime.push import PushNotifier
 from molecule_runtime.recovery import sweep
-from molecule_runtime.store import Stores, open_stores, store_options
+from molecule_runtime.store import Stores, open_configured_stores
 
 if TYPE_CHECKING:
     from molecule_runtime.durable.backend import DurableBackend
@@ -27,6 +28,7 @@ class Runtime:
         self.settings = settings
         self.adapter: BaseAdapter | None = None
         self.stores: Stores | None = None
+        self.notifier: PushNotifier | None = None
         self.durable: DurableBackend | None = None
         self.adapter_ready = False
         self._sweep: asyncio.Task[None] | None = None
@@ -46,9 +48,16 @@ class Runtime:
             )
         )
         self.adapter_ready = True
-        self.stores = await open_stores(
-            settings.resolved_task_store_url, store_options(settings)
-        )
+        self.stores = await open_configured_stores(settings)
+        if settings.push_notifications:
+            # Told of every write, so headless ones (recovery, other replicas) notify too.
+            self.notifier = PushNotifier(
+                self.stores.push_configs,
+                allow_private=settings.push_allow_private,
+                max_attempts=settings.push_max_attempts,
+                retry_initial_interval=settings.push_retry_initial_interval,
+            )
+            self.stores.tasks.observe(self.notifier.notify)
         started_at = datetime.now(UTC).replace(tzinfo=None)
         if settings.durable:
             from molecule_runtime.durable.backend import DurableBackend
@@ -74,7 +83,7 @@ class Runtime:
                 await asyncio.sleep(1)
         try:
             counts = await sweep(
-                self.stores.versioned,
+                self.stores.tasks,
                 self.settings.resolved_instance_id,
                 started_at,
                 start_workflow=start,
@@ -97,6 +106,8 @@ class Runtime:
                 await self.adapter.aclose()
             except Exception:
                 log.exception("adapter aclose() failed")
+        if self.notifier is not None:
+            await self.notifier.aclose()
         if self.stores is not None:
             await self.stores.aclose()
 

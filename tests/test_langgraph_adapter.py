@@ -87,6 +87,8 @@ async def test_streams_text_and_runs_tool(server_factory, tmp_path: Path) -> Non
             {"tool": "write_note", "args": {"path": str(note), "text": "written by the tool"}},
             {"text": "I saved your note for you."},
         ],
+        # A model's pace: tokens faster than the store takes events are merged.
+        fake_delay=0.02,
     )
     server = server_factory(env=env, cwd=cwd)
     client = await make_client(server.url)

@@ -57,7 +57,7 @@ def test_asyncpg_driver_is_installed() -> None:
 async def test_schema_is_created_on_first_start_and_reused(pg_url: str) -> None:
     first = await open_stores(pg_url)
     try:
-        assert first.event_stream is not None
+        assert first.event_log is not None
         assert PASSWORD not in first.description
         await first.check()
         assert first.engine is not None

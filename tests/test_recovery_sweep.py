@@ -91,7 +91,7 @@ async def test_stored_task_whose_workflow_never_started_is_started(
     mine = stored_task("replica-a", "go", chunks=2)
     theirs = stored_task("replica-b", "go", chunks=2)
     for task in (mine, theirs):
-        await stores.versioned.save(
+        await stores.tasks.save(
             task, prev_version=TaskVersion.MISSING, context=ServerCallContext()
         )
     await stores.aclose()

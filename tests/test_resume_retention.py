@@ -19,7 +19,7 @@ from a2a.server.models import TaskEventModel
 from a2a.types.a2a_pb2 import Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 from sqlalchemy import func, select
 
-from molecule_runtime.store import StoreOptions, open_stores, prune_events
+from molecule_runtime.store import open_stores, prune_events
 from tests.support.postgres import PostgresServer, shared_postgres
 
 A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
@@ -32,7 +32,7 @@ async def _write_task(stores, state: TaskState, when: datetime) -> str:
     status = TaskStatus(state=TaskState.TASK_STATE_WORKING)
     status.timestamp.FromDatetime(when)
     task = Task(id=task_id, context_id="ctx", status=status)
-    version = await stores.versioned.save(
+    version = await stores.tasks.save(
         task, event=task, prev_version=TaskVersion.MISSING, context=context
     )
     final = TaskStatus(state=state)
@@ -41,7 +41,7 @@ async def _write_task(stores, state: TaskState, when: datetime) -> str:
     done = Task()
     done.CopyFrom(task)
     done.status.CopyFrom(final)
-    await stores.versioned.save(done, event=update, prev_version=version, context=context)
+    await stores.tasks.save(done, event=update, prev_version=version, context=context)
     return task_id
 
 
@@ -68,7 +68,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 async def test_prune_removes_only_old_finished_tasks_events(store_url: str) -> None:
-    stores = await open_stores(store_url, StoreOptions(event_retention=0))
+    stores = await open_stores(store_url, event_retention=0)
     try:
         old = datetime.now(UTC) - timedelta(days=10)
         old_done = await _write_task(stores, TaskState.TASK_STATE_COMPLETED, old)
@@ -80,7 +80,7 @@ async def test_prune_removes_only_old_finished_tasks_events(store_url: str) -> N
         assert deleted == 2
         assert [await _logged(stores, t) for t in (old_done, old_working, new_done)] == [0, 2, 2]
         # The task itself is untouched.
-        stored = await stores.versioned.get(old_done, ServerCallContext())
+        stored = await stores.tasks.get(old_done, ServerCallContext())
         assert stored is not None and stored.task.status.state == TaskState.TASK_STATE_COMPLETED
         assert await prune_events(stores.engine, datetime.now(UTC) - timedelta(days=7)) == 0
     finally:

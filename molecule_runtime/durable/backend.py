@@ -142,7 +142,7 @@ class DurableBackend:
         s = self.settings
         activities = TaskActivities(
             self.adapter,
-            self.stores.versioned,
+            self.stores.tasks,
             self.registry,
             heartbeat_interval=min(1.0, s.temporal_heartbeat_timeout / 3),
             workspace_id=s.workspace_id,

@@ -10,6 +10,7 @@ from a2a.server.tasks.task_manager import TaskManager
 from a2a.types.a2a_pb2 import Task, TaskState
 
 from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents, TaskStopped
+from molecule_runtime.store import ObservedTaskStore
 
 
 class TaskFinishedElsewhere(TaskStopped):
@@ -42,7 +43,11 @@ def headless_events(
                     ) from None
         raise ConcurrentTaskModificationError(task_id)
 
-    return TaskEvents(task_id, context_id, deliver, artifact_id or None)
+    async def persisted() -> None:
+        if isinstance(store, ObservedTaskStore):
+            await store.wait_stored(task_id)
+
+    return TaskEvents(task_id, context_id, deliver, artifact_id or None, persisted=persisted)
 
 
 async def stored_task(store: VersionedTaskStore, task_id: str) -> Task | None:

@@ -1,9 +1,16 @@
-"""Merges chunks that arrive in quick succession into one artifact event.
+"""Merges chunks into artifact events, as few as the load requires.
 
-Every artifact event is a task-store write before it reaches the client, so a
-model streaming 100 tokens a second would cost 100 writes a second per task.
-The first chunk goes out at once; after that at most one event per window
-carries whatever arrived meanwhile. A window of 0 sends every chunk on its own.
+A model streaming 100 tokens a second would otherwise cost 100 events (and
+store writes) a second per task. The first chunk goes out at once; after that
+at most one event per window carries whatever arrived meanwhile, and a new
+event waits until the store has taken the previous one. So when the process
+is busy (CPU, store), events get fewer and larger instead of queueing up: the
+stream slows down, it never fails. A window of 0 sends every chunk on its own
+as long as the store keeps up.
+
+Events are sent by a background sender, so the adapter keeps streaming while
+an event is being stored; only when more than `MAX_BUFFERED_CHARS` wait does
+the adapter wait too.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import contextlib
 
 from molecule_runtime.execution.events import TaskEvents
 
+MAX_BUFFERED_CHARS = 1 << 20
+
 
 class ChunkBatcher:
     def __init__(self, events: TaskEvents, window: float) -> None:
@@ -20,40 +29,61 @@ class ChunkBatcher:
         self.window = window
         self.sent_any = False
         self._buffer: list[str] = []
+        self._buffered = 0
         self._last_sent = float("-inf")
-        self._timer: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
+        self._sender: asyncio.Task[None] | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
         self._error: BaseException | None = None
+        self._sending = False
 
     async def add(self, text: str) -> None:
         self._raise_pending()
-        now = asyncio.get_running_loop().time()
-        if not self._buffer and now - self._last_sent >= self.window:
-            async with self._lock:
-                await self._send(text)
+        idle = self._sender is None or self._sender.done()
+        loop = asyncio.get_running_loop()
+        if idle and not self._buffer and loop.time() - self._last_sent >= self.window:
+            # Nothing waiting: this chunk goes out at once.
+            await self._send(text)
+            self._drained.clear()
+            self._sender = asyncio.create_task(self._send_buffered())
             return
         self._buffer.append(text)
-        if self._timer is None:
-            delay = max(0.0, self._last_sent + self.window - now)
-            self._timer = asyncio.create_task(self._flush_later(delay))
+        self._buffered += len(text)
+        self._drained.clear()
+        if idle:
+            self._sender = asyncio.create_task(self._send_buffered())
+        if self._buffered > MAX_BUFFERED_CHARS:
+            await self._drained.wait()
+            self._raise_pending()
 
-    async def _flush_later(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._timer = None
+    async def _send_buffered(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            await self.flush()
+            while True:
+                # The next event waits until the store has taken the last one.
+                await self.events.settled()
+                delay = self._last_sent + self.window - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if not self._buffer:
+                    return  # nothing came, or close() took the tail
+                self._sending = True
+                try:
+                    await self._send(self._take())
+                finally:
+                    self._sending = False
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # surfaced by the next add() or close()
             self._error = exc
+        finally:
+            self._drained.set()
 
-    async def flush(self, *, last: bool = False) -> bool:
-        """Send what is buffered; True if something was sent."""
-        async with self._lock:
-            if not self._buffer:
-                return False
-            text = "".join(self._buffer)
-            self._buffer.clear()
-            await self._send(text, last=last)
-            return True
+    def _take(self) -> str:
+        text = "".join(self._buffer)
+        self._buffer.clear()
+        self._buffered = 0
+        return text
 
     async def _send(self, text: str, *, last: bool = False) -> None:
         await self.events.chunk(text, append=self.sent_any, last=last)
@@ -66,15 +96,31 @@ class ChunkBatcher:
             raise error
 
     async def close(self, *, flush: bool) -> bool:
-        """Stop the timer; when `flush` (the stream ended normally) send what is
-        buffered as the artifact's last chunk. True if that last chunk was sent."""
-        timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
+        """When `flush` (the stream ended normally), send what is buffered as the
+        artifact's last chunk and return True if that last chunk was sent;
+        otherwise drop what is buffered and stop the sender."""
+        sender, self._sender = self._sender, None
+        if not flush:
+            self._buffer.clear()
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+            return False
+        if sender is not None:
+            # The tail goes out as the last chunk, without waiting for the window.
+            tail = self._take() if self._buffer else None
+            if not self._sending:
+                sender.cancel()  # waiting for the window or the store: no need now
             with contextlib.suppress(asyncio.CancelledError):
-                await timer
-        if flush:
+                await sender
             self._raise_pending()
-            return await self.flush(last=True)
-        self._buffer.clear()
-        return False
+            if tail is not None:
+                await self._send(tail, last=True)
+                return True
+            return False
+        self._raise_pending()
+        if not self._buffer:
+            return False
+        await self._send(self._take(), last=True)
+        return True

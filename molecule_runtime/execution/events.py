@@ -26,16 +26,12 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 
+from molecule_runtime.states import TERMINAL_STATES
+
+__all__ = ["TERMINAL_STATES", "TaskEvents", "TaskStopped", "artifact_id_for"]
+
 Deliver = Callable[[Any], Awaitable[None]]
 
-TERMINAL_STATES = frozenset(
-    {
-        TaskState.TASK_STATE_COMPLETED,
-        TaskState.TASK_STATE_CANCELED,
-        TaskState.TASK_STATE_FAILED,
-        TaskState.TASK_STATE_REJECTED,
-    }
-)
 
 STATE_NAMES: dict[str, TaskState] = {
     "completed": TaskState.TASK_STATE_COMPLETED,
@@ -88,12 +84,14 @@ class TaskEvents:
         deliver: Deliver,
         artifact_id: str | None = None,
         persisted: Callable[[], Awaitable[None]] | None = None,
+        settled: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.task_id = task_id
         self.context_id = context_id
         self.artifact_id = artifact_id or artifact_id_for(task_id)
         self._deliver = deliver
         self._persisted = persisted
+        self._settled = settled
         # Set when the task stops to wait for the user's answer.
         self.input_required = asyncio.Event()
         # Set once the task is reported working.
@@ -106,6 +104,12 @@ class TaskEvents:
         """Return once every event delivered so far is in the task store."""
         if self._persisted is not None:
             await self._persisted()
+
+    async def settled(self) -> None:
+        """Return once every event delivered so far has been taken by the store
+        (stored, or queued to be stored behind the stream)."""
+        if self._settled is not None:
+            await self._settled()
 
     def agent_message(self, text: str, kind: str | None = None) -> Message:
         message = Message(

@@ -25,6 +25,7 @@ from molecule_runtime.execution.events import (
 from molecule_runtime.execution.inputs import build_task_input, history_from_tasks, turn_of
 from molecule_runtime.logs import current_task_id
 from molecule_runtime.recovery import INSTANCE_KEY
+from molecule_runtime.store import ObservedTaskStore
 
 log = logging.getLogger(__name__)
 
@@ -38,27 +39,37 @@ REJECT_NO_TEXT = (
 )
 
 
-STORE_WAIT_TIMEOUT = 30.0
+async def events_taken(event_queue: EventQueue) -> None:
+    """Wait until the SDK's consumer has handed every event enqueued so far to
+    the task store.
 
-
-async def wait_until_stored(event_queue: EventQueue) -> None:
-    """Wait until the SDK's consumer has written every event enqueued so far.
-
-    Events reach the task store through the SDK's consumer, after this call
-    has returned from `enqueue_event`. A durable stage must not report itself
-    done to Temporal before its events are stored, or a crash in between would
-    lose them for good. The source queue feeds the consumer's sink, which is
-    marked done per event once it is written.
+    Events reach the store through the SDK's consumer, after `enqueue_event`
+    has returned. The source queue feeds the consumer's sink, which is marked
+    done per event once the store has taken it. No time limit: under load the
+    store is slow, not broken, and a durable stage keeps heartbeating meanwhile.
     """
-    if event_queue.is_closed():
-        return  # the SDK tore the task's queues down: nothing more will be written
-    async with asyncio.timeout(STORE_WAIT_TIMEOUT):
-        incoming = getattr(event_queue, "_incoming_queue", None)
-        if incoming is not None:
-            await incoming.join()
-        sink = getattr(event_queue, "queue", None)
-        if sink is not None:
-            await sink.join()
+    for queue_name in ("_incoming_queue", "queue"):
+        queue = getattr(event_queue, queue_name, None)
+        while queue is not None and not event_queue.is_closed():
+            try:
+                # Re-check now and then: the SDK may tear the queues down
+                # (task finished elsewhere), and then nothing more is taken.
+                async with asyncio.timeout(1.0):
+                    await queue.join()
+                break
+            except TimeoutError:
+                continue
+
+
+async def events_stored(event_queue: EventQueue, store: VersionedTaskStore, task_id: str) -> None:
+    """Wait until every event enqueued so far is in the database.
+
+    A durable stage must not report itself done to Temporal before its events
+    are stored, or a crash in between would lose them for good.
+    """
+    await events_taken(event_queue)
+    if isinstance(store, ObservedTaskStore):
+        await store.wait_stored(task_id)
 
 
 class DurableRunner(Protocol):
@@ -124,7 +135,8 @@ class RuntimeExecutor(AgentExecutor):
             str(context.context_id),
             event_queue.enqueue_event,
             artifact_id=artifact_id_for(task_id, turn),
-            persisted=functools.partial(wait_until_stored, event_queue),
+            persisted=functools.partial(events_stored, event_queue, self.store, task_id),
+            settled=functools.partial(events_taken, event_queue),
         )
         has_text = bool(context.get_user_input().strip())
         if current is not None:

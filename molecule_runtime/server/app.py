@@ -32,21 +32,21 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
     assert runtime.adapter is not None and runtime.stores is not None
     settings = runtime.settings
     stores = runtime.stores
-    card = build_agent_card(settings, runtime.adapter, push=stores.notifier is not None)
+    card = build_agent_card(settings, runtime.adapter, push=runtime.notifier is not None)
     executor = RuntimeExecutor(
         runtime.adapter,
-        runtime.stores.versioned,
+        stores.tasks,
         runtime.durable,
         workspace_id=settings.workspace_id,
         batch_window=settings.stream_batch_window,
         instance_id=settings.resolved_instance_id,
     )
-    notifier = stores.notifier
+    notifier = runtime.notifier
     handler = RuntimeRequestHandler(
         agent_executor=executor,
-        task_store=stores.handler_store,
+        task_store=stores.tasks,
         agent_card=card,
-        event_stream=stores.event_stream,
+        event_stream=stores.event_log,
         durable=runtime.durable,
         live_offsets=stores.live_offsets,
         # Notifications are sent by the store's notifier for every write

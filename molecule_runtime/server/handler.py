@@ -29,7 +29,8 @@ from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedO
 from molecule_runtime.execution.events import TERMINAL_STATES
 from molecule_runtime.execution.executor import CONTINUES_CONTEXT, DurableRunner
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
-from molecule_runtime.store import LiveEventOffsets, TaskEventLog, is_terminal, version_number
+from molecule_runtime.states import is_terminal
+from molecule_runtime.store import LiveEventOffsets, TaskEventLog, version_number
 
 # States after which the client has to act; a subscription ends there.
 INTERRUPTED_STATES = frozenset(

@@ -1,0 +1,178 @@
+"""Opens the task store named by TASK_STORE_URL: SQLite by default, memory or PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from a2a.server.cluster import LegacyTaskStoreAdapter, VersionedDatabaseTaskStore
+from a2a.server.tasks import (
+    DatabasePushNotificationConfigStore,
+    InMemoryPushNotificationConfigStore,
+    InMemoryTaskStore,
+    PushNotificationConfigStore,
+)
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from molecule_runtime.config import Settings, redact_url
+from molecule_runtime.store.event_log import LiveEventOffsets, TaskEventLog
+from molecule_runtime.store.group_commit import GroupCommitTaskStore
+from molecule_runtime.store.observed import ObservedTaskStore
+from molecule_runtime.store.retention import prune_periodically
+
+# How often a subscriber to a task running in another process (or being
+# recovered headless) polls the shared event log.
+EVENT_POLL_INTERVAL = 0.2
+
+_LOCK_KEY = "molecule_runtime.schema"
+
+# SQLAlchemy's default pool (5 + 10 connections) is kept: a larger one keeps
+# its idle connections (and their file descriptors) open after a burst. Under
+# a burst, tasks wait for a connection a little longer instead of failing.
+_POOL = {"pool_timeout": 60}
+
+
+class StoreConfigError(ValueError):
+    """TASK_STORE_URL names something the runtime cannot use."""
+
+
+@dataclass
+class Stores:
+    """The task store in the shapes its users need."""
+
+    tasks: ObservedTaskStore  # every reader and writer: the SDK handler, the runtime
+    event_log: TaskEventLog | None  # cross-process event log (database stores)
+    push_configs: PushNotificationConfigStore
+    engine: AsyncEngine | None
+    description: str
+    live_offsets: LiveEventOffsets = field(default_factory=LiveEventOffsets)
+    _group_commit: GroupCommitTaskStore | None = None
+    _pruner: asyncio.Task[None] | None = None
+
+    async def check(self) -> None:
+        """Raise if the store cannot be reached."""
+        if self.engine is not None:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+
+    async def aclose(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+        if self._group_commit is not None:
+            await self._group_commit.aclose()
+        if self.engine is not None:
+            await self.engine.dispose()
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:
+        cursor = dbapi_conn.cursor()
+        # WAL lets readers (GetTask, ListTasks) proceed while a task streams.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+@contextlib.asynccontextmanager
+async def _schema_lock(engine: AsyncEngine, url: str) -> AsyncIterator[None]:
+    """Serialise schema creation between processes starting at the same moment.
+
+    Replicas and workers started together on an empty database would otherwise
+    race in CREATE TABLE and some would crash.
+    """
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": _LOCK_KEY})
+            try:
+                yield
+            finally:
+                await conn.execute(
+                    text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": _LOCK_KEY}
+                )
+        return
+    db_path = url.removeprefix("sqlite+aiosqlite:///")
+    if engine.dialect.name != "sqlite" or not db_path or db_path == ":memory:":
+        yield
+        return
+    with open(f"{db_path}.init-lock", "a+") as lock_file:
+        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        if not url.startswith("sqlite+aiosqlite:///"):
+            raise StoreConfigError(
+                f"TASK_STORE_URL={url!r}: SQLite URLs must use the async driver, "
+                "e.g. sqlite+aiosqlite:///path/to/tasks.db"
+            )
+        db_path = url.removeprefix("sqlite+aiosqlite:///")
+        if db_path and db_path != ":memory:":
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **_POOL)
+        _sqlite_pragmas(engine)
+        return engine
+    if url.startswith("postgresql+asyncpg://"):
+        return create_async_engine(url, pool_pre_ping=True, **_POOL)
+    raise StoreConfigError(
+        f"TASK_STORE_URL={redact_url(url)!r} is not supported: use 'memory', "
+        "'sqlite+aiosqlite:///<file>' or 'postgresql+asyncpg://user:pass@host/db'"
+    )
+
+
+async def open_stores(url: str, *, event_retention: float = 7 * 86400.0) -> Stores:
+    """Open (and create the schema of) the store; `event_retention` 0 keeps events forever."""
+    if url == "memory":
+        memory = ObservedTaskStore(LegacyTaskStoreAdapter(InMemoryTaskStore()))
+        return Stores(
+            memory,
+            None,
+            InMemoryPushNotificationConfigStore(),
+            None,
+            "memory (lost on restart)",
+        )
+    engine = _engine(url)
+    database = VersionedDatabaseTaskStore(engine)
+    group_commit = GroupCommitTaskStore(database, engine)
+    event_log = TaskEventLog(
+        engine, poll_interval_s=EVENT_POLL_INTERVAL, unstored=group_commit.unstored_events
+    )
+    push_configs = DatabasePushNotificationConfigStore(engine)
+    try:
+        async with _schema_lock(engine, url):
+            await database.initialize()
+            await event_log.initialize()
+            await push_configs.initialize()
+    except Exception:
+        await engine.dispose()
+        raise
+    tasks = ObservedTaskStore(group_commit)
+    stores = Stores(
+        tasks, event_log, push_configs, engine, redact_url(url), _group_commit=group_commit
+    )
+    if event_retention > 0:
+        stores._pruner = asyncio.get_running_loop().create_task(
+            prune_periodically(engine, event_retention), name="prune-task-events"
+        )
+    # Live offsets and follower wake-ups see every write, whoever made it.
+    tasks.observe(stores.live_offsets.record)
+    tasks.observe(event_log.wake)
+    return stores
+
+
+async def open_configured_stores(settings: Settings) -> Stores:
+    return await open_stores(
+        settings.resolved_task_store_url, event_retention=settings.event_retention
+    )

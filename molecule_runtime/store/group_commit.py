@@ -1,0 +1,449 @@
+"""The database task store: state changes stored before they are acknowledged,
+streamed chunks written behind, every task's pending writes in one transaction.
+
+The SDK's `VersionedDatabaseTaskStore` runs one transaction per event and
+rewrites the whole task each time, so the cost of a chunk grows with the
+answer and with the number of tasks streaming at once. Here:
+
+- a write that changes the task's state (creation, status update, cancel)
+  waits until it is committed, as before;
+- an artifact update (a streamed chunk) gets its version at once and is
+  committed shortly after, behind the stream; at most `MAX_UNSTORED` events
+  per task wait, beyond that the writer waits (backpressure);
+- one background committer writes whatever every task has pending in one
+  transaction, in version order, so a task's terminal state is never stored
+  ahead of the chunks before it, and a crash leaves a gap-free prefix.
+
+A process that writes a task it has not written before (after a restart, on
+another replica) skips `MAX_UNSTORED` versions: events a crashed writer had
+streamed but not stored can never share an offset with the new events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from a2a.server.cluster import (
+    ConcurrentTaskModificationError,
+    StoredTask,
+    TaskVersion,
+    VersionedDatabaseTaskStore,
+    VersionedTaskStore,
+)
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event
+from a2a.server.models import TaskEventModel, TaskModel, TaskVersionModel
+from a2a.server.owner_resolver import resolve_user_scope
+from a2a.types.a2a_pb2 import (
+    ListTasksRequest,
+    ListTasksResponse,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+)
+from a2a.utils.proto_utils import to_stream_response
+from google.protobuf.json_format import MessageToDict
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from molecule_runtime.states import TERMINAL_STATE_NAMES, TERMINAL_STATES
+from molecule_runtime.store.versions import version_number
+
+log = logging.getLogger(__name__)
+
+# Events of one task streamed but not yet stored; also the version gap a new
+# writer of a task leaves, so it exceeds what a crashed writer could have streamed.
+MAX_UNSTORED = 64
+# How long streamed chunks may wait to be stored when nothing else is written;
+# a state change is committed at once, with everything pending before it.
+FLUSH_INTERVAL = 0.05
+# Clean tasks not written for this long are forgotten (a later write is a takeover).
+IDLE_FORGET = 600.0
+# Back-off while the database refuses writes (locked, restarting): never give up.
+_RETRY_MIN, _RETRY_MAX = 0.05, 2.0
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57P01", "08006", "08003"})
+
+_TASKS = TaskModel.__table__
+_VERSIONS = TaskVersionModel.__table__
+_EVENTS = TaskEventModel.__table__
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, DBAPIError) and not isinstance(error, IntegrityError):
+        return isinstance(error, OperationalError) or (
+            getattr(error.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+        )
+    return isinstance(error, OSError | TimeoutError)
+
+
+def _row(task: Task, owner: str) -> dict[str, object]:
+    """The `tasks` row of a task, as the SDK's DatabaseTaskStore writes it."""
+    return {
+        "id": task.id,
+        "context_id": task.context_id,
+        "kind": "task",
+        "owner": owner,
+        "last_updated": (
+            task.status.timestamp.ToDatetime() if task.status.HasField("timestamp") else None
+        ),
+        "status": MessageToDict(task.status),
+        "artifacts": [MessageToDict(artifact) for artifact in task.artifacts],
+        "history": [MessageToDict(message) for message in task.history],
+        "metadata": MessageToDict(task.metadata) if task.metadata.fields else None,
+        "protocol_version": "1.0",
+    }
+
+
+@dataclass
+class _Pending:
+    """What this process wrote to one task and the database does not have yet."""
+
+    owner: str
+    stored: int  # the version the database holds (0: the task is not there yet)
+    version: int  # the last version handed out
+    snapshot: Task | None = None  # the task at `version`, while it is ahead of `stored`
+    events: list[tuple[int, bytes]] = field(default_factory=list)
+    cancel: bool = False  # a pending write cancels the task
+    waiters: list[tuple[int, asyncio.Future[int]]] = field(default_factory=list)
+    error: Exception | None = None
+    touched: float = field(default_factory=time.monotonic)
+
+    @property
+    def dirty(self) -> bool:
+        return self.version > self.stored and self.error is None
+
+
+@dataclass
+class _Item:
+    task_id: str
+    pending: _Pending
+    expect: int
+    upto: int
+    row: dict[str, object]
+    events: list[tuple[int, bytes]]
+    cancel: bool
+
+
+class GroupCommitTaskStore(VersionedTaskStore):
+    """A `VersionedTaskStore` with write-behind chunks and group commit (see module doc)."""
+
+    def __init__(self, database: VersionedDatabaseTaskStore, engine: AsyncEngine) -> None:
+        self._db = database
+        self._engine = engine
+        self._tasks: dict[str, _Pending] = {}
+        self._wake = asyncio.Event()
+        self._urgent = False
+        self._committer: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
+        pending = self._tasks.get(task_id)
+        if (
+            pending is not None
+            and pending.snapshot is not None
+            and pending.error is None
+            and pending.owner == resolve_user_scope(context)
+        ):
+            task = Task()
+            task.CopyFrom(pending.snapshot)
+            return StoredTask(task, TaskVersion(pending.version))
+        return await self._db.get(task_id, context)
+
+    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        return await self._db.list(params, context)
+
+    def unstored_events(self, task_id: str, after: int) -> list[tuple[int, bytes]]:
+        """Events of `task_id` above `after` that are not in the database yet."""
+        pending = self._tasks.get(task_id)
+        if pending is None or pending.error is not None:
+            return []
+        return [(version, data) for version, data in pending.events if version > after]
+
+    # -- writes --------------------------------------------------------------
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        await self.wait_stored(task_id)
+        self._tasks.pop(task_id, None)
+        await self._db.delete(task_id, context)
+
+    async def save(
+        self,
+        task: Task,
+        *,
+        event: Event | None = None,
+        prev: Task | None = None,
+        prev_version: TaskVersion,
+        context: ServerCallContext,
+    ) -> TaskVersion:
+        del prev
+        self._ensure_committer()
+        owner = resolve_user_scope(context)
+        canceled = task.status.state == TaskState.TASK_STATE_CANCELED
+        pending = self._tasks.get(task.id)
+        if pending is not None and pending.error is not None:
+            del self._tasks[task.id]
+            raise pending.error
+        if pending is not None and pending.owner != owner:
+            raise ConcurrentTaskModificationError(task.id)
+        if pending is None:
+            known = version_number(prev_version)
+            if prev_version.is_missing:
+                pending = _Pending(owner, stored=0, version=0)
+            else:
+                # A task this process did not write before: leave a gap (module doc).
+                pending = _Pending(owner, stored=known, version=known + MAX_UNSTORED)
+            self._tasks[task.id] = pending
+        elif not canceled and version_number(prev_version) != pending.version:
+            raise ConcurrentTaskModificationError(task.id)
+        pending.version += 1
+        version = pending.version
+        pending.touched = time.monotonic()
+        snapshot = Task()
+        snapshot.CopyFrom(task)
+        pending.snapshot = snapshot
+        if event is not None:
+            pending.events.append((version, to_stream_response(event).SerializeToString()))
+        if canceled:
+            pending.cancel = True
+        if isinstance(event, TaskArtifactUpdateEvent) and not canceled:
+            # A streamed chunk: stored behind the stream, unless too much is waiting.
+            self._wake.set()
+            if len(pending.events) >= MAX_UNSTORED:
+                await self._wait(pending, pending.events[0][0], urgent=True)
+            return TaskVersion(version)
+        return TaskVersion(await self._wait(pending, version, urgent=True))
+
+    async def wait_stored(self, task_id: str) -> None:
+        """Return once everything written to `task_id` so far is in the database."""
+        pending = self._tasks.get(task_id)
+        if pending is not None and pending.dirty:
+            await self._wait(pending, pending.version, urgent=True)
+
+    async def _wait(self, pending: _Pending, version: int, *, urgent: bool) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        pending.waiters.append((version, future))
+        if urgent:
+            self._urgent = True
+        self._wake.set()
+        return await future
+
+    # -- the committer -------------------------------------------------------
+
+    def _ensure_committer(self) -> None:
+        if self._committer is None or self._committer.done():
+            if self._closed:
+                raise RuntimeError("the task store is closed")
+            self._committer = asyncio.get_running_loop().create_task(
+                self._commit_loop(), name="task-store-committer"
+            )
+
+    async def aclose(self) -> None:
+        """Store what is pending, then stop the committer."""
+        self._closed = True
+        deadline = time.monotonic() + 10.0
+        while any(p.dirty for p in self._tasks.values()) and time.monotonic() < deadline:
+            self._urgent = True
+            self._wake.set()
+            await asyncio.sleep(0.01)
+            if self._committer is None or self._committer.done():
+                break
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._urgent:
+                # Chunks only: let more arrive, so one transaction carries many.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(FLUSH_INTERVAL):
+                        while not self._urgent:
+                            self._wake.clear()
+                            await self._wake.wait()
+            self._wake.clear()
+            self._urgent = False
+            items = [self._item(task_id, p) for task_id, p in self._tasks.items() if p.dirty]
+            if items:
+                await self._commit_with_retries(items)
+            self._forget_idle()
+
+    def _item(self, task_id: str, pending: _Pending) -> _Item:
+        assert pending.snapshot is not None
+        return _Item(
+            task_id,
+            pending,
+            expect=pending.stored,
+            upto=pending.version,
+            row=_row(pending.snapshot, pending.owner),
+            events=list(pending.events),
+            cancel=pending.cancel,
+        )
+
+    async def _commit_with_retries(self, items: list[_Item]) -> None:
+        delay = _RETRY_MIN
+        while True:
+            try:
+                async with self._engine.begin() as conn:
+                    outcomes = [await self._write(conn, item) for item in items]
+            except IntegrityError:
+                # Some item's first write raced another process: commit one by one
+                # so only that task is affected.
+                for item in items:
+                    await self._commit_alone(item)
+                return
+            except Exception as exc:
+                if not _is_transient(exc):
+                    for item in items:
+                        await self._commit_alone(item)
+                    return
+                log.warning("task store busy (%s); retrying in %.2f s", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            for item, outcome in zip(items, outcomes, strict=True):
+                self._settle(item, outcome)
+            return
+
+    async def _commit_alone(self, item: _Item) -> None:
+        delay = _RETRY_MIN
+        while True:
+            try:
+                async with self._engine.begin() as conn:
+                    outcome = await self._write(conn, item)
+            except IntegrityError:
+                outcome = ConcurrentTaskModificationError(item.task_id)
+            except Exception as exc:
+                if _is_transient(exc):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RETRY_MAX)
+                    continue
+                log.exception("could not store task %s", item.task_id)
+                outcome = exc
+            self._settle(item, outcome)
+            return
+
+    async def _write(self, conn: AsyncConnection, item: _Item) -> int | Exception:
+        """Write one task's pending events; its new stored version, or the conflict."""
+        key = and_(_VERSIONS.c.task_id == item.task_id, _VERSIONS.c.owner == item.pending.owner)
+        events = item.events
+        upto = item.upto
+        if item.expect == 0 and not item.cancel:
+            await conn.execute(
+                insert(_VERSIONS).values(task_id=item.task_id, owner=item.pending.owner, version=upto)
+            )
+            await conn.execute(insert(_TASKS).values(**item.row))
+        else:
+            if item.cancel:
+                stored = await self._locked_state(conn, item)
+                if stored is None:
+                    return ConcurrentTaskModificationError(item.task_id)
+                if stored != item.expect:
+                    # Another writer moved the task on: its cancel goes after
+                    # whatever that writer may have streamed.
+                    upto = stored + MAX_UNSTORED + 1
+                    events = [(upto, events[-1][1])] if events else []
+                condition = and_(key, _VERSIONS.c.version == stored)
+            else:
+                condition = and_(key, _VERSIONS.c.version == item.expect)
+            result = await conn.execute(update(_VERSIONS).where(condition).values(version=upto))
+            if result.rowcount == 0:
+                return ConcurrentTaskModificationError(item.task_id)
+            row = {k: v for k, v in item.row.items() if k not in ("id", "owner")}
+            await conn.execute(
+                update(_TASKS)
+                .where(and_(_TASKS.c.id == item.task_id, _TASKS.c.owner == item.pending.owner))
+                .values(**row)
+            )
+        if events:
+            await conn.execute(
+                insert(_EVENTS),
+                [
+                    {
+                        "task_id": item.task_id,
+                        "owner": item.pending.owner,
+                        "task_version": version,
+                        "event_data": data,
+                    }
+                    for version, data in events
+                ],
+            )
+        return upto
+
+    async def _locked_state(self, conn: AsyncConnection, item: _Item) -> int | None:
+        """The stored version of a task about to be canceled; None if it cannot be."""
+        version = (
+            await conn.execute(
+                select(_VERSIONS.c.version)
+                .where(
+                    and_(
+                        _VERSIONS.c.task_id == item.task_id,
+                        _VERSIONS.c.owner == item.pending.owner,
+                    )
+                )
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
+        status = (
+            await conn.execute(
+                select(_TASKS.c.status).where(
+                    and_(_TASKS.c.id == item.task_id, _TASKS.c.owner == item.pending.owner)
+                )
+            )
+        ).scalar_one_or_none()
+        if version is None or not isinstance(status, dict):
+            return None
+        if TaskState.Value(str(status.get("state"))) in TERMINAL_STATES:
+            return None
+        return int(version)
+
+    def _settle(self, item: _Item, outcome: int | Exception) -> None:
+        pending = item.pending
+        if isinstance(outcome, Exception):
+            pending.error = outcome
+            pending.events.clear()
+            pending.snapshot = None
+            for _, future in pending.waiters:
+                if not future.done():
+                    future.set_exception(outcome)
+            pending.waiters.clear()
+            return
+        pending.stored = outcome
+        pending.version = max(pending.version, outcome)
+        stored_upto = item.upto
+        pending.events = [(v, d) for v, d in pending.events if v > stored_upto]
+        if item.cancel and outcome != item.upto:
+            pending.events.clear()
+        if pending.version == pending.stored:
+            pending.snapshot = None
+            pending.cancel = False
+        remaining = []
+        for version, future in pending.waiters:
+            if future.done():
+                continue
+            if version <= stored_upto:
+                future.set_result(outcome if version == stored_upto else version)
+            else:
+                remaining.append((version, future))
+        pending.waiters = remaining
+        if pending.stored and pending.version == pending.stored:
+            state = item.row.get("status")
+            if isinstance(state, dict) and state.get("state") in TERMINAL_STATE_NAMES:
+                # Nothing is written after a terminal state.
+                self._tasks.pop(item.task_id, None)
+
+    def _forget_idle(self) -> None:
+        cutoff = time.monotonic() - IDLE_FORGET
+        for task_id in [
+            t for t, p in self._tasks.items() if not p.dirty and not p.waiters and p.touched < cutoff
+        ]:
+            del self._tasks[task_id]
+

@@ -1,0 +1,116 @@
+"""The task store every writer goes through: compact answers, observers told of every event."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from a2a.server.cluster import StoredTask, TaskVersion, VersionedTaskStore
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue import Event
+from a2a.types.a2a_pb2 import (
+    ListTasksRequest,
+    ListTasksResponse,
+    Part,
+    Task,
+    TaskArtifactUpdateEvent,
+)
+
+from molecule_runtime.store.group_commit import GroupCommitTaskStore
+
+log = logging.getLogger(__name__)
+
+# Called after a write that recorded `event`: (task id, event, new version).
+WriteObserver = Callable[[str, Any, TaskVersion], None]
+
+
+def _plain_text(part: Part) -> bool:
+    return (
+        part.WhichOneof("content") == "text"
+        and not part.metadata.fields
+        and not part.filename
+        and not part.media_type
+    )
+
+
+def merge_appended_text(task: Task, event: TaskArtifactUpdateEvent) -> None:
+    """Merge the text parts an append just added into the artifact's last text part.
+
+    The SDK appends every streamed chunk as another Part, so a stored answer
+    would have one part per chunk and every write would carry all of them.
+    Streamed events keep A2A's append semantics; only the snapshot is compacted.
+    """
+    if not event.append:
+        return
+    for artifact in task.artifacts:
+        if artifact.artifact_id != event.artifact.artifact_id:
+            continue
+        parts = artifact.parts
+        while len(parts) >= 2 and _plain_text(parts[-1]) and _plain_text(parts[-2]):
+            parts[-2].text += parts[-1].text
+            del parts[-1]
+        return
+
+
+class ObservedTaskStore(VersionedTaskStore):
+    """The task store, telling this process's observers about every event it records.
+
+    Every writer goes through it: the SDK's request handler (live streams,
+    CancelTask) and the runtime's own writes (headless recovery after a crash,
+    stages of tasks whose client stream is in another process). So push
+    notifications, live stream offsets and subscriber wake-ups see every event,
+    whoever wrote it.
+    """
+
+    def __init__(self, inner: VersionedTaskStore) -> None:
+        self.inner = inner
+        self._observers: list[WriteObserver] = []
+
+    def observe(self, observer: WriteObserver) -> None:
+        self._observers.append(observer)
+
+    async def save(
+        self,
+        task: Task,
+        *,
+        event: Event | None = None,
+        prev: Task | None = None,
+        prev_version: TaskVersion,
+        context: ServerCallContext,
+    ) -> TaskVersion:
+        if isinstance(event, TaskArtifactUpdateEvent):
+            # In place: the SDK keeps this object as its current task, so it
+            # stays compact for every later event and copy.
+            merge_appended_text(task, event)
+        version = await self.inner.save(
+            task, event=event, prev=prev, prev_version=prev_version, context=context
+        )
+        if event is not None:
+            for observer in self._observers:
+                try:
+                    observer(task.id, event, version)
+                except Exception:
+                    # Observers are best-effort; the write itself succeeded.
+                    log.exception("task store observer failed for task %s", task.id)
+        return version
+
+    async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
+        return await self.inner.get(task_id, context)
+
+    async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        return await self.inner.list(params, context)
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        await self.inner.delete(task_id, context)
+
+    async def wait_stored(self, task_id: str) -> None:
+        """Return once every write to `task_id` so far is durable (at once for memory)."""
+        if isinstance(self.inner, GroupCommitTaskStore):
+            await self.inner.wait_stored(task_id)
+
+    def unstored_events(self, task_id: str, after: int) -> list[tuple[int, bytes]]:
+        """Events above `after` written here but not stored yet (write-behind)."""
+        if isinstance(self.inner, GroupCommitTaskStore):
+            return self.inner.unstored_events(task_id, after)
+        return []

@@ -1,0 +1,61 @@
+"""Event-log retention: the replay of long-finished tasks is deleted, the tasks stay."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from a2a.server.models import TaskEventModel, TaskModel
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from molecule_runtime.states import TERMINAL_STATE_NAMES
+
+log = logging.getLogger(__name__)
+
+
+async def prune_events(engine: AsyncEngine, older_than: datetime) -> int:
+    """Delete the logged events of finished tasks last updated before `older_than`.
+
+    The tasks themselves stay (GetTask, ListTasks); only their replay goes.
+    """
+    # The SDK stores last_updated as naive UTC.
+    cutoff = older_than.astimezone(UTC).replace(tzinfo=None)
+    with_events = select(TaskEventModel.task_id).distinct().subquery()
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(TaskModel.id, TaskModel.status)
+                .join(with_events, with_events.c.task_id == TaskModel.id)
+                .where(TaskModel.last_updated < cutoff)
+            )
+        ).all()
+    finished = [
+        task_id
+        for task_id, status in rows
+        if isinstance(status, dict) and status.get("state") in TERMINAL_STATE_NAMES
+    ]
+    deleted = 0
+    for start in range(0, len(finished), 500):
+        batch = finished[start : start + 500]
+        async with engine.begin() as conn:
+            result = await conn.execute(
+                delete(TaskEventModel).where(TaskEventModel.task_id.in_(batch))
+            )
+            deleted += result.rowcount or 0
+    return deleted
+
+
+async def prune_periodically(engine: AsyncEngine, retention: float) -> None:
+    # Often enough that rows outlive the retention by a fraction of it at most.
+    interval = min(max(retention / 4, 1.0), 3600.0)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            cutoff = datetime.now(UTC) - timedelta(seconds=retention)
+            deleted = await prune_events(engine, cutoff)
+            if deleted:
+                log.info("pruned %d logged events of tasks finished before %s", deleted, cutoff)
+        except Exception:
+            log.exception("pruning the task event log failed; retrying later")

@@ -1,0 +1,245 @@
+"""The write-behind, group-commit task store on a real SQLite file (and PostgreSQL in
+test_postgres_store.py): what is stored when, versions, compaction, conflicts."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from a2a.server.cluster import ConcurrentTaskModificationError, TaskVersion
+from a2a.server.context import ServerCallContext
+from a2a.server.tasks.task_manager import append_artifact_to_task
+from a2a.types.a2a_pb2 import (
+    Artifact,
+    Part,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+    TaskStatusUpdateEvent,
+)
+
+from molecule_runtime.store import Stores, open_stores, version_number
+from molecule_runtime.store.group_commit import MAX_UNSTORED
+
+CTX = ServerCallContext()
+
+
+def status(state: TaskState) -> TaskStatus:
+    s = TaskStatus(state=state)
+    s.timestamp.FromDatetime(datetime.now(UTC))
+    return s
+
+
+def stored_rows(db: Path, task_id: str) -> tuple[int | None, list[int]]:
+    """(stored version, logged event versions) read through a separate connection."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT version FROM task_versions WHERE task_id=?", (task_id,)).fetchone()
+        events = [
+            v
+            for (v,) in conn.execute(
+                "SELECT task_version FROM task_events WHERE task_id=? ORDER BY seq", (task_id,)
+            )
+        ]
+    return (row[0] if row else None), events
+
+
+class Writer:
+    """Applies events to a task the way the SDK's TaskManager does, through the store."""
+
+    def __init__(self, stores: Stores, task_id: str) -> None:
+        self.stores = stores
+        self.task = Task(id=task_id, context_id="ctx", status=status(TaskState.TASK_STATE_SUBMITTED))
+        self.version = TaskVersion.MISSING
+
+    async def create(self) -> int:
+        self.version = await self.stores.tasks.save(
+            self.task, event=self.task, prev_version=self.version, context=CTX
+        )
+        return version_number(self.version)
+
+    async def state(self, state: TaskState) -> int:
+        event = TaskStatusUpdateEvent(task_id=self.task.id, context_id="ctx", status=status(state))
+        self.task.status.CopyFrom(event.status)
+        self.version = await self.stores.tasks.save(
+            self.task, event=event, prev_version=self.version, context=CTX
+        )
+        return version_number(self.version)
+
+    async def chunk(self, text: str, *, append: bool = True) -> int:
+        event = TaskArtifactUpdateEvent(
+            task_id=self.task.id,
+            context_id="ctx",
+            artifact=Artifact(artifact_id="a", parts=[Part(text=text)]),
+            append=append,
+        )
+        append_artifact_to_task(self.task, event)
+        self.version = await self.stores.tasks.save(
+            self.task, event=event, prev_version=self.version, context=CTX
+        )
+        return version_number(self.version)
+
+
+@pytest.fixture
+async def sqlite_stores(tmp_path: Path):
+    db = tmp_path / "tasks.db"
+    stores = await open_stores(f"sqlite+aiosqlite:///{db}", event_retention=0)
+    try:
+        yield stores, db
+    finally:
+        await stores.aclose()
+
+
+async def test_state_changes_are_stored_before_save_returns(sqlite_stores) -> None:
+    stores, db = sqlite_stores
+    writer = Writer(stores, str(uuid.uuid4()))
+    assert await writer.create() == 1
+    assert stored_rows(db, writer.task.id) == (1, [1])
+    assert await writer.state(TaskState.TASK_STATE_WORKING) == 2
+    assert stored_rows(db, writer.task.id) == (2, [1, 2])
+
+
+async def test_chunks_are_written_behind_in_order_and_compacted(sqlite_stores) -> None:
+    stores, db = sqlite_stores
+    writer = Writer(stores, str(uuid.uuid4()))
+    await writer.create()
+    await writer.state(TaskState.TASK_STATE_WORKING)
+    versions = [await writer.chunk("c0 ", append=False)]
+    versions += [await writer.chunk(f"c{i} ") for i in range(1, 40)]
+    assert versions == list(range(3, 43))
+    # Handed out at once; nothing of it had to wait for the database.
+    stored, _ = stored_rows(db, writer.task.id)
+    assert stored is not None and stored < 42
+    # This process reads its own writes, compacted into one part.
+    current = await stores.tasks.get(writer.task.id, CTX)
+    assert current is not None and version_number(current.version) == 42
+    assert [p.text for p in current.task.artifacts[0].parts] == ["".join(f"c{i} " for i in range(40))]
+    await stores.tasks.wait_stored(writer.task.id)
+    assert stored_rows(db, writer.task.id) == (42, list(range(1, 43)))
+
+
+async def test_terminal_state_lands_with_every_chunk_before_it(sqlite_stores) -> None:
+    stores, db = sqlite_stores
+    writer = Writer(stores, str(uuid.uuid4()))
+    await writer.create()
+    await writer.chunk("a", append=False)
+    for _ in range(30):
+        await writer.chunk("b")
+    final = await writer.state(TaskState.TASK_STATE_COMPLETED)
+    # No wait_stored: the terminal save itself returned only once all was committed.
+    assert stored_rows(db, writer.task.id) == (final, list(range(1, final + 1)))
+    fresh = await open_stores(f"sqlite+aiosqlite:///{db}", event_retention=0)
+    try:
+        stored = await fresh.tasks.get(writer.task.id, CTX)
+    finally:
+        await fresh.aclose()
+    assert stored is not None
+    assert stored.task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert [p.text for p in stored.task.artifacts[0].parts] == ["a" + "b" * 30]
+
+
+async def test_the_event_log_serves_unstored_events_to_followers_here(sqlite_stores) -> None:
+    stores, _ = sqlite_stores
+    writer = Writer(stores, str(uuid.uuid4()))
+    await writer.create()
+    await writer.chunk("x", append=False)
+    await writer.chunk("y")
+    assert stores.event_log is not None
+    logged = await stores.event_log.read_after(writer.task.id, 0)
+    assert [v for v, _ in logged] == [1, 2, 3]
+    await stores.tasks.wait_stored(writer.task.id)
+    assert [v for v, _ in await stores.event_log.read_after(writer.task.id, 1)] == [2, 3]
+
+
+async def test_a_new_writer_after_a_crash_skips_the_unstored_versions(tmp_path: Path) -> None:
+    db = tmp_path / "tasks.db"
+    url = f"sqlite+aiosqlite:///{db}"
+    crashed = await open_stores(url, event_retention=0)
+    writer = Writer(crashed, str(uuid.uuid4()))
+    await writer.create()
+    await writer.state(TaskState.TASK_STATE_WORKING)
+    streamed = [await writer.chunk("lost", append=False)] + [await writer.chunk("!") for _ in range(5)]
+    # The process dies before the committer ran: those chunks never reach the database.
+    committer = crashed._group_commit._committer  # type: ignore[union-attr]
+    assert committer is not None
+    committer.cancel()
+    await asyncio.gather(committer, return_exceptions=True)
+    assert stored_rows(db, writer.task.id) == (2, [1, 2])
+    await crashed.engine.dispose()  # type: ignore[union-attr]
+
+    restarted = await open_stores(url, event_retention=0)
+    try:
+        stored = await restarted.tasks.get(writer.task.id, CTX)
+        assert stored is not None and version_number(stored.version) == 2
+        resumed = Writer(restarted, writer.task.id)
+        resumed.task, resumed.version = stored.task, stored.version
+        first = await resumed.chunk("new", append=False)
+        assert first == 2 + MAX_UNSTORED + 1
+        assert first > max(streamed)
+        final = await resumed.state(TaskState.TASK_STATE_COMPLETED)
+        assert stored_rows(db, writer.task.id) == (final, [1, 2, first, final])
+    finally:
+        await restarted.aclose()
+
+
+async def test_a_cancel_from_another_process_wins_over_unstored_chunks(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    running = await open_stores(url, event_retention=0)
+    other = await open_stores(url, event_retention=0)
+    try:
+        writer = Writer(running, str(uuid.uuid4()))
+        await writer.create()
+        await writer.state(TaskState.TASK_STATE_WORKING)
+        await writer.chunk("a", append=False)
+        # Another replica cancels (the SDK's CancelTask: no version check).
+        stored = await other.tasks.get(writer.task.id, CTX)
+        assert stored is not None
+        canceled = Task()
+        canceled.CopyFrom(stored.task)
+        canceled.status.CopyFrom(status(TaskState.TASK_STATE_CANCELED))
+        event = TaskStatusUpdateEvent(task_id=canceled.id, context_id="ctx", status=canceled.status)
+        cancel_version = await other.tasks.save(
+            canceled, event=event, prev_version=stored.version, context=CTX
+        )
+        assert version_number(cancel_version) > 3
+        await writer.chunk("b")
+        with pytest.raises(ConcurrentTaskModificationError):
+            await running.tasks.wait_stored(writer.task.id)
+        with pytest.raises(ConcurrentTaskModificationError):
+            await writer.chunk("c")
+        final = await running.tasks.get(writer.task.id, CTX)
+        assert final is not None and final.task.status.state == TaskState.TASK_STATE_CANCELED
+    finally:
+        await running.aclose()
+        await other.aclose()
+
+
+async def test_many_tasks_share_transactions_and_wait_out_a_locked_database(
+    sqlite_stores,
+) -> None:
+    stores, db = sqlite_stores
+    writers = [Writer(stores, str(uuid.uuid4())) for _ in range(50)]
+    await asyncio.gather(*(w.create() for w in writers))
+    # Another connection holds SQLite's write lock for a while: writes wait, none fails.
+    blocker = sqlite3.connect(db, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    async def stream(w: Writer) -> int:
+        await w.chunk("0", append=False)
+        for i in range(1, 20):
+            await w.chunk(str(i % 10))
+            await asyncio.sleep(0.01)
+        return await w.state(TaskState.TASK_STATE_COMPLETED)
+
+    streams = asyncio.gather(*(stream(w) for w in writers))
+    await asyncio.sleep(1.5)
+    assert not streams.done()  # the terminal states cannot be stored yet
+    blocker.execute("COMMIT")
+    blocker.close()
+    finals = await asyncio.wait_for(streams, 60)
+    for w, final in zip(writers, finals, strict=True):
+        assert stored_rows(db, w.task.id) == (final, list(range(1, final + 1)))

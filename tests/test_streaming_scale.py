@@ -1,0 +1,209 @@
+"""Streaming at scale over real HTTP/SSE: many concurrent streams in durable mode, a
+SIGKILL while chunks are not stored yet, a database held locked for longer than the
+old store wait, and a long answer stored as one part."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.fixtures.scripted_adapter import read_records
+from tests.support.durable import durable_env
+from tests.support.procs import ServerProcess
+from tests.support.sse import (
+    A2A,
+    Frame,
+    assert_increasing,
+    read_frames,
+    state_of,
+    stream_request,
+    subscribe_request,
+    task_id_of,
+    text_of,
+)
+
+
+def expected(chunks: int) -> str:
+    return "".join(f"c{i} " for i in range(chunks))
+
+
+async def get_task(http: httpx.AsyncClient, base: str, task_id: str) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": task_id}}
+    response = await http.post(f"{base}/", json=body, headers=A2A)
+    payload = response.json()
+    assert "result" in payload, payload
+    return payload["result"]
+
+
+async def wait_done(http: httpx.AsyncClient, base: str, task_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    task: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        task = await get_task(http, base, task_id)
+        if task["status"]["state"] in ("TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED"):
+            return task
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"task {task_id} not finished after {timeout}s: {task['status']}")
+
+
+def parts_text(task: dict[str, Any]) -> list[str]:
+    return [p.get("text", "") for a in task.get("artifacts", []) for p in a["parts"]]
+
+
+def starts(records: Path, task_id: str) -> int:
+    return sum(1 for r in read_records(records, task_id) if r["event"] == "start")
+
+
+@pytest.mark.temporal
+@pytest.mark.slow
+async def test_100_concurrent_durable_streams_all_complete_running_once(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    server = server_factory(durable_env(temporal_server.address, records))
+    chunks = 100  # 5 s each
+    limits = httpx.Limits(max_connections=120, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+        request = stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05})
+        results = await asyncio.gather(
+            *(read_frames(http, request, timeout=150) for _ in range(100))
+        )
+        for frames in results:
+            assert state_of(frames[-1][1]) == "TASK_STATE_COMPLETED", frames[-1]
+            assert text_of(frames) == expected(chunks)
+            assert_increasing(frames)
+            task_id = task_id_of(frames)
+            task = await get_task(http, server.url, task_id)
+            assert parts_text(task) == [expected(chunks)]
+            assert starts(records, task_id) == 1, read_records(records, task_id)
+    assert "Retrying" not in server.log()
+
+
+@pytest.mark.temporal
+async def test_sigkill_with_unstored_chunks_then_restart_delivers_the_exact_answer(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    """Chunks come faster than the store's flush interval, so some of what the client
+    saw was never stored when the process dies: the log keeps a gap-free prefix, the
+    retry's events come after every offset the client saw, and resuming from the last
+    one it saw gives exactly the answer."""
+    env = durable_env(temporal_server.address, tmp_path / "records", STREAM_BATCH_WINDOW="0")
+    workdir = tmp_path / "crash"
+    server = server_factory(env, workdir=workdir)
+    chunks = 200
+    request = stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.01})
+    async with httpx.AsyncClient(timeout=30) as http:
+        before = await read_frames(http, request, stop_after_chunks=60)
+        server.kill()
+        task_id = task_id_of(before)
+        restarted = server_factory(env, workdir=workdir, port=server.port)
+        after = await read_frames(
+            http,
+            subscribe_request("JSONRPC", restarted.url, task_id),
+            last_event_id=before[-1][0],
+            timeout=60,
+        )
+        assert after[0][0] > before[-1][0]
+        assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
+        assert text_of(before + after) == expected(chunks)
+        replay = await read_frames(
+            http, subscribe_request("JSONRPC", restarted.url, task_id), last_event_id=0
+        )
+        assert_increasing(replay)
+        # What the crashed process stored is a prefix of what it streamed; then the retry.
+        stored_before = [f for f in replay if f[0] <= before[-1][0]]
+        assert stored_before == before[: len(stored_before)]
+        assert replay[len(stored_before) :] == after
+        assert text_of(replay) == expected(chunks)
+        task = await wait_done(http, restarted.url, task_id, 30)
+        assert parts_text(task) == [expected(chunks)]
+
+
+class WriteLock:
+    """Holds SQLite's write lock from another connection, like a long migration would."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.taken = threading.Event()
+        self.release = threading.Event()
+
+    def hold(self) -> None:
+        conn = sqlite3.connect(self.db, isolation_level=None, timeout=30)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            self.taken.set()
+            self.release.wait(120)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["direct", pytest.param("durable", marks=pytest.mark.temporal)])
+async def test_a_store_locked_longer_than_30_s_slows_tasks_down_without_failing_them(
+    request: pytest.FixtureRequest, server_factory, tmp_path: Path, mode: str
+) -> None:
+    records = tmp_path / "records"
+    if mode == "durable":
+        env = durable_env(request.getfixturevalue("temporal_server").address, records)
+    else:
+        env = {
+            "ADAPTER_MODULE": str(Path(__file__).parent / "fixtures" / "scripted_adapter.py"),
+            "ADAPTER_OPTIONS": json.dumps({"record_dir": str(records)}),
+        }
+    server: ServerProcess = server_factory(env)
+    chunks = 80  # 4 s each
+    stream = stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05})
+    lock = WriteLock(server.workdir / "data" / "tasks.db")
+    async with httpx.AsyncClient(timeout=120) as http:
+        streams = [
+            asyncio.create_task(read_frames(http, stream, timeout=150)) for _ in range(8)
+        ]
+        await asyncio.sleep(1.0)
+        holder = threading.Thread(target=lock.hold, daemon=True)
+        holder.start()
+        assert await asyncio.to_thread(lock.taken.wait, 30)
+        await asyncio.sleep(35)
+        lock.release.set()
+        await asyncio.to_thread(holder.join, 30)
+        results: list[list[Frame]] = await asyncio.gather(*streams)
+        for frames in results:
+            assert state_of(frames[-1][1]) == "TASK_STATE_COMPLETED", frames[-1]
+            assert text_of(frames) == expected(chunks)
+            task_id = task_id_of(frames)
+            task = await wait_done(http, server.url, task_id, 30)
+            assert parts_text(task) == [expected(chunks)]
+            assert starts(records, task_id) == 1, read_records(records, task_id)
+    assert "Retrying" not in server.log()
+
+
+async def test_a_4000_chunk_answer_is_stored_as_one_part(server_factory, tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    server = server_factory(
+        {
+            "ADAPTER_MODULE": str(Path(__file__).parent / "fixtures" / "scripted_adapter.py"),
+            "ADAPTER_OPTIONS": json.dumps({"record_dir": str(records)}),
+            "STREAM_BATCH_WINDOW": "0",
+        }
+    )
+    chunks = 4000
+    async with httpx.AsyncClient(timeout=60) as http:
+        frames = await read_frames(
+            http, stream_request("JSONRPC", server.url, "go", {"chunks": chunks}), timeout=120
+        )
+        assert text_of(frames) == expected(chunks)
+        task = await get_task(http, server.url, task_id_of(frames))
+    assert parts_text(task) == [expected(chunks)]
+    with sqlite3.connect(server.workdir / "data" / "tasks.db") as conn:
+        (artifacts,) = conn.execute(
+            "SELECT artifacts FROM tasks WHERE id = ?", (task["id"],)
+        ).fetchone()
+    assert len(json.loads(artifacts)[0]["parts"]) == 1
