@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +14,27 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
+
+
+RUNNING_TASKS_PER_CPU = 16
+
+
+def default_max_running_tasks() -> int:
+    """16 running tasks per CPU this process may use.
+
+    A running task costs the event loop and the task store a write per merged
+    chunk (up to 1 / STREAM_BATCH_WINDOW a second). On the 2-core benchmark
+    machine 20 concurrent streams of an adapter that waits like a model API
+    already take 4x as long as one alone (docs/performance.md), so a burst of
+    hundreds would slow every stream to a crawl; 16 per CPU (32 there) keeps
+    that bounded and still leaves room for adapters that mostly wait on a
+    remote model. CPU-heavy adapters (a local model) want fewer.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return RUNNING_TASKS_PER_CPU * max(1, cpus)
 
 
 class Settings(BaseSettings):
@@ -50,6 +72,15 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_REQUEST_BYTES"), ge=1
     )
     request_timeout: float = Field(30.0, validation_alias=_env("MOLECULE_REQUEST_TIMEOUT"), gt=0)
+
+    # Admission control: tasks running at once (0: no limit), and accepted
+    # tasks waiting for a slot; past both, new messages are refused (503).
+    max_running_tasks: int = Field(
+        default_factory=default_max_running_tasks,
+        validation_alias=_env("MOLECULE_MAX_RUNNING_TASKS"),
+        ge=0,
+    )
+    max_queued_tasks: int = Field(1000, validation_alias=_env("MOLECULE_MAX_QUEUED_TASKS"), ge=0)
 
     # Resumable streams and push notifications
     event_retention: float = Field(

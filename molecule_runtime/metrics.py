@@ -35,6 +35,19 @@ FALLBACKS = Counter(
 TEMPORAL_CONNECTED = Gauge(
     "molecule_temporal_connected", "1 when durable mode is connected to Temporal, else 0"
 )
+# Admission control (molecule_runtime/execution/admission.py).
+ADMISSION_RUNNING = Gauge(
+    "molecule_admission_running_tasks",
+    "Tasks holding a running slot (MOLECULE_MAX_RUNNING_TASKS)",
+)
+ADMISSION_QUEUED = Gauge(
+    "molecule_admission_queued_tasks",
+    "Accepted tasks waiting for a running slot (MOLECULE_MAX_QUEUED_TASKS)",
+)
+ADMISSION_REFUSED = Counter(
+    "molecule_admission_refused_total",
+    "Requests refused because the running slots and the line were full (nothing created)",
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -15,6 +15,7 @@ from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
 
 from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
+from molecule_runtime.execution.admission import claim
 from molecule_runtime.execution.direct import MODE_KEY, run_direct
 from molecule_runtime.execution.events import (
     STATE_LABELS,
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # Set by the request context builder: False when the client started a new
 # conversation, so there is no history to look up.
 CONTINUES_CONTEXT = "molecule.continues_context"
+
+CANCELED_WAITING = "Canceled while it waited for a free slot; it never ran."
 
 REJECT_NO_TEXT = (
     "This agent accepts text: the message has no text part (or only empty text). "
@@ -150,44 +153,66 @@ class RuntimeExecutor(AgentExecutor):
             mode = "durable"
         else:
             mode = "direct"
-        started_working = False
-        if current is None:
-            # The SDK requires the Task before any status update. A direct
-            # task starts out working: one event (and store write) fewer.
-            started_working = has_text and mode == "direct"
-            metadata = {INSTANCE_KEY: self.instance_id}
-            if started_working:
-                metadata[MODE_KEY] = "direct"
-            await events.created(
-                context.message,
-                TaskState.TASK_STATE_WORKING if started_working else TaskState.TASK_STATE_SUBMITTED,
-                metadata,
-            )
-        if not has_text:
-            await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
-            return
-        if self.durable is not None and mode == "direct" and current is None:
-            metrics.FALLBACKS.inc()
-        continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
-        history = await self._history(context) if continues else []
-        task = build_task_input(context, history)
-        started = time.monotonic()
-        label = "direct" if mode == "direct" else "durable"
-        metrics.IN_FLIGHT.labels(label).inc()
+        # Admission control (execution/admission.py): the request handler
+        # admitted this message; it runs once it holds a running slot, which
+        # it keeps until this run ends (not while the task waits for input).
+        ticket = claim(context.call_context) if has_text else None
         try:
-            mode_used = await self._run(task, events, mode, started_working)
-        except BaseException:
+            started_working = False
+            if current is None:
+                # The SDK requires the Task before any status update. A direct
+                # task that can start at once starts out working: one event (and
+                # store write) fewer. One that must wait is submitted until then.
+                started_working = (
+                    has_text and mode == "direct" and (ticket is None or ticket.try_start())
+                )
+                metadata = {INSTANCE_KEY: self.instance_id}
+                if has_text and mode == "direct":
+                    # Also while it waits: if the process dies, the start-up sweep fails it.
+                    metadata[MODE_KEY] = "direct"
+                await events.created(
+                    context.message,
+                    TaskState.TASK_STATE_WORKING if started_working else TaskState.TASK_STATE_SUBMITTED,
+                    metadata,
+                )
+            if not has_text:
+                await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
+                return
+            if self.durable is not None and mode == "direct" and current is None:
+                metrics.FALLBACKS.inc()
+            started = time.monotonic()
+            label = "direct" if mode == "direct" else "durable"
             mode_used = label
-            raise
+            in_flight = False
+            try:
+                if ticket is not None and not ticket.try_start():
+                    # Before anything runs: in durable mode before the workflow
+                    # starts, so none of its timeouts tick while it waits. A
+                    # later turn keeps its input-required state meanwhile.
+                    try:
+                        await ticket.start()
+                    except asyncio.CancelledError:
+                        await events.status(TaskState.TASK_STATE_CANCELED, CANCELED_WAITING)
+                        raise
+                continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
+                history = await self._history(context) if continues else []
+                task = build_task_input(context, history)
+                metrics.IN_FLIGHT.labels(label).inc()
+                in_flight = True
+                mode_used = await self._run(task, events, mode, started_working)
+            finally:
+                if in_flight:
+                    metrics.IN_FLIGHT.labels(label).dec()
+                metrics.TASK_DURATION.labels(label).observe(time.monotonic() - started)
+                if events.first_chunk_at is not None:
+                    metrics.FIRST_CHUNK.labels(label).observe(events.first_chunk_at - started)
+                state = STATE_LABELS.get(events.terminal_state) or (
+                    "input-required" if events.input_required.is_set() else "canceled"
+                )
+                metrics.TASKS.labels(state, mode_used).inc()
         finally:
-            metrics.IN_FLIGHT.labels(label).dec()
-            metrics.TASK_DURATION.labels(label).observe(time.monotonic() - started)
-            if events.first_chunk_at is not None:
-                metrics.FIRST_CHUNK.labels(label).observe(events.first_chunk_at - started)
-            state = STATE_LABELS.get(events.terminal_state) or (
-                "input-required" if events.input_required.is_set() else "canceled"
-            )
-            metrics.TASKS.labels(state, mode_used).inc()
+            if ticket is not None:
+                ticket.release()
 
     async def _run(
         self, task: TaskInput, events: TaskEvents, mode: str, started_working: bool

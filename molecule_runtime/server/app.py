@@ -18,9 +18,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from molecule_runtime import metrics
+from molecule_runtime.execution.admission import Admission
 from molecule_runtime.execution.executor import RuntimeExecutor
 from molecule_runtime.runtime import Runtime
 from molecule_runtime.server.auth import BearerAuthMiddleware
+from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
@@ -49,6 +51,7 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         event_stream=stores.event_log,
         durable=runtime.durable,
         live_offsets=stores.live_offsets,
+        admission=Admission(settings.max_running_tasks, settings.max_queued_tasks),
         # Notifications are sent by the store's notifier for every write
         # (also headless ones), so the SDK gets no sender of its own.
         push_config_store=stores.push_configs if notifier is not None else None,
@@ -76,22 +79,28 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *create_agent_card_routes(card),
-        *with_event_ids(
-            create_rest_routes(
-                handler,
-                context_builder=context_builder,
-                path_prefix=REST_PREFIX,
-                shutdown_grace_period=sse_grace,
-            )
+        *answering_busy(
+            with_event_ids(
+                create_rest_routes(
+                    handler,
+                    context_builder=context_builder,
+                    path_prefix=REST_PREFIX,
+                    shutdown_grace_period=sse_grace,
+                )
+            ),
+            "rest",
         ),
-        *with_event_ids(
-            create_jsonrpc_routes(
-                handler,
-                rpc_url="/",
-                context_builder=context_builder,
-                enable_v0_3_compat=True,
-                shutdown_grace_period=sse_grace,
-            )
+        *answering_busy(
+            with_event_ids(
+                create_jsonrpc_routes(
+                    handler,
+                    rpc_url="/",
+                    context_builder=context_builder,
+                    enable_v0_3_compat=True,
+                    shutdown_grace_period=sse_grace,
+                )
+            ),
+            "jsonrpc",
         ),
     ]
     middleware = []

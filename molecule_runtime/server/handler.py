@@ -26,8 +26,10 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 
+from molecule_runtime.execution.admission import Admission, ServerBusyError, Ticket
 from molecule_runtime.execution.events import TERMINAL_STATES
 from molecule_runtime.execution.executor import CONTINUES_CONTEXT, DurableRunner
+from molecule_runtime.server.busy import note_refusal
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
 from molecule_runtime.states import is_terminal
 from molecule_runtime.store import LiveEventOffsets, TaskEventLog, version_number
@@ -87,6 +89,9 @@ class RuntimeRequestHandler(DefaultRequestHandler):
     The SDK calls the executor's `cancel()` only for tasks whose stream lives in
     this process; for the others it just records CANCELED in the store, which
     would leave the workflow (and the adapter) running.
+
+    SendMessage / SendStreamingMessage first take a place from admission control
+    (molecule_runtime/execution/admission.py); the executor takes that ticket over.
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         *args: object,
         durable: DurableRunner | None = None,
         live_offsets: LiveEventOffsets | None = None,
+        admission: Admission | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("request_context_builder", ConversationContextBuilder())
@@ -110,18 +116,45 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             _SDK_HANDLER_LOG.removeFilter(quiet)
         self._durable = durable
         self._live_offsets = live_offsets
+        self._admission = admission
         stream = self._event_stream
         self._event_log = stream if isinstance(stream, TaskEventLog) else None
+
+    def _admit(self, context: ServerCallContext) -> Ticket | None:
+        """A place in line for this message, taken before the SDK creates or
+        stores anything; a full line refuses it (see server/busy.py)."""
+        if self._admission is None:
+            return None
+        try:
+            return self._admission.admit(context)
+        except ServerBusyError as exc:
+            note_refusal(exc)
+            raise
+
+    async def on_message_send(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> Message | Task:
+        ticket = self._admit(context)
+        try:
+            return await super().on_message_send(params, context)
+        finally:
+            if ticket is not None:
+                ticket.release_unclaimed()
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        async for event in super().on_message_send_stream(params, context):
-            offset = None
-            if self._live_offsets is not None:
-                offset = self._live_offsets.lookup(_task_id_of(event), event)
-            set_offset(context, offset)
-            yield event
+        ticket = self._admit(context)
+        try:
+            async for event in super().on_message_send_stream(params, context):
+                offset = None
+                if self._live_offsets is not None:
+                    offset = self._live_offsets.lookup(_task_id_of(event), event)
+                set_offset(context, offset)
+                yield event
+        finally:
+            if ticket is not None:
+                ticket.release_unclaimed()
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext

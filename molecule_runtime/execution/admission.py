@@ -1,0 +1,194 @@
+"""Admission control: how many tasks run at once in this process, and how many may wait.
+
+Without it every SendMessage starts its adapter (or workflow) at once, and a
+burst of long LLM streams shares one event loop and one task store until all
+of them crawl. Here a task needs a *running slot*: past `max_running` it waits
+in line, stored as `submitted`; past `max_running + max_queued` admitted tasks
+a new request is refused before anything is created or stored, so a client is
+never told "accepted" and then failed for the server's own load (DESIGN.md:
+slow down under load, never fail a task because the runtime is busy).
+
+It takes two steps because they happen in two places:
+
+1. `Admission.admit()` in the request handler, before the SDK creates or stores
+   anything: the request gets a `Ticket` (a place in line) or `ServerBusyError`;
+2. in the executor, once the task exists: `claim()` hands the ticket
+   over, `Ticket.try_start()` / `Ticket.start()` take (or wait for) a slot, and
+   `Ticket.release()` frees it when the run ends.
+
+Slots are granted first come, first served. Everything runs on the event
+loop's thread, so plain counters need no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from enum import Enum
+
+from a2a.server.context import ServerCallContext
+from a2a.utils.errors import A2AError
+
+from molecule_runtime import metrics
+
+# Call-context state key: the ticket the request was admitted with.
+TICKET_KEY = "molecule.admission_ticket"
+
+# What a refused client is told to wait before retrying. A fixed hint: the line
+# is full, so at least one running task must finish before the next has room.
+RETRY_AFTER_SECONDS = 5
+
+
+class ServerBusyError(A2AError):
+    """Refused by admission control before anything was created: retry later."""
+
+    message = "Server busy"
+
+    def __init__(self, admission: Admission) -> None:
+        self.retry_after = admission.retry_after
+        self.max_running = admission.max_running
+        self.max_queued = admission.max_queued
+        super().__init__(
+            f"Server busy: {admission.running} of {admission.max_running} running slots and "
+            f"{admission.queued} of {admission.max_queued} places in line are taken "
+            "(MOLECULE_MAX_RUNNING_TASKS, MOLECULE_MAX_QUEUED_TASKS). Nothing was created; "
+            f"send the request again in {admission.retry_after} seconds."
+        )
+
+
+class _State(Enum):
+    ADMITTED = "admitted"  # the handler holds it; the task does not exist yet
+    CLAIMED = "claimed"  # the executor holds it: the task exists and waits for a slot
+    RUNNING = "running"  # it holds a running slot
+    RELEASED = "released"
+
+
+class Ticket:
+    """One admitted request: a place in line, then a running slot."""
+
+    def __init__(self, admission: Admission) -> None:
+        self._admission = admission
+        self._state = _State.ADMITTED
+
+    def try_start(self) -> bool:
+        """Take a free slot now; False when the task has to wait for one."""
+        if self._state is _State.RUNNING:
+            return True
+        return self._admission._take_slot(self)
+
+    async def start(self) -> None:
+        """Wait for a running slot (in arrival order)."""
+        if self.try_start():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (self, waiter)
+        self._admission._waiting.append(entry)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            # CancelTask (or shutdown) while waiting. If the slot was granted in
+            # the same instant the ticket is running and release() frees it.
+            if entry in self._admission._waiting:
+                self._admission._waiting.remove(entry)
+            raise
+
+    def release(self) -> None:
+        """Give back the slot or the place in line; safe to call more than once."""
+        self._admission._release(self)
+
+    def release_unclaimed(self) -> None:
+        """The request ended before the executor took the ticket over: give it back.
+
+        A task that started running keeps its ticket until its run ends, also
+        after the client went away.
+        """
+        if self._state is _State.ADMITTED:
+            self._admission._release(self)
+
+
+class Admission:
+    """Running slots and a bounded line for the tasks of this process."""
+
+    def __init__(
+        self, max_running: int, max_queued: int, *, retry_after: int = RETRY_AFTER_SECONDS
+    ) -> None:
+        # max_running 0: no limit (and so no line).
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self.retry_after = retry_after
+        self._admitted = 0  # tickets not released: running or waiting
+        self._running = 0
+        self._waiting: deque[tuple[Ticket, asyncio.Future[None]]] = deque()
+        self._publish()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @property
+    def queued(self) -> int:
+        """Admitted but not running: waiting for a slot (or about to be created)."""
+        return self._admitted - self._running
+
+    def admit(self, context: ServerCallContext) -> Ticket:
+        """A place for the request of `context`, or ServerBusyError when the line is full."""
+        if self.max_running and self._admitted >= self.max_running + self.max_queued:
+            metrics.ADMISSION_REFUSED.inc()
+            raise ServerBusyError(self)
+        ticket = self._enter()
+        context.state[TICKET_KEY] = ticket
+        return ticket
+
+    def _enter(self) -> Ticket:
+        self._admitted += 1
+        self._publish()
+        return Ticket(self)
+
+    def _take_slot(self, ticket: Ticket) -> bool:
+        # Only when nobody waits: a newcomer must not overtake the line.
+        if self.max_running and (self._running >= self.max_running or self._waiting):
+            return False
+        self._grant(ticket)
+        return True
+
+    def _grant(self, ticket: Ticket) -> None:
+        ticket._state = _State.RUNNING
+        self._running += 1
+        self._publish()
+
+    def _release(self, ticket: Ticket) -> None:
+        if ticket._state is _State.RELEASED:
+            return
+        if ticket._state is _State.RUNNING:
+            self._running -= 1
+        ticket._state = _State.RELEASED
+        self._admitted -= 1
+        while self._waiting and (not self.max_running or self._running < self.max_running):
+            waiting, waiter = self._waiting.popleft()
+            if waiter.done():
+                continue  # cancelled; its ticket is released by its own run
+            self._grant(waiting)
+            waiter.set_result(None)
+        self._publish()
+
+    def _publish(self) -> None:
+        metrics.ADMISSION_RUNNING.set(self._running)
+        metrics.ADMISSION_QUEUED.set(self.queued)
+
+
+def claim(context: ServerCallContext) -> Ticket | None:
+    """The executor takes over the ticket of the request that `context` belongs to.
+
+    None when the request was not admitted (no admission control). A ticket the
+    handler already gave back (its client left before the task ran, e.g. while
+    an earlier message of the same task still ran) is replaced by a new one,
+    past the bound: the message was accepted, so it is never refused now.
+    """
+    ticket = context.state.get(TICKET_KEY)
+    if not isinstance(ticket, Ticket):
+        return None
+    if ticket._state is _State.RELEASED:
+        ticket = ticket._admission._enter()
+    if ticket._state is _State.ADMITTED:
+        ticket._state = _State.CLAIMED
+    return ticket
