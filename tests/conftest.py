@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import PostgresServer, shared_postgres
 from tests.support.procs import ServerProcess
 from tests.support.temporal import TemporalDevServer
 
@@ -19,6 +20,12 @@ def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tempor
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    with shared_postgres() as server:
+        yield server
 
 
 @pytest.fixture

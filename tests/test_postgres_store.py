@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,13 +13,7 @@ from sqlalchemy import text
 
 from molecule_runtime.store import open_stores
 from tests.support.a2a import make_client, task_text, user_message
-from tests.support.postgres import PASSWORD, PostgresServer, find_bindir, shared_postgres
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with shared_postgres() as server:
-        yield server
+from tests.support.postgres import PASSWORD, PostgresServer, find_bindir
 
 
 @pytest.fixture

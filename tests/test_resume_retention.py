@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from a2a.types.a2a_pb2 import Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 from sqlalchemy import func, select
 
 from molecule_runtime.store import open_stores, prune_events
-from tests.support.postgres import PostgresServer, shared_postgres
 
 A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 
@@ -54,10 +52,6 @@ async def _logged(stores, task_id: str) -> int:
         ).scalar_one()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with shared_postgres() as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +24,7 @@ from a2a.types.a2a_pb2 import (
 from tests.fixtures.scripted_adapter import read_records
 from tests.support.a2a import make_client, stream_events, task_text
 from tests.support.durable import durable_env, readyz, scripted_message, wait_terminal
-from tests.support.postgres import PostgresServer, shared_postgres
+from tests.support.postgres import PostgresServer
 from tests.support.procs import ServerProcess
 
 pytestmark = pytest.mark.temporal
@@ -34,10 +33,6 @@ CHUNKS = 20
 DELAY = 0.15  # 3 s per task: long enough to be killed mid-stream
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with shared_postgres() as server:
-        yield server
 
 
 def final_state(event) -> int:

@@ -1,11 +1,14 @@
-"""The write-behind, group-commit task store on a real SQLite file (and PostgreSQL in
-test_postgres_store.py): what is stored when, versions, compaction, conflicts."""
+"""The write-behind, group-commit task store on a real SQLite file and a real
+PostgreSQL server: what is stored when, versions, compaction, conflicts, a locked
+database."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,9 +25,11 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from molecule_runtime.store import Stores, open_stores, version_number
-from molecule_runtime.store.group_commit import MAX_UNSTORED
+from molecule_runtime.store.task_writes import MAX_UNSTORED
 
 CTX = ServerCallContext()
 
@@ -35,17 +40,53 @@ def status(state: TaskState) -> TaskStatus:
     return s
 
 
-def stored_rows(db: Path, task_id: str) -> tuple[int | None, list[int]]:
-    """(stored version, logged event versions) read through a separate connection."""
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT version FROM task_versions WHERE task_id=?", (task_id,)).fetchone()
-        events = [
-            v
-            for (v,) in conn.execute(
-                "SELECT task_version FROM task_events WHERE task_id=? ORDER BY seq", (task_id,)
-            )
-        ]
-    return (row[0] if row else None), events
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    return request.getfixturevalue("postgres").database()
+
+
+async def stored_rows(url: str, task_id: str) -> tuple[int | None, list[int]]:
+    """(stored version, logged event versions) read through a connection of its own."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            version = (
+                await conn.execute(
+                    text("SELECT version FROM task_versions WHERE task_id = :t"), {"t": task_id}
+                )
+            ).scalar_one_or_none()
+            events = (
+                await conn.execute(
+                    text("SELECT task_version FROM task_events WHERE task_id = :t ORDER BY seq"),
+                    {"t": task_id},
+                )
+            ).scalars()
+            return version, list(events)
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def write_lock(url: str) -> AsyncIterator[None]:
+    """Another connection holds the tables' write lock, like a long migration would."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url.removeprefix("sqlite+aiosqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("COMMIT")
+            conn.close()
+        return
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("LOCK TABLE task_versions IN EXCLUSIVE MODE"))
+            yield
+    finally:
+        await engine.dispose()
 
 
 class Writer:
@@ -85,26 +126,25 @@ class Writer:
 
 
 @pytest.fixture
-async def sqlite_stores(tmp_path: Path):
-    db = tmp_path / "tasks.db"
-    stores = await open_stores(f"sqlite+aiosqlite:///{db}", event_retention=0)
+async def opened(store_url: str):
+    stores = await open_stores(store_url, event_retention=0)
     try:
-        yield stores, db
+        yield stores, store_url
     finally:
         await stores.aclose()
 
 
-async def test_state_changes_are_stored_before_save_returns(sqlite_stores) -> None:
-    stores, db = sqlite_stores
+async def test_state_changes_are_stored_before_save_returns(opened) -> None:
+    stores, url = opened
     writer = Writer(stores, str(uuid.uuid4()))
     assert await writer.create() == 1
-    assert stored_rows(db, writer.task.id) == (1, [1])
+    assert await stored_rows(url, writer.task.id) == (1, [1])
     assert await writer.state(TaskState.TASK_STATE_WORKING) == 2
-    assert stored_rows(db, writer.task.id) == (2, [1, 2])
+    assert await stored_rows(url, writer.task.id) == (2, [1, 2])
 
 
-async def test_chunks_are_written_behind_in_order_and_compacted(sqlite_stores) -> None:
-    stores, db = sqlite_stores
+async def test_chunks_are_written_behind_in_order_and_compacted(opened) -> None:
+    stores, url = opened
     writer = Writer(stores, str(uuid.uuid4()))
     await writer.create()
     await writer.state(TaskState.TASK_STATE_WORKING)
@@ -112,18 +152,18 @@ async def test_chunks_are_written_behind_in_order_and_compacted(sqlite_stores) -
     versions += [await writer.chunk(f"c{i} ") for i in range(1, 40)]
     assert versions == list(range(3, 43))
     # Handed out at once; nothing of it had to wait for the database.
-    stored, _ = stored_rows(db, writer.task.id)
+    stored, _ = await stored_rows(url, writer.task.id)
     assert stored is not None and stored < 42
     # This process reads its own writes, compacted into one part.
     current = await stores.tasks.get(writer.task.id, CTX)
     assert current is not None and version_number(current.version) == 42
     assert [p.text for p in current.task.artifacts[0].parts] == ["".join(f"c{i} " for i in range(40))]
     await stores.tasks.wait_stored(writer.task.id)
-    assert stored_rows(db, writer.task.id) == (42, list(range(1, 43)))
+    assert await stored_rows(url, writer.task.id) == (42, list(range(1, 43)))
 
 
-async def test_terminal_state_lands_with_every_chunk_before_it(sqlite_stores) -> None:
-    stores, db = sqlite_stores
+async def test_terminal_state_lands_with_every_chunk_before_it(opened) -> None:
+    stores, url = opened
     writer = Writer(stores, str(uuid.uuid4()))
     await writer.create()
     await writer.chunk("a", append=False)
@@ -131,8 +171,8 @@ async def test_terminal_state_lands_with_every_chunk_before_it(sqlite_stores) ->
         await writer.chunk("b")
     final = await writer.state(TaskState.TASK_STATE_COMPLETED)
     # No wait_stored: the terminal save itself returned only once all was committed.
-    assert stored_rows(db, writer.task.id) == (final, list(range(1, final + 1)))
-    fresh = await open_stores(f"sqlite+aiosqlite:///{db}", event_retention=0)
+    assert await stored_rows(url, writer.task.id) == (final, list(range(1, final + 1)))
+    fresh = await open_stores(url, event_retention=0)
     try:
         stored = await fresh.tasks.get(writer.task.id, CTX)
     finally:
@@ -142,8 +182,8 @@ async def test_terminal_state_lands_with_every_chunk_before_it(sqlite_stores) ->
     assert [p.text for p in stored.task.artifacts[0].parts] == ["a" + "b" * 30]
 
 
-async def test_the_event_log_serves_unstored_events_to_followers_here(sqlite_stores) -> None:
-    stores, _ = sqlite_stores
+async def test_the_event_log_serves_unstored_events_to_followers_here(opened) -> None:
+    stores, _ = opened
     writer = Writer(stores, str(uuid.uuid4()))
     await writer.create()
     await writer.chunk("x", append=False)
@@ -155,9 +195,8 @@ async def test_the_event_log_serves_unstored_events_to_followers_here(sqlite_sto
     assert [v for v, _ in await stores.event_log.read_after(writer.task.id, 1)] == [2, 3]
 
 
-async def test_a_new_writer_after_a_crash_skips_the_unstored_versions(tmp_path: Path) -> None:
-    db = tmp_path / "tasks.db"
-    url = f"sqlite+aiosqlite:///{db}"
+async def test_a_new_writer_after_a_crash_skips_the_unstored_versions(store_url: str) -> None:
+    url = store_url
     crashed = await open_stores(url, event_retention=0)
     writer = Writer(crashed, str(uuid.uuid4()))
     await writer.create()
@@ -168,7 +207,7 @@ async def test_a_new_writer_after_a_crash_skips_the_unstored_versions(tmp_path: 
     assert committer is not None
     committer.cancel()
     await asyncio.gather(committer, return_exceptions=True)
-    assert stored_rows(db, writer.task.id) == (2, [1, 2])
+    assert await stored_rows(url, writer.task.id) == (2, [1, 2])
     await crashed.engine.dispose()  # type: ignore[union-attr]
 
     restarted = await open_stores(url, event_retention=0)
@@ -181,13 +220,13 @@ async def test_a_new_writer_after_a_crash_skips_the_unstored_versions(tmp_path: 
         assert first == 2 + MAX_UNSTORED + 1
         assert first > max(streamed)
         final = await resumed.state(TaskState.TASK_STATE_COMPLETED)
-        assert stored_rows(db, writer.task.id) == (final, [1, 2, first, final])
+        assert await stored_rows(url, writer.task.id) == (final, [1, 2, first, final])
     finally:
         await restarted.aclose()
 
 
-async def test_a_cancel_from_another_process_wins_over_unstored_chunks(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+async def test_a_cancel_from_another_process_wins_over_unstored_chunks(store_url: str) -> None:
+    url = store_url
     running = await open_stores(url, event_retention=0)
     other = await open_stores(url, event_retention=0)
     try:
@@ -219,14 +258,11 @@ async def test_a_cancel_from_another_process_wins_over_unstored_chunks(tmp_path:
 
 
 async def test_many_tasks_share_transactions_and_wait_out_a_locked_database(
-    sqlite_stores,
+    opened,
 ) -> None:
-    stores, db = sqlite_stores
+    stores, url = opened
     writers = [Writer(stores, str(uuid.uuid4())) for _ in range(50)]
     await asyncio.gather(*(w.create() for w in writers))
-    # Another connection holds SQLite's write lock for a while: writes wait, none fails.
-    blocker = sqlite3.connect(db, isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
 
     async def stream(w: Writer) -> int:
         await w.chunk("0", append=False)
@@ -235,11 +271,11 @@ async def test_many_tasks_share_transactions_and_wait_out_a_locked_database(
             await asyncio.sleep(0.01)
         return await w.state(TaskState.TASK_STATE_COMPLETED)
 
-    streams = asyncio.gather(*(stream(w) for w in writers))
-    await asyncio.sleep(1.5)
-    assert not streams.done()  # the terminal states cannot be stored yet
-    blocker.execute("COMMIT")
-    blocker.close()
+    # Writes wait while another connection holds the lock; none fails.
+    async with write_lock(url):
+        streams = asyncio.gather(*(stream(w) for w in writers))
+        await asyncio.sleep(1.5)
+        assert not streams.done()  # the terminal states cannot be stored yet
     finals = await asyncio.wait_for(streams, 60)
     for w, final in zip(writers, finals, strict=True):
-        assert stored_rows(db, w.task.id) == (final, list(range(1, final + 1)))
+        assert await stored_rows(url, w.task.id) == (final, list(range(1, final + 1)))

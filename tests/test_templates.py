@@ -71,7 +71,8 @@ def test_template_folder_is_complete(template: str) -> None:
 
 async def test_echo_template(server_factory, tmp_path: Path) -> None:
     cwd = lone_adapter(tmp_path, "echo")
-    server = server_factory(env=template_env(prefix="> "), cwd=cwd)
+    # A word every 20 ms: chunks faster than the store takes events would be merged.
+    server = server_factory(env=template_env(prefix="> ", delay=0.02), cwd=cwd)
     chunks, task = await run_task(server.url, "copy me please")
     assert chunks == ["> ", "copy", " me", " please"]
     assert task.status.state == TaskState.TASK_STATE_COMPLETED

@@ -36,7 +36,6 @@ from a2a.server.cluster import (
 )
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
-from a2a.server.models import TaskEventModel, TaskModel, TaskVersionModel
 from a2a.server.owner_resolver import resolve_user_scope
 from a2a.types.a2a_pb2 import (
     ListTasksRequest,
@@ -46,19 +45,21 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.proto_utils import to_stream_response
-from google.protobuf.json_format import MessageToDict
-from sqlalchemy import and_, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from molecule_runtime.states import TERMINAL_STATE_NAMES, TERMINAL_STATES
+from molecule_runtime.states import TERMINAL_STATE_NAMES
+from molecule_runtime.store.task_writes import (
+    MAX_UNSTORED,
+    PendingWrite,
+    is_transient,
+    task_row,
+    write_pending,
+)
 from molecule_runtime.store.versions import version_number
 
 log = logging.getLogger(__name__)
 
-# Events of one task streamed but not yet stored; also the version gap a new
-# writer of a task leaves, so it exceeds what a crashed writer could have streamed.
-MAX_UNSTORED = 64
 # How long streamed chunks may wait to be stored when nothing else is written;
 # a state change is committed at once, with everything pending before it.
 FLUSH_INTERVAL = 0.05
@@ -66,37 +67,6 @@ FLUSH_INTERVAL = 0.05
 IDLE_FORGET = 600.0
 # Back-off while the database refuses writes (locked, restarting): never give up.
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0
-_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57P01", "08006", "08003"})
-
-_TASKS = TaskModel.__table__
-_VERSIONS = TaskVersionModel.__table__
-_EVENTS = TaskEventModel.__table__
-
-
-def _is_transient(error: BaseException) -> bool:
-    if isinstance(error, DBAPIError) and not isinstance(error, IntegrityError):
-        return isinstance(error, OperationalError) or (
-            getattr(error.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
-        )
-    return isinstance(error, OSError | TimeoutError)
-
-
-def _row(task: Task, owner: str) -> dict[str, object]:
-    """The `tasks` row of a task, as the SDK's DatabaseTaskStore writes it."""
-    return {
-        "id": task.id,
-        "context_id": task.context_id,
-        "kind": "task",
-        "owner": owner,
-        "last_updated": (
-            task.status.timestamp.ToDatetime() if task.status.HasField("timestamp") else None
-        ),
-        "status": MessageToDict(task.status),
-        "artifacts": [MessageToDict(artifact) for artifact in task.artifacts],
-        "history": [MessageToDict(message) for message in task.history],
-        "metadata": MessageToDict(task.metadata) if task.metadata.fields else None,
-        "protocol_version": "1.0",
-    }
 
 
 @dataclass
@@ -116,17 +86,6 @@ class _Pending:
     @property
     def dirty(self) -> bool:
         return self.version > self.stored and self.error is None
-
-
-@dataclass
-class _Item:
-    task_id: str
-    pending: _Pending
-    expect: int
-    upto: int
-    row: dict[str, object]
-    events: list[tuple[int, bytes]]
-    cancel: bool
 
 
 class GroupCommitTaskStore(VersionedTaskStore):
@@ -271,142 +230,67 @@ class GroupCommitTaskStore(VersionedTaskStore):
                             await self._wake.wait()
             self._wake.clear()
             self._urgent = False
-            items = [self._item(task_id, p) for task_id, p in self._tasks.items() if p.dirty]
+            items = [(self._item(task_id, p), p) for task_id, p in self._tasks.items() if p.dirty]
             if items:
                 await self._commit_with_retries(items)
             self._forget_idle()
 
-    def _item(self, task_id: str, pending: _Pending) -> _Item:
+    def _item(self, task_id: str, pending: _Pending) -> PendingWrite:
         assert pending.snapshot is not None
-        return _Item(
+        return PendingWrite(
             task_id,
-            pending,
+            pending.owner,
             expect=pending.stored,
             upto=pending.version,
-            row=_row(pending.snapshot, pending.owner),
+            row=task_row(pending.snapshot, pending.owner),
             events=list(pending.events),
             cancel=pending.cancel,
         )
 
-    async def _commit_with_retries(self, items: list[_Item]) -> None:
+    async def _commit_with_retries(self, items: list[tuple[PendingWrite, _Pending]]) -> None:
         delay = _RETRY_MIN
         while True:
             try:
                 async with self._engine.begin() as conn:
-                    outcomes = [await self._write(conn, item) for item in items]
+                    outcomes = [await write_pending(conn, item) for item, _ in items]
             except IntegrityError:
                 # Some item's first write raced another process: commit one by one
                 # so only that task is affected.
-                for item in items:
-                    await self._commit_alone(item)
+                for item, pending in items:
+                    await self._commit_alone(item, pending)
                 return
             except Exception as exc:
-                if not _is_transient(exc):
-                    for item in items:
-                        await self._commit_alone(item)
+                if not is_transient(exc):
+                    for item, pending in items:
+                        await self._commit_alone(item, pending)
                     return
                 log.warning("task store busy (%s); retrying in %.2f s", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
-            for item, outcome in zip(items, outcomes, strict=True):
-                self._settle(item, outcome)
+            for (item, pending), outcome in zip(items, outcomes, strict=True):
+                self._settle(item, pending, outcome)
             return
 
-    async def _commit_alone(self, item: _Item) -> None:
+    async def _commit_alone(self, item: PendingWrite, pending: _Pending) -> None:
         delay = _RETRY_MIN
         while True:
             try:
                 async with self._engine.begin() as conn:
-                    outcome = await self._write(conn, item)
+                    outcome = await write_pending(conn, item)
             except IntegrityError:
                 outcome = ConcurrentTaskModificationError(item.task_id)
             except Exception as exc:
-                if _is_transient(exc):
+                if is_transient(exc):
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _RETRY_MAX)
                     continue
                 log.exception("could not store task %s", item.task_id)
                 outcome = exc
-            self._settle(item, outcome)
+            self._settle(item, pending, outcome)
             return
 
-    async def _write(self, conn: AsyncConnection, item: _Item) -> int | Exception:
-        """Write one task's pending events; its new stored version, or the conflict."""
-        key = and_(_VERSIONS.c.task_id == item.task_id, _VERSIONS.c.owner == item.pending.owner)
-        events = item.events
-        upto = item.upto
-        if item.expect == 0 and not item.cancel:
-            await conn.execute(
-                insert(_VERSIONS).values(task_id=item.task_id, owner=item.pending.owner, version=upto)
-            )
-            await conn.execute(insert(_TASKS).values(**item.row))
-        else:
-            if item.cancel:
-                stored = await self._locked_state(conn, item)
-                if stored is None:
-                    return ConcurrentTaskModificationError(item.task_id)
-                if stored != item.expect:
-                    # Another writer moved the task on: its cancel goes after
-                    # whatever that writer may have streamed.
-                    upto = stored + MAX_UNSTORED + 1
-                    events = [(upto, events[-1][1])] if events else []
-                condition = and_(key, _VERSIONS.c.version == stored)
-            else:
-                condition = and_(key, _VERSIONS.c.version == item.expect)
-            result = await conn.execute(update(_VERSIONS).where(condition).values(version=upto))
-            if result.rowcount == 0:
-                return ConcurrentTaskModificationError(item.task_id)
-            row = {k: v for k, v in item.row.items() if k not in ("id", "owner")}
-            await conn.execute(
-                update(_TASKS)
-                .where(and_(_TASKS.c.id == item.task_id, _TASKS.c.owner == item.pending.owner))
-                .values(**row)
-            )
-        if events:
-            await conn.execute(
-                insert(_EVENTS),
-                [
-                    {
-                        "task_id": item.task_id,
-                        "owner": item.pending.owner,
-                        "task_version": version,
-                        "event_data": data,
-                    }
-                    for version, data in events
-                ],
-            )
-        return upto
-
-    async def _locked_state(self, conn: AsyncConnection, item: _Item) -> int | None:
-        """The stored version of a task about to be canceled; None if it cannot be."""
-        version = (
-            await conn.execute(
-                select(_VERSIONS.c.version)
-                .where(
-                    and_(
-                        _VERSIONS.c.task_id == item.task_id,
-                        _VERSIONS.c.owner == item.pending.owner,
-                    )
-                )
-                .with_for_update()
-            )
-        ).scalar_one_or_none()
-        status = (
-            await conn.execute(
-                select(_TASKS.c.status).where(
-                    and_(_TASKS.c.id == item.task_id, _TASKS.c.owner == item.pending.owner)
-                )
-            )
-        ).scalar_one_or_none()
-        if version is None or not isinstance(status, dict):
-            return None
-        if TaskState.Value(str(status.get("state"))) in TERMINAL_STATES:
-            return None
-        return int(version)
-
-    def _settle(self, item: _Item, outcome: int | Exception) -> None:
-        pending = item.pending
+    def _settle(self, item: PendingWrite, pending: _Pending, outcome: int | Exception) -> None:
         if isinstance(outcome, Exception):
             pending.error = outcome
             pending.events.clear()
