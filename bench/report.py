@@ -24,6 +24,38 @@ _GENERIC = ("asyncio/runners.py", "asyncio/base_events.py", "<frozen runpy>", "t
             "molecule_runtime/__main__.py", "molecule_runtime/cli.py", "asyncio/events.py")
 
 
+def splice_block(text: str, begin: str, end: str, block: str) -> str:
+    """`text` with the part from `begin` to `end` replaced by `block` (appended if absent).
+
+    Other generators (bench/streaming.py) own marked blocks of docs/performance.md;
+    this keeps them when either side rewrites the file.
+    """
+    start = text.find(begin)
+    stop = text.find(end, start) if start >= 0 else -1
+    if start >= 0 and stop >= 0:
+        return text[:start] + block + text[stop + len(end):]
+    return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def kept_blocks(text: str) -> list[str]:
+    """The marked blocks (`<!-- name:begin -->` … `<!-- name:end -->`) of a generated file."""
+    blocks = []
+    pos = 0
+    while (start := text.find("<!-- ", pos)) >= 0:
+        head_end = text.find(" -->", start)
+        head = text[start + 5:head_end]
+        if head_end < 0 or not head.endswith(":begin"):
+            pos = start + 5
+            continue
+        end = f"<!-- {head.removesuffix(':begin')}:end -->"
+        stop = text.find(end, head_end)
+        if stop < 0:
+            break
+        blocks.append(text[start:stop + len(end)])
+        pos = stop + len(end)
+    return blocks
+
+
 def ms(seconds: float) -> str:
     return "n/a" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.1f} ms"
 
@@ -285,7 +317,13 @@ from the kill until `GetTask` says completed with the full, unduplicated text.
 - Percentiles are nearest-rank. Latency = request sent → full response read.
 {notes}
 {profile_md}"""
-    (docs / "performance.md").write_text(text)
+    path = docs / "performance.md"
+    # Keep the blocks other generators wrote into the file (bench/streaming.py's).
+    for block in kept_blocks(path.read_text()) if path.exists() else []:
+        begin = block[: block.index(" -->") + 4]
+        end = block[block.rindex("<!-- "):]
+        text = splice_block(text, begin, end, block)
+    path.write_text(text)
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
