@@ -72,16 +72,16 @@ async def serve_main(mode: str, k: int) -> None:
         os.environ.update({"TEMPORAL_HOST": temporal.address, "TEMPORAL_TASK_QUEUE": queue,
                            "WORKSPACE_ID": f"ws-{queue}"})
     from molecule_runtime.config import Settings
-    from molecule_runtime.runtime import Runtime
     from molecule_runtime.server.app import build_app
+    from molecule_runtime.services import Services
 
     tracemalloc.start(1)
-    runtime = Runtime(Settings())
+    services: Services | None = None
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
     try:
-        await runtime.start(serve_http=True)
-        server = uvicorn.Server(uvicorn.Config(build_app(runtime), host="127.0.0.1", port=port,
+        services = await Services.open(Settings(), accept_tasks=True)
+        server = uvicorn.Server(uvicorn.Config(build_app(services), host="127.0.0.1", port=port,
                                                log_level="warning", access_log=False))
         serving = asyncio.create_task(server.serve())
         for _ in range(600):  # at most 30 s
@@ -121,7 +121,8 @@ async def serve_main(mode: str, k: int) -> None:
         if serving is not None:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(serving, 15)
-        await runtime.stop()
+        if services is not None:
+            await services.close()
         if temporal is not None:
             temporal.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from molecule_runtime import __version__
 from molecule_runtime.adapters.loader import AdapterResolutionError
 from molecule_runtime.config import Settings
-from molecule_runtime.logs import configure_logging
-from molecule_runtime.store import StoreConfigError
+from molecule_runtime.observability.logs import configure_logging
+from molecule_runtime.observability.tracing import quiet_sdk_spans_unless_tracing
 
 log = logging.getLogger("molecule_runtime")
 
@@ -64,8 +64,6 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings(**overrides)
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -74,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"molecule-runtime: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    from molecule_runtime.serve import run_server, run_worker
+    # Before the a2a-sdk is imported: it reads the switch once, at import.
+    quiet_sdk_spans_unless_tracing()
+    from molecule_runtime.process import run_server, run_worker
+    from molecule_runtime.store import StoreConfigError
 
     try:
         if args.command == "worker":

@@ -16,19 +16,18 @@ def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-RUNNING_TASKS_PER_CPU = 16
+RUNNING_TASKS_PER_CPU = 256
 
 
 def default_max_running_tasks() -> int:
-    """16 running tasks per CPU this process may use.
+    """256 running tasks per CPU this process may use.
 
-    A running task costs the event loop and the task store a write per merged
-    chunk (up to 1 / STREAM_BATCH_WINDOW a second). On the 2-core benchmark
-    machine 20 concurrent streams of an adapter that waits like a model API
-    already take 4x as long as one alone (docs/performance.md), so a burst of
-    hundreds would slow every stream to a crawl; 16 per CPU (32 there) keeps
-    that bounded and still leaves room for adapters that mostly wait on a
-    remote model. CPU-heavy adapters (a local model) want fewer.
+    A running task relaying a model's stream mostly waits: measured on the
+    2-core benchmark machine (docs/performance.md, streaming load), one process
+    relays 500 concurrent streams of 50 chunks a second with every answer
+    exact, merging chunks into fewer events as the load grows. So the default
+    only stops a burst far beyond that from piling up; CPU-heavy adapters (a
+    local model) want far fewer.
     """
     try:
         cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on

@@ -24,7 +24,7 @@ from a2a.server.tasks import (
 from a2a.types.a2a_pb2 import Task, TaskPushNotificationConfig, TaskStatusUpdateEvent
 from a2a.utils.push_url_validator import validate_push_notification_url
 
-from molecule_runtime.execution.events import TERMINAL_STATES
+from molecule_runtime.states import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
 

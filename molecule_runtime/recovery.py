@@ -23,12 +23,11 @@ from a2a.types.a2a_pb2 import ListTasksRequest, Role, Task, TaskState
 from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
-from molecule_runtime.durable.headless import headless_events
-from molecule_runtime.execution.direct import MODE_KEY
+from molecule_runtime.execution.headless import headless_events
+from molecule_runtime.vocabulary import Meta, Mode
 
 log = logging.getLogger(__name__)
 
-INSTANCE_KEY = "molecule.instance"
 _UNFINISHED = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
 
 INTERRUPTED_DIRECT = (
@@ -81,10 +80,10 @@ async def sweep(
     counts = {"failed_direct": 0, "started": 0, "left_to_temporal": 0}
     async for task in _unfinished(store, started_at):
         metadata = dict(task.metadata)
-        if metadata.get(INSTANCE_KEY) != instance_id:
+        if metadata.get(Meta.INSTANCE) != instance_id:
             continue
-        mode = metadata.get(MODE_KEY)
-        if mode == "direct":
+        mode = metadata.get(Meta.MODE)
+        if mode == Mode.DIRECT:
             events = headless_events(store, task.id, task.context_id)
             await events.status(TaskState.TASK_STATE_FAILED, INTERRUPTED_DIRECT)
             counts["failed_direct"] += 1

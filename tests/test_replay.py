@@ -11,6 +11,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from molecule_runtime.durable.types import LlmCallResult
 from molecule_runtime.durable.workflow import AgentTaskWorkflow
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "histories").glob("*.json"))
@@ -19,6 +20,16 @@ FIXTURES = sorted((Path(__file__).parent / "fixtures" / "histories").glob("*.jso
 def test_fixtures_exist() -> None:
     names = {p.stem for p in FIXTURES}
     assert {"completed", "retried", "canceled", "non_retryable"} <= names
+    # Recorded when llm_call returned a bare count: workflows started then must still replay.
+    assert {"v1-completed", "v1-retried", "v1-canceled", "v1-non_retryable"} <= names
+
+
+def test_llm_call_results_of_every_version_decode() -> None:
+    assert LlmCallResult.decode(12) == LlmCallResult(12)
+    assert LlmCallResult.decode({"question": "Name?"}) == LlmCallResult(0, "Name?")
+    assert LlmCallResult.decode({"produced": 5, "question": None}) == LlmCallResult(5)
+    with pytest.raises(TypeError):
+        LlmCallResult.decode("12")
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)

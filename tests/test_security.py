@@ -22,9 +22,9 @@ import pytest
 from starlette.routing import Mount, Route
 
 from molecule_runtime.config import Settings
-from molecule_runtime.runtime import Runtime
 from molecule_runtime.server import auth
 from molecule_runtime.server.app import build_app
+from molecule_runtime.services import Services
 from tests.support.procs import ServerProcess, free_port, stop_process
 
 TOKEN = "tok-" + uuid.uuid4().hex
@@ -83,14 +83,13 @@ def concrete(path: str) -> str:
 
 
 @pytest.fixture
-async def secured_app(tmp_path: Path) -> AsyncIterator[tuple[Runtime, object]]:
+async def secured_app(tmp_path: Path) -> AsyncIterator[tuple[Services, object]]:
     settings = Settings(auth_token=TOKEN, task_store_url="memory", data_dir=tmp_path)
-    runtime = Runtime(settings)
-    await runtime.start()
+    services = await Services.open(settings, accept_tasks=True)
     try:
-        yield runtime, build_app(runtime)
+        yield services, build_app(services)
     finally:
-        await runtime.stop()
+        await services.close()
 
 
 async def test_every_route_is_listed_and_only_the_public_ones_skip_auth(secured_app) -> None:

@@ -28,7 +28,8 @@ from a2a.types.a2a_pb2 import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from molecule_runtime.store import Stores, open_stores, version_number
+from molecule_runtime.sdk_seam import version_number
+from molecule_runtime.store import Stores, open_stores
 from molecule_runtime.store.task_writes import MAX_UNSTORED
 
 CTX = ServerCallContext()

@@ -1,22 +1,28 @@
-"""Built-in `echo` adapter: streams the input back in a few chunks; zero dependencies."""
+"""Echo: the smallest complete adapter, and the built-in `RUNTIME=echo`.
+
+As a template (adapters/echo/adapter.py is this file): copy it as `adapter.py`
+and make it yours. Run it:  ADAPTER_MODULE=adapter molecule-runtime   (from the
+folder holding adapter.py)
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
-from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter, TaskInput
+from molecule_runtime.adapters import AdapterConfig, BaseAdapter, TaskInput
 
 
-class EchoAdapter(BaseAdapter):
-    """Echoes the user's text word by word.
+class Adapter(BaseAdapter):
+    """Streams the user's text back word by word.
 
-    `ADAPTER_OPTIONS={"delay": 0.05}` adds a pause between chunks, which makes
-    streaming and cancellation visible in demos.
+    Options (`ADAPTER_OPTIONS`, a JSON object): `delay` seconds between words,
+    `prefix` text put before the answer.
     """
 
     def __init__(self) -> None:
-        self._delay = 0.0
+        self.delay = 0.0
+        self.prefix = ""
 
     @staticmethod
     def name() -> str:
@@ -26,14 +32,19 @@ class EchoAdapter(BaseAdapter):
         return "Echoes your message back, streamed word by word."
 
     async def setup(self, config: AdapterConfig) -> None:
-        self._delay = float(config.options.get("delay", 0.0))
+        # Called once before the first task: read settings, open clients, load models.
+        self.delay = float(config.options.get("delay", 0.0))
+        self.prefix = str(config.options.get("prefix", ""))
 
     async def stream(self, task: TaskInput) -> AsyncIterator[str]:
-        words = task.text.split(" ")
-        for i, word in enumerate(words):
-            if self._delay:
-                await asyncio.sleep(self._delay)
+        # Yield text as soon as you have it; the runtime streams each chunk to the
+        # client. Cancellation arrives as CancelledError at an await or a yield.
+        if self.prefix:
+            yield self.prefix
+        for i, word in enumerate(task.text.split(" ")):
+            if self.delay:
+                await asyncio.sleep(self.delay)
             yield word if i == 0 else " " + word
 
 
-Adapter = EchoAdapter
+EchoAdapter = Adapter  # the name the `echo` entry point uses

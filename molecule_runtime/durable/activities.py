@@ -14,22 +14,23 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
 from temporalio.exceptions import ApplicationError
 
-from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskInput
-from molecule_runtime.durable.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.types import (
-    LOST_CONTACT_KEY,
     NON_RETRYABLE_TYPE,
     CompleteInput,
     LlmCallInput,
+    LlmCallResult,
     ReceiveResult,
 )
-from molecule_runtime.execution.attempt import run_attempt
-from molecule_runtime.execution.direct import MODE_KEY, describe_error
-from molecule_runtime.execution.events import STATE_LABELS, STATE_NAMES, TERMINAL_STATES, TaskEvents
-from molecule_runtime.logs import current_task_id
-from molecule_runtime.telemetry import stage_span
+from molecule_runtime.execution.attempt import describe_error, run_attempt
+from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
+from molecule_runtime.observability import metrics
+from molecule_runtime.observability.logs import current_task_id
+from molecule_runtime.observability.spans import stage_span
+from molecule_runtime.states import TERMINAL_STATES, outcome_of, state_of
+from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
 
@@ -73,45 +74,45 @@ class TaskActivities:
 
     def _events(
         self, task_id: str, context_id: str, artifact_id: str = ""
-    ) -> tuple[TaskEvents, str]:
+    ) -> tuple[TaskEvents, Delivery]:
         entry = self.registry.get(task_id)
         if entry is not None:
-            return entry.events, "live"
-        return headless_events(self.store, task_id, context_id, artifact_id), "headless"
+            return entry.events, Delivery.LIVE
+        return headless_events(self.store, task_id, context_id, artifact_id), Delivery.HEADLESS
 
-    def _span_attrs(self, delivery: str) -> dict[str, str]:
+    def _span_attrs(self, delivery: Delivery) -> dict[str, str]:
         return {
-            "mode": "durable",
+            "mode": Mode.DURABLE,
             "delivery": delivery,
             "adapter": self.adapter.name(),
             "workspace_id": self.workspace_id,
         }
 
-    @activity.defn(name="task_receive")
+    @activity.defn(name=Stage.TASK_RECEIVE)
     async def task_receive(self, task: TaskInput) -> ReceiveResult:
         current_task_id.set(task.task_id)
         events, delivery = self._events(task.task_id, task.context_id)
-        with stage_span("task_receive", task, self._span_attrs(delivery)):
-            if delivery == "headless":
+        with stage_span(Stage.TASK_RECEIVE, task, self._span_attrs(delivery)):
+            if delivery == Delivery.HEADLESS:
                 current = await stored_task(self.store, task.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
-                    return ReceiveResult(proceed=False, state=STATE_LABELS.get(current.status.state, "failed"))
-                if current is not None and dict(current.metadata).get(MODE_KEY) == "direct":
-                    return ReceiveResult(proceed=False, state="direct")
-            await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "durable"})
+                    outcome = outcome_of(current.status.state) or Outcome.FAILED
+                    return ReceiveResult(proceed=False, state=outcome)
+                if current is not None and dict(current.metadata).get(Meta.MODE) == Mode.DIRECT:
+                    return ReceiveResult(proceed=False, state=Outcome.RAN_DIRECTLY)
+            await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
             await events.persisted()
             return ReceiveResult(proceed=True)
 
-    @activity.defn(name="llm_call")
-    async def llm_call(self, inp: LlmCallInput) -> int | dict[str, str]:
-        """Characters streamed, or {"question": ...} when the adapter asked for input."""
+    @activity.defn(name=Stage.LLM_CALL)
+    async def llm_call(self, inp: LlmCallInput) -> LlmCallResult:
         info = activity.info()
         task = replace(inp.task, attempt=inp.attempt_base + info.attempt)
         current_task_id.set(task.task_id)
         if task.attempt > 1:
             metrics.RETRIES.inc()
         events, delivery = self._events(task.task_id, task.context_id, inp.artifact_id)
-        if delivery == "headless":
+        if delivery == Delivery.HEADLESS:
             metrics.HEADLESS.inc()
             await _release_sticky_queue(info)
             log.info(
@@ -121,7 +122,7 @@ class TaskActivities:
             )
         heartbeats = asyncio.create_task(self._heartbeat_loop())
         try:
-            with stage_span("llm_call", task, self._span_attrs(delivery)):
+            with stage_span(Stage.LLM_CALL, task, self._span_attrs(delivery)):
                 result = await run_attempt(
                     self.adapter,
                     task,
@@ -131,9 +132,7 @@ class TaskActivities:
                 )
             # Temporal must not hear "done" before the answer is stored.
             await events.persisted()
-            if result.question is not None:
-                return {"question": result.question}
-            return result.produced
+            return LlmCallResult(result.produced, result.question)
         except NonRetryableError as exc:
             raise ApplicationError(
                 describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True
@@ -157,24 +156,23 @@ class TaskActivities:
             activity.heartbeat()
             await asyncio.sleep(self.heartbeat_interval)
 
-    @activity.defn(name="task_complete")
+    @activity.defn(name=Stage.TASK_COMPLETE)
     async def task_complete(self, inp: CompleteInput) -> None:
         current_task_id.set(inp.task_id)
         task = TaskInput(task_id=inp.task_id, context_id=inp.context_id, text="")
         events, delivery = self._events(inp.task_id, inp.context_id)
-        with stage_span("task_complete", task, {**self._span_attrs(delivery), "outcome": inp.state}):
+        with stage_span(Stage.TASK_COMPLETE, task, {**self._span_attrs(delivery), "outcome": inp.state}):
             metadata = None
-            if delivery == "headless":
+            if delivery == Delivery.HEADLESS:
                 current = await stored_task(self.store, inp.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
-                    if not dict(current.metadata).get(LOST_CONTACT_KEY):
+                    if not dict(current.metadata).get(Meta.LOST_CONTACT):
                         return  # safe to run twice
                     # The server reported a failure when it lost Temporal; the
                     # workflow did finish, so its real outcome replaces that.
-                    metadata = {LOST_CONTACT_KEY: False}
-            state = STATE_NAMES.get(inp.state, TaskState.TASK_STATE_FAILED)
+                    metadata = {Meta.LOST_CONTACT: False}
             try:
-                await events.status(state, inp.message or None, metadata=metadata)
+                await events.status(state_of(inp.state), inp.message or None, metadata=metadata)
                 await events.persisted()
             except TaskFinishedElsewhere:
                 return

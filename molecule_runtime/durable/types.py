@@ -2,13 +2,13 @@
 
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from molecule_runtime.adapters.base import TaskInput
+from molecule_runtime.vocabulary import Outcome
 
 WORKFLOW_NAME = "AgentTaskWorkflow"
 NON_RETRYABLE_TYPE = "NonRetryableError"
-# Task metadata flag: the server gave up waiting for Temporal and reported failure.
-LOST_CONTACT_KEY = "molecule.lost_contact"
 
 
 @dataclass
@@ -54,16 +54,34 @@ PROVIDE_INPUT_SIGNAL = "provide_input"
 
 
 @dataclass
+class LlmCallResult:
+    produced: int  # characters streamed
+    question: str | None = None  # set when the adapter asked for input
+
+    @staticmethod
+    def decode(raw: Any) -> "LlmCallResult":
+        """The activity's result as recorded in history. Earlier versions of the
+        activity returned the count alone, or {"question": ...}; histories of
+        workflows still running carry those."""
+        if isinstance(raw, int):
+            return LlmCallResult(raw)
+        if isinstance(raw, dict):
+            question = raw.get("question")
+            return LlmCallResult(int(raw.get("produced", 0)), str(question) if question else None)
+        raise TypeError(f"unexpected llm_call result {raw!r}")
+
+
+@dataclass
 class ReceiveResult:
     proceed: bool
-    state: str = "working"
+    state: str = Outcome.WORKING
 
 
 @dataclass
 class CompleteInput:
     task_id: str
     context_id: str
-    state: str  # completed | failed | canceled
+    state: str  # an Outcome
     message: str = ""
     trace_carrier: dict[str, str] = field(default_factory=dict)
 

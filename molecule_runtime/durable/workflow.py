@@ -26,10 +26,12 @@ with workflow.unsafe.imports_passed_through():
         CompleteInput,
         InputReply,
         LlmCallInput,
+        LlmCallResult,
         ReceiveResult,
         TaskOutcome,
         WorkflowInput,
     )
+    from molecule_runtime.vocabulary import Outcome, Stage
 
 # task_receive / task_complete are short bookkeeping steps: local activities
 # save two round trips through the server per task.
@@ -67,7 +69,7 @@ class AgentTaskWorkflow:
     async def run(self, inp: WorkflowInput) -> TaskOutcome:
         try:
             received = await workflow.execute_local_activity(
-                "task_receive",
+                Stage.TASK_RECEIVE,
                 inp.task,
                 result_type=ReceiveResult,
                 start_to_close_timeout=BOOKKEEPING_TIMEOUT,
@@ -76,7 +78,7 @@ class AgentTaskWorkflow:
         except (ActivityError, ApplicationError) as err:
             # Never leave the task without a final state. (A local activity's
             # final failure can arrive as the bare ApplicationError.)
-            outcome = TaskOutcome("failed", f"could not accept the task: {root_message(err)}")
+            outcome = TaskOutcome(Outcome.FAILED, f"could not accept the task: {root_message(err)}")
             await self._complete(inp, outcome)
             return outcome
         if not received.proceed:
@@ -85,13 +87,13 @@ class AgentTaskWorkflow:
         try:
             outcome = await self._turns(inp)
         except asyncio.CancelledError:
-            await self._complete(inp, TaskOutcome("canceled", "Canceled."))
+            await self._complete(inp, TaskOutcome(Outcome.CANCELED, "Canceled."))
             raise
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
-                await self._complete(inp, TaskOutcome("canceled", "Canceled."))
+                await self._complete(inp, TaskOutcome(Outcome.CANCELED, "Canceled."))
                 raise asyncio.CancelledError() from err
-            outcome = TaskOutcome(state="failed", message=root_message(err))
+            outcome = TaskOutcome(Outcome.FAILED, root_message(err))
         await self._complete(inp, outcome)
         return outcome
 
@@ -101,9 +103,9 @@ class AgentTaskWorkflow:
         while True:
             question = await self._llm_call(inp, task, queue, artifact_id)
             if question is None:
-                return TaskOutcome(state="completed")
+                return TaskOutcome(Outcome.COMPLETED)
             self._waiting_for_input = True
-            await self._complete(inp, TaskOutcome("input-required", question))
+            await self._complete(inp, TaskOutcome(Outcome.INPUT_REQUIRED, question))
             try:
                 await workflow.wait_condition(
                     lambda: self._reply is not None,
@@ -111,7 +113,7 @@ class AgentTaskWorkflow:
                 )
             except builtins.TimeoutError:
                 return TaskOutcome(
-                    "failed", f"No answer to the question within {inp.input_timeout:g} s."
+                    Outcome.FAILED, f"No answer to the question within {inp.input_timeout:g} s."
                 )
             finally:
                 self._waiting_for_input = False
@@ -138,7 +140,7 @@ class AgentTaskWorkflow:
         )
         try:
             result = await workflow.execute_activity(
-                "llm_call",
+                Stage.LLM_CALL,
                 LlmCallInput(task=task, trace_carrier=inp.trace_carrier, artifact_id=artifact_id),
                 task_queue=queue,
                 schedule_to_start_timeout=timedelta(seconds=inp.schedule_to_start_timeout),
@@ -154,7 +156,7 @@ class AgentTaskWorkflow:
             workflow.logger.warning("llm_call moved to the shared queue %s", inp.shared_queue)
             remaining = max(1, inp.max_attempts - 1)
             result = await workflow.execute_activity(
-                "llm_call",
+                Stage.LLM_CALL,
                 LlmCallInput(
                     task=task,
                     attempt_base=1,
@@ -170,14 +172,11 @@ class AgentTaskWorkflow:
                 ),
                 **common,
             )
-        # A plain count of characters, or {"question": ...} when input is required.
-        if isinstance(result, dict) and result.get("question"):
-            return str(result["question"])
-        return None
+        return LlmCallResult.decode(result).question
 
     async def _complete(self, inp: WorkflowInput, outcome: TaskOutcome) -> None:
         await workflow.execute_local_activity(
-            "task_complete",
+            Stage.TASK_COMPLETE,
             CompleteInput(
                 task_id=inp.task.task_id,
                 context_id=inp.task.context_id,

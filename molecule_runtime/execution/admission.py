@@ -29,7 +29,7 @@ from enum import Enum
 from a2a.server.context import ServerCallContext
 from a2a.utils.errors import A2AError
 
-from molecule_runtime import metrics
+from molecule_runtime.observability import metrics
 
 # Call-context state key: the ticket the request was admitted with.
 TICKET_KEY = "molecule.admission_ticket"

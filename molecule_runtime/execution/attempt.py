@@ -14,6 +14,12 @@ from molecule_runtime.execution.batching import ChunkBatcher
 from molecule_runtime.execution.events import TaskEvents, TaskStopped
 
 
+def describe_error(exc: BaseException) -> str:
+    """An attempt's failure as the client is told it: type and message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class AdapterProtocolError(TypeError):
     """The adapter broke the contract (e.g. yielded something that is not `str`)."""
 

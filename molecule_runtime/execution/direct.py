@@ -8,19 +8,12 @@ import logging
 from a2a.types.a2a_pb2 import TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
-from molecule_runtime.execution.attempt import run_attempt
+from molecule_runtime.execution.attempt import describe_error, run_attempt
 from molecule_runtime.execution.events import TaskEvents
-from molecule_runtime.telemetry import stage_span
+from molecule_runtime.observability.spans import stage_span
+from molecule_runtime.vocabulary import Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
-
-MODE_KEY = "molecule.mode"
-
-
-def describe_error(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
 
 async def run_direct(
     adapter: BaseAdapter,
@@ -35,27 +28,27 @@ async def run_direct(
 
     `announce=False` when the Task was created already working in direct mode.
     """
-    common = {**attributes, "mode": "direct"}
-    with stage_span("task_receive", task, common):
+    common = {**attributes, "mode": Mode.DIRECT}
+    with stage_span(Stage.TASK_RECEIVE, task, common):
         if announce:
             # Recorded on the task so a workflow for it (had one been accepted
             # unseen) will not run it a second time.
-            await events.status(TaskState.TASK_STATE_WORKING, metadata={MODE_KEY: "direct"})
+            await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DIRECT})
     try:
-        with stage_span("llm_call", task, common):
+        with stage_span(Stage.LLM_CALL, task, common):
             result = await run_attempt(adapter, task, events, batch_window=batch_window)
     except asyncio.CancelledError:
-        with stage_span("task_complete", task, {**common, "outcome": "canceled"}):
+        with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.CANCELED}):
             await events.status(TaskState.TASK_STATE_CANCELED, "Canceled.")
         raise
     except Exception as exc:
         log.warning("task %s failed: %s", task.task_id, describe_error(exc))
-        with stage_span("task_complete", task, {**common, "outcome": "failed"}):
+        with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.FAILED}):
             await events.status(TaskState.TASK_STATE_FAILED, describe_error(exc))
         return
     if result.question is not None:
-        with stage_span("task_complete", task, {**common, "outcome": "input-required"}):
+        with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.INPUT_REQUIRED}):
             await events.status(TaskState.TASK_STATE_INPUT_REQUIRED, result.question)
         return
-    with stage_span("task_complete", task, {**common, "outcome": "completed"}):
+    with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.COMPLETED}):
         await events.status(TaskState.TASK_STATE_COMPLETED)

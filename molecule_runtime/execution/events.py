@@ -27,33 +27,15 @@ from a2a.types.a2a_pb2 import (
 )
 
 from molecule_runtime.states import TERMINAL_STATES
+from molecule_runtime.vocabulary import Meta
 
 __all__ = ["TERMINAL_STATES", "TaskEvents", "TaskStopped", "artifact_id_for"]
 
 Deliver = Callable[[Any], Awaitable[None]]
 
 
-STATE_NAMES: dict[str, TaskState] = {
-    "completed": TaskState.TASK_STATE_COMPLETED,
-    "canceled": TaskState.TASK_STATE_CANCELED,
-    "failed": TaskState.TASK_STATE_FAILED,
-    "lost": TaskState.TASK_STATE_FAILED,
-    "rejected": TaskState.TASK_STATE_REJECTED,
-    "working": TaskState.TASK_STATE_WORKING,
-    "input-required": TaskState.TASK_STATE_INPUT_REQUIRED,
-}
-
-
 class TaskStopped(Exception):
     """The task was finished by someone else (e.g. canceled) while this attempt ran."""
-
-
-STATE_LABELS: dict[TaskState | None, str] = {
-    TaskState.TASK_STATE_COMPLETED: "completed",
-    TaskState.TASK_STATE_CANCELED: "canceled",
-    TaskState.TASK_STATE_FAILED: "failed",
-    TaskState.TASK_STATE_REJECTED: "rejected",
-}
 
 
 def artifact_id_for(task_id: str, turn: int = 1) -> str:
@@ -61,9 +43,6 @@ def artifact_id_for(task_id: str, turn: int = 1) -> str:
     return f"{task_id}-answer" if turn <= 1 else f"{task_id}-answer-{turn}"
 
 
-# Message metadata marking the agent's questions (input-required).
-MESSAGE_KIND_KEY = "molecule.kind"
-QUESTION = "question"
 
 
 def _status(state: TaskState, message: Message | None = None) -> TaskStatus:
@@ -120,7 +99,7 @@ class TaskEvents:
             parts=[Part(text=text)],
         )
         if kind:
-            message.metadata.update({MESSAGE_KIND_KEY: kind})
+            message.metadata.update({Meta.MESSAGE_KIND: kind})
         return message
 
     async def created(
@@ -144,7 +123,7 @@ class TaskEvents:
     async def status(
         self, state: TaskState, text: str | None = None, metadata: dict[str, Any] | None = None
     ) -> None:
-        kind = QUESTION if state == TaskState.TASK_STATE_INPUT_REQUIRED else None
+        kind = Meta.QUESTION if state == TaskState.TASK_STATE_INPUT_REQUIRED else None
         message = self.agent_message(text, kind) if text else None
         if state in TERMINAL_STATES:
             if self.terminal_state is not None:

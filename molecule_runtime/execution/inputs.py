@@ -8,7 +8,8 @@ from a2a.types.a2a_pb2 import Message, Role, Task
 from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
-from molecule_runtime.execution.events import MESSAGE_KIND_KEY, QUESTION, artifact_id_for
+from molecule_runtime.execution.events import artifact_id_for
+from molecule_runtime.vocabulary import Meta
 
 MAX_HISTORY_MESSAGES = 40
 
@@ -39,8 +40,8 @@ def history_from_tasks(tasks: list[Task], current_task_id: str) -> list[tuple[st
 def _is_question(message: Message) -> bool:
     return (
         message.HasField("metadata")
-        and MESSAGE_KIND_KEY in message.metadata
-        and message.metadata[MESSAGE_KIND_KEY] == QUESTION
+        and Meta.MESSAGE_KIND in message.metadata
+        and message.metadata[Meta.MESSAGE_KIND] == Meta.QUESTION
     )
 
 

@@ -17,39 +17,39 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from molecule_runtime import metrics
 from molecule_runtime.execution.admission import Admission
-from molecule_runtime.execution.executor import RuntimeExecutor
-from molecule_runtime.runtime import Runtime
+from molecule_runtime.observability import metrics
 from molecule_runtime.server.auth import BearerAuthMiddleware
 from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card
+from molecule_runtime.server.executor import RuntimeExecutor
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
 from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_ids
+from molecule_runtime.services import Services
 
 
-def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
-    """The ASGI app of a started `Runtime`."""
-    assert runtime.adapter is not None and runtime.stores is not None
-    settings = runtime.settings
-    stores = runtime.stores
-    card = build_agent_card(settings, runtime.adapter, push=runtime.notifier is not None)
+def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette:
+    """The ASGI app of opened `Services`."""
+    settings = services.settings
+    stores = services.stores
+    durable = services.durable.tasks if services.durable is not None else None
+    card = build_agent_card(settings, services.adapter, push=services.notifier is not None)
     executor = RuntimeExecutor(
-        runtime.adapter,
+        services.adapter,
         stores.tasks,
-        runtime.durable,
+        durable,
         workspace_id=settings.workspace_id,
         batch_window=settings.stream_batch_window,
         instance_id=settings.resolved_instance_id,
     )
-    notifier = runtime.notifier
+    notifier = services.notifier
     handler = RuntimeRequestHandler(
         agent_executor=executor,
         task_store=stores.tasks,
         agent_card=card,
-        event_stream=stores.event_log,
-        durable=runtime.durable,
+        event_log=stores.event_log,
+        durable=durable,
         live_offsets=stores.live_offsets,
         admission=Admission(settings.max_running_tasks, settings.max_queued_tasks),
         # Notifications are sent by the store's notifier for every write
@@ -67,7 +67,7 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(_: Request) -> JSONResponse:
-        ok, body = await runtime.readiness()
+        ok, body = await services.readiness()
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics_endpoint(_: Request) -> Response:
@@ -129,6 +129,6 @@ def build_app(runtime: Runtime, *, tracing_enabled: bool = False) -> Starlette:
         await handler.aclose()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
-    app.state.runtime = runtime
+    app.state.services = services
     app.state.request_handler = handler
     return app

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any, Literal
 
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute
 
 from molecule_runtime.execution.admission import ServerBusyError
+from molecule_runtime.server.routes import Endpoint, wrap_endpoints
 
 # JSON-RPC 2.0 leaves -32000..-32099 to servers; A2A numbers its own errors
 # from -32001 up, so -32000 ("server error") stays clear of them.
@@ -42,7 +43,6 @@ DOMAIN = "molecule-runtime"
 V03_STREAM = "message/stream"
 
 Binding = Literal["rest", "jsonrpc"]
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 _refusals: ContextVar[list[ServerBusyError] | None] = ContextVar(
     "molecule_refusals", default=None
@@ -149,22 +149,4 @@ def _answering_busy(endpoint: Endpoint, binding: Binding) -> Endpoint:
 
 def answering_busy(routes: list[BaseRoute], binding: Binding) -> list[BaseRoute]:
     """The SDK's A2A routes of one binding, answering admission refusals as above."""
-    wrapped: list[BaseRoute] = []
-    for route in routes:
-        if isinstance(route, Route):
-            wrapped.append(
-                Route(
-                    route.path,
-                    _answering_busy(route.endpoint, binding),
-                    methods=sorted(route.methods or ()),
-                    name=route.name,
-                    include_in_schema=route.include_in_schema,
-                )
-            )
-        elif isinstance(route, Mount):
-            wrapped.append(
-                Mount(route.path, routes=answering_busy(list(route.routes), binding), name=route.name)
-            )
-        else:
-            wrapped.append(route)
-    return wrapped
+    return wrap_endpoints(routes, functools.partial(_answering_busy, binding=binding))

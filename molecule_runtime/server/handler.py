@@ -3,10 +3,10 @@ and streams that resume from an offset in the task's event log."""
 
 from __future__ import annotations
 
-import logging
-import warnings
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
+from typing import TYPE_CHECKING
 
 from a2a.server.agent_execution import RequestContext, SimpleRequestContextBuilder
 from a2a.server.context import ServerCallContext
@@ -27,26 +27,20 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 
 from molecule_runtime.execution.admission import Admission, ServerBusyError, Ticket
-from molecule_runtime.execution.events import TERMINAL_STATES
-from molecule_runtime.execution.executor import CONTINUES_CONTEXT, DurableRunner
+from molecule_runtime.sdk_seam import runs_here, single_process_note_silenced, version_number
 from molecule_runtime.server.busy import note_refusal
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
-from molecule_runtime.states import is_terminal
-from molecule_runtime.store import LiveEventOffsets, TaskEventLog, version_number
+from molecule_runtime.states import TERMINAL_STATES, is_terminal
+from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore, TaskEventLog
+from molecule_runtime.vocabulary import CONTINUES_CONTEXT
+
+if TYPE_CHECKING:
+    from molecule_runtime.durable.client import DurableTasks
 
 # States after which the client has to act; a subscription ends there.
 INTERRUPTED_STATES = frozenset(
     {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
 )
-
-
-_SDK_HANDLER_LOG = logging.getLogger("a2a.server.request_handlers.default_request_handler_v2")
-_NO_STREAM_NOTE = "without an event_stream"
-
-
-class _DropNote(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return _NO_STREAM_NOTE not in record.getMessage()
 
 
 def _task_id_of(event: object) -> str:
@@ -96,8 +90,10 @@ class RuntimeRequestHandler(DefaultRequestHandler):
 
     def __init__(
         self,
-        *args: object,
-        durable: DurableRunner | None = None,
+        *,
+        task_store: ObservedTaskStore,
+        event_log: TaskEventLog | None,
+        durable: DurableTasks | None = None,
         live_offsets: LiveEventOffsets | None = None,
         admission: Admission | None = None,
         **kwargs: object,
@@ -106,55 +102,48 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         # The in-memory store is wrapped as a versioned store only so that its
         # writes can be observed (push); it serves one process, which the SDK
         # would otherwise warn about at every start.
-        quiet = _DropNote()
-        _SDK_HANDLER_LOG.addFilter(quiet)
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=f".*{_NO_STREAM_NOTE}")
-                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        finally:
-            _SDK_HANDLER_LOG.removeFilter(quiet)
+        with single_process_note_silenced():
+            super().__init__(task_store=task_store, event_stream=event_log, **kwargs)  # type: ignore[arg-type]
+        self._store = task_store
+        self._event_log = event_log
         self._durable = durable
         self._live_offsets = live_offsets
         self._admission = admission
-        stream = self._event_stream
-        self._event_log = stream if isinstance(stream, TaskEventLog) else None
 
-    def _admit(self, context: ServerCallContext) -> Ticket | None:
+    @contextlib.contextmanager
+    def _admitted(self, context: ServerCallContext) -> Iterator[None]:
         """A place in line for this message, taken before the SDK creates or
-        stores anything; a full line refuses it (see server/busy.py)."""
-        if self._admission is None:
-            return None
+        stores anything (a full line refuses it, see server/busy.py), and given
+        back if the executor did not take it over."""
+        ticket: Ticket | None = None
+        if self._admission is not None:
+            try:
+                ticket = self._admission.admit(context)
+            except ServerBusyError as exc:
+                note_refusal(exc)
+                raise
         try:
-            return self._admission.admit(context)
-        except ServerBusyError as exc:
-            note_refusal(exc)
-            raise
-
-    async def on_message_send(
-        self, params: SendMessageRequest, context: ServerCallContext
-    ) -> Message | Task:
-        ticket = self._admit(context)
-        try:
-            return await super().on_message_send(params, context)
+            yield
         finally:
             if ticket is not None:
                 ticket.release_unclaimed()
 
+    async def on_message_send(
+        self, params: SendMessageRequest, context: ServerCallContext
+    ) -> Message | Task:
+        with self._admitted(context):
+            return await super().on_message_send(params, context)
+
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        ticket = self._admit(context)
-        try:
+        with self._admitted(context):
             async for event in super().on_message_send_stream(params, context):
                 offset = None
                 if self._live_offsets is not None:
                     offset = self._live_offsets.lookup(_task_id_of(event), event)
                 set_offset(context, offset)
                 yield event
-        finally:
-            if ticket is not None:
-                ticket.release_unclaimed()
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
@@ -172,7 +161,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 yield event
             return
         offset = requested_offset(context)
-        stored = await self._versioned_store.get(params.id, context)
+        stored = await self._store.get(params.id, context)
         if stored is None:
             raise TaskNotFoundError
         current = version_number(stored.version)
@@ -211,8 +200,8 @@ class RuntimeRequestHandler(DefaultRequestHandler):
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         if self._durable is not None and params.id:
             # Owner-scoped read first: only a caller who may see the task may cancel it.
-            stored = await self._versioned_store.get(params.id, context)
-            running_here = await self._active_task_registry.get(params.id) is not None
+            stored = await self._store.get(params.id, context)
+            running_here = await runs_here(self, params.id)
             if (
                 stored is not None
                 and stored.task.status.state not in TERMINAL_STATES

@@ -11,7 +11,7 @@ the last id they saw back as `Last-Event-ID` to resume.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from a2a.server.context import ServerCallContext
@@ -21,7 +21,9 @@ from sse_starlette.event import ServerSentEvent
 from sse_starlette.sse import EventSourceResponse
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute
+
+from molecule_runtime.server.routes import Endpoint, wrap_endpoints
 
 # Call-context state key: offset of the event being yielded (None: not logged).
 OFFSET_KEY = "molecule.event_offset"
@@ -78,7 +80,6 @@ async def _with_ids(items: AsyncIterator[Any], state: dict[str, Any]) -> AsyncIt
             await aclose()
 
 
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def _stamp_ids(endpoint: Endpoint) -> Endpoint:
@@ -97,20 +98,4 @@ def _stamp_ids(endpoint: Endpoint) -> Endpoint:
 
 def with_event_ids(routes: list[BaseRoute]) -> list[BaseRoute]:
     """The SDK's A2A routes, their SSE responses stamped with event ids."""
-    wrapped: list[BaseRoute] = []
-    for route in routes:
-        if isinstance(route, Route):
-            wrapped.append(
-                Route(
-                    route.path,
-                    _stamp_ids(route.endpoint),
-                    methods=sorted(route.methods or ()),
-                    name=route.name,
-                    include_in_schema=route.include_in_schema,
-                )
-            )
-        elif isinstance(route, Mount):
-            wrapped.append(Mount(route.path, routes=with_event_ids(list(route.routes)), name=route.name))
-        else:
-            wrapped.append(route)
-    return wrapped
+    return wrap_endpoints(routes, _stamp_ids)

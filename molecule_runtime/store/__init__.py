@@ -10,7 +10,6 @@ from molecule_runtime.store.factory import (
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
 from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.store.retention import prune_events
-from molecule_runtime.store.versions import version_number
 
 __all__ = [
     "GroupCommitTaskStore",
@@ -22,5 +21,4 @@ __all__ = [
     "open_configured_stores",
     "open_stores",
     "prune_events",
-    "version_number",
 ]

@@ -17,8 +17,8 @@ from sqlalchemy import and_, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from molecule_runtime.sdk_seam import version_number
 from molecule_runtime.states import is_terminal
-from molecule_runtime.store.versions import version_number
 
 log = logging.getLogger(__name__)
 

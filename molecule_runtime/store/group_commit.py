@@ -48,6 +48,7 @@ from a2a.utils.proto_utils import to_stream_response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from molecule_runtime.sdk_seam import version_number
 from molecule_runtime.states import TERMINAL_STATE_NAMES
 from molecule_runtime.store.task_writes import (
     MAX_UNSTORED,
@@ -56,7 +57,6 @@ from molecule_runtime.store.task_writes import (
     task_row,
     write_pending,
 )
-from molecule_runtime.store.versions import version_number
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import uvicorn
 
 from molecule_runtime.config import Settings
-from molecule_runtime.runtime import Runtime
+from molecule_runtime.observability.tracing import configure_tracing, shutdown_tracing
 from molecule_runtime.server.app import build_app
 from molecule_runtime.server.limits import http_protocol
-from molecule_runtime.tracing import configure_tracing, shutdown_tracing
+from molecule_runtime.services import Services
 
 log = logging.getLogger("molecule_runtime")
 
@@ -42,13 +42,13 @@ class _Server(uvicorn.Server):
 
 
 async def run_server(settings: Settings) -> int:
-    runtime = Runtime(settings)
     tracing = configure_tracing("molecule-runtime")
+    services: Services | None = None
     try:
         # Adapter, store and Temporal are set up before the port is bound, so a
         # broken configuration exits non-zero without ever accepting a request.
-        await runtime.start(serve_http=True)
-        app = build_app(runtime, tracing_enabled=tracing)
+        services = await Services.open(settings, accept_tasks=True)
+        app = build_app(services, tracing_enabled=tracing)
         config = uvicorn.Config(
             app,
             host=settings.host,
@@ -61,12 +61,11 @@ async def run_server(settings: Settings) -> int:
             http=http_protocol(settings.request_timeout),
         )
         server = _Server(config)
-        assert runtime.adapter is not None and runtime.stores is not None
         log.info(
             "molecule-runtime serving adapter=%s mode=%s store=%s address=http://%s:%s card=%s/.well-known/agent-card.json",
-            runtime.adapter.name(),
-            runtime.mode,
-            runtime.stores.description,
+            services.adapter.name(),
+            services.mode,
+            services.stores.description,
             settings.host,
             settings.port,
             settings.resolved_public_url,
@@ -74,7 +73,8 @@ async def run_server(settings: Settings) -> int:
         await server.serve()
         return 0 if server.started or not server.should_exit else 1
     finally:
-        await runtime.stop()
+        if services is not None:
+            await services.close()
         shutdown_tracing()
 
 
@@ -82,23 +82,23 @@ async def run_worker(settings: Settings) -> int:
     if not settings.durable:
         log.error("the worker command needs durable mode: set TEMPORAL_HOST (host:port or 'embedded')")
         return 2
-    runtime = Runtime(settings)
     configure_tracing("molecule-runtime-worker")
+    services: Services | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
-        await runtime.start(serve_http=False)
-        assert runtime.adapter is not None
+        services = await Services.open(settings, accept_tasks=False)
         log.info(
             "molecule-runtime worker adapter=%s queue=%s namespace=%s",
-            runtime.adapter.name(),
+            services.adapter.name(),
             settings.temporal_task_queue,
             settings.temporal_namespace,
         )
         await stop.wait()
         return 0
     finally:
-        await runtime.stop()
+        if services is not None:
+            await services.close()
         shutdown_tracing()

@@ -6,33 +6,35 @@ import asyncio
 import functools
 import logging
 import time
-from typing import Protocol
+from enum import Enum
+from typing import TYPE_CHECKING
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
-from a2a.server.cluster.task_store import VersionedTaskStore
 from a2a.server.events import EventQueue
 from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
 
-from molecule_runtime import metrics
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.admission import claim
-from molecule_runtime.execution.direct import MODE_KEY, run_direct
-from molecule_runtime.execution.events import (
-    STATE_LABELS,
-    TERMINAL_STATES,
-    TaskEvents,
-    artifact_id_for,
-)
+from molecule_runtime.execution.direct import run_direct
+from molecule_runtime.execution.events import TaskEvents, artifact_id_for
 from molecule_runtime.execution.inputs import build_task_input, history_from_tasks, turn_of
-from molecule_runtime.logs import current_task_id
-from molecule_runtime.recovery import INSTANCE_KEY
+from molecule_runtime.observability import metrics
+from molecule_runtime.observability.logs import current_task_id
+from molecule_runtime.sdk_seam import events_taken
+from molecule_runtime.states import TERMINAL_STATES, outcome_of
 from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.vocabulary import CONTINUES_CONTEXT, Meta, Mode, Outcome
+
+if TYPE_CHECKING:
+    from molecule_runtime.durable.client import DurableTasks
 
 log = logging.getLogger(__name__)
 
-# Set by the request context builder: False when the client started a new
-# conversation, so there is no history to look up.
-CONTINUES_CONTEXT = "molecule.continues_context"
+
+class _Route(Enum):
+    DIRECT = "direct"
+    DURABLE = "durable"
+    RESUME = "resume"  # a durable task's next turn: its workflow waits for the answer
 
 CANCELED_WAITING = "Canceled while it waited for a free slot; it never ran."
 
@@ -42,65 +44,22 @@ REJECT_NO_TEXT = (
 )
 
 
-async def events_taken(event_queue: EventQueue) -> None:
-    """Wait until the SDK's consumer has handed every event enqueued so far to
-    the task store.
-
-    Events reach the store through the SDK's consumer, after `enqueue_event`
-    has returned. The source queue feeds the consumer's sink, which is marked
-    done per event once the store has taken it. No time limit: under load the
-    store is slow, not broken, and a durable stage keeps heartbeating meanwhile.
-    """
-    for queue_name in ("_incoming_queue", "queue"):
-        queue = getattr(event_queue, queue_name, None)
-        while queue is not None and not event_queue.is_closed():
-            try:
-                # Re-check now and then: the SDK may tear the queues down
-                # (task finished elsewhere), and then nothing more is taken.
-                async with asyncio.timeout(1.0):
-                    await queue.join()
-                break
-            except TimeoutError:
-                continue
-
-
-async def events_stored(event_queue: EventQueue, store: VersionedTaskStore, task_id: str) -> None:
+async def events_stored(event_queue: EventQueue, store: ObservedTaskStore, task_id: str) -> None:
     """Wait until every event enqueued so far is in the database.
 
     A durable stage must not report itself done to Temporal before its events
     are stored, or a crash in between would lose them for good.
     """
     await events_taken(event_queue)
-    if isinstance(store, ObservedTaskStore):
-        await store.wait_stored(task_id)
-
-
-class DurableRunner(Protocol):
-    """What the executor needs from durable mode (see molecule_runtime.durable)."""
-
-    def accepting(self) -> bool:
-        """True when new tasks should run on Temporal."""
-        ...
-
-    async def run(self, task: TaskInput, events: TaskEvents) -> bool:
-        """Run `task` as a workflow; False if Temporal refused it before anything ran."""
-        ...
-
-    async def cancel(self, task_id: str) -> bool:
-        """Cancel the workflow of a task running here; False if none is known."""
-        ...
-
-    async def resume(self, task: TaskInput, events: TaskEvents) -> bool:
-        """Give a waiting workflow the user's answer; False if Temporal is unreachable."""
-        ...
+    await store.wait_stored(task_id)
 
 
 class RuntimeExecutor(AgentExecutor):
     def __init__(
         self,
         adapter: BaseAdapter,
-        store: VersionedTaskStore,
-        durable: DurableRunner | None = None,
+        store: ObservedTaskStore,
+        durable: DurableTasks | None = None,
         *,
         workspace_id: str = "",
         batch_window: float = 0.0,
@@ -145,14 +104,15 @@ class RuntimeExecutor(AgentExecutor):
         if current is not None:
             # A later turn (the user answers a question) continues in the
             # mode the task started in: a durable task's workflow is waiting.
-            mode = "resume" if dict(current.metadata).get(MODE_KEY) == "durable" else "direct"
+            durable = dict(current.metadata).get(Meta.MODE) == Mode.DURABLE
+            route = _Route.RESUME if durable else _Route.DIRECT
             if not has_text:
                 await events.status(TaskState.TASK_STATE_INPUT_REQUIRED, REJECT_NO_TEXT)
                 return
         elif self.durable is not None and self.durable.accepting():
-            mode = "durable"
+            route = _Route.DURABLE
         else:
-            mode = "direct"
+            route = _Route.DIRECT
         # Admission control (execution/admission.py): the request handler
         # admitted this message; it runs once it holds a running slot, which
         # it keeps until this run ends (not while the task waits for input).
@@ -164,12 +124,12 @@ class RuntimeExecutor(AgentExecutor):
                 # task that can start at once starts out working: one event (and
                 # store write) fewer. One that must wait is submitted until then.
                 started_working = (
-                    has_text and mode == "direct" and (ticket is None or ticket.try_start())
+                    has_text and route is _Route.DIRECT and (ticket is None or ticket.try_start())
                 )
-                metadata = {INSTANCE_KEY: self.instance_id}
-                if has_text and mode == "direct":
+                metadata = {Meta.INSTANCE: self.instance_id}
+                if has_text and route is _Route.DIRECT:
                     # Also while it waits: if the process dies, the start-up sweep fails it.
-                    metadata[MODE_KEY] = "direct"
+                    metadata[Meta.MODE] = Mode.DIRECT
                 await events.created(
                     context.message,
                     TaskState.TASK_STATE_WORKING if started_working else TaskState.TASK_STATE_SUBMITTED,
@@ -178,10 +138,10 @@ class RuntimeExecutor(AgentExecutor):
             if not has_text:
                 await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
                 return
-            if self.durable is not None and mode == "direct" and current is None:
+            if self.durable is not None and route is _Route.DIRECT and current is None:
                 metrics.FALLBACKS.inc()
             started = time.monotonic()
-            label = "direct" if mode == "direct" else "durable"
+            label = Mode.DIRECT if route is _Route.DIRECT else Mode.DURABLE
             mode_used = label
             in_flight = False
             try:
@@ -199,15 +159,16 @@ class RuntimeExecutor(AgentExecutor):
                 task = build_task_input(context, history)
                 metrics.IN_FLIGHT.labels(label).inc()
                 in_flight = True
-                mode_used = await self._run(task, events, mode, started_working)
+                mode_used = await self._run(task, events, route, started_working)
             finally:
                 if in_flight:
                     metrics.IN_FLIGHT.labels(label).dec()
                 metrics.TASK_DURATION.labels(label).observe(time.monotonic() - started)
                 if events.first_chunk_at is not None:
                     metrics.FIRST_CHUNK.labels(label).observe(events.first_chunk_at - started)
-                state = STATE_LABELS.get(events.terminal_state) or (
-                    "input-required" if events.input_required.is_set() else "canceled"
+                ended = events.terminal_state
+                state = (outcome_of(ended) if ended is not None else None) or (
+                    Outcome.INPUT_REQUIRED if events.input_required.is_set() else Outcome.CANCELED
                 )
                 metrics.TASKS.labels(state, mode_used).inc()
         finally:
@@ -215,28 +176,27 @@ class RuntimeExecutor(AgentExecutor):
                 ticket.release()
 
     async def _run(
-        self, task: TaskInput, events: TaskEvents, mode: str, started_working: bool
-    ) -> str:
+        self, task: TaskInput, events: TaskEvents, route: _Route, started_working: bool
+    ) -> Mode:
         """Run the task; return the mode it actually ran in."""
-        if mode == "resume":
+        if route is _Route.RESUME:
             if self.durable is None:
                 await events.status(
                     TaskState.TASK_STATE_INPUT_REQUIRED,
                     "This task waits on Temporal, but this server runs without durable mode "
                     "(TEMPORAL_HOST); send the answer to a durable server.",
                 )
-                return "direct"
+                return Mode.DIRECT
             if not await self.durable.resume(task, events):
                 await events.status(
                     TaskState.TASK_STATE_INPUT_REQUIRED,
                     "Temporal is unreachable right now, so this answer was not taken; "
                     "send it again in a moment.",
                 )
-            return "durable"
-        if mode == "durable":
-            assert self.durable is not None
+            return Mode.DURABLE
+        if route is _Route.DURABLE and self.durable is not None:
             if await self.durable.run(task, events):
-                return "durable"
+                return Mode.DURABLE
             metrics.FALLBACKS.inc()
             log.warning("Temporal unreachable before the task started: running it directly")
         await run_direct(
@@ -247,7 +207,7 @@ class RuntimeExecutor(AgentExecutor):
             announce=not started_working,
             batch_window=self.batch_window,
         )
-        return "direct"
+        return Mode.DIRECT
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         # Direct mode needs nothing here: the SDK cancels the asyncio task that

@@ -1,0 +1,310 @@
+"""The client side of a durable task: start (or join) its workflow, follow it to its
+end or to a question, hand it the user's answer, cancel it.
+
+A task runs durably or directly, decided *before* anything runs: if Temporal
+refused the start outright the task may run directly; once a start may have
+been accepted the task is never also run directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    RPCError,
+    RPCTimeoutOrCancelledError,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
+from temporalio.service import RPCStatusCode
+
+from molecule_runtime.adapters.base import TaskInput
+from molecule_runtime.config import Settings
+from molecule_runtime.durable.connection import TemporalConnection
+from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry
+from molecule_runtime.durable.types import (
+    PROVIDE_INPUT_SIGNAL,
+    WORKFLOW_NAME,
+    InputReply,
+    TaskOutcome,
+    WorkflowInput,
+    workflow_id,
+)
+from molecule_runtime.durable.workflow import root_message
+from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.observability.spans import inject_trace_context
+from molecule_runtime.states import state_of
+from molecule_runtime.vocabulary import Meta, Outcome
+
+log = logging.getLogger(__name__)
+
+# Transport failures that mean "the request did not reach Temporal".
+_UNREACHABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+# Failures worth retrying a start for; temporalio reports its own RPC timeout
+# as CANCELLED ("Timeout expired").
+_TRANSIENT = _UNREACHABLE | {RPCStatusCode.CANCELLED, RPCStatusCode.RESOURCE_EXHAUSTED}
+# A start gets this long per try, and this long in all, under heavy load.
+START_RPC_TIMEOUT = 10.0
+START_DEADLINE = 60.0
+# A burst of eager starts whose first workflow tasks all run on this process's
+# 2 cores would time out in Temporal and be retried, adding load; past this
+# many at once, starts wait here instead.
+MAX_CONCURRENT_STARTS = 32
+START_GATE_HOLD = 10.0
+
+
+class StartRefused(Exception):
+    """Temporal refused the connection before anything was sent: the task may run directly."""
+
+
+class StartUnconfirmed(Exception):
+    """Temporal never confirmed the start: the task must not run directly (it may be running)."""
+
+
+class DurableTasks:
+    def __init__(
+        self,
+        settings: Settings,
+        connection: TemporalConnection,
+        registry: LiveTaskRegistry,
+        *,
+        accept_tasks: bool,
+    ) -> None:
+        self.settings = settings
+        self.connection = connection
+        self.registry = registry
+        self.accept_tasks = accept_tasks
+        self.fallbacks = 0
+        self._start_gate = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
+
+    def accepting(self) -> bool:
+        """True when new tasks should run on Temporal."""
+        c = self.connection
+        return self.accept_tasks and c.healthy and c.client is not None
+
+    def _workflow_input(self, task: TaskInput) -> WorkflowInput:
+        s = self.settings
+        return WorkflowInput(
+            task=task,
+            workspace_id=s.workspace_id,
+            process_queue=s.process_task_queue,
+            shared_queue=s.temporal_task_queue,
+            heartbeat_timeout=s.temporal_heartbeat_timeout,
+            activity_timeout=s.temporal_activity_timeout,
+            schedule_to_start_timeout=s.temporal_schedule_to_start_timeout,
+            max_attempts=s.temporal_max_attempts,
+            retry_initial_interval=s.temporal_retry_initial_interval,
+            trace_carrier=inject_trace_context(),
+            input_timeout=s.input_timeout,
+        )
+
+    def _handle(self, client: Client, task_id: str) -> WorkflowHandle:
+        wf_id = workflow_id(self.settings.workspace_id, task_id)
+        return client.get_workflow_handle(wf_id, result_type=TaskOutcome)
+
+    async def run(self, task: TaskInput, events: TaskEvents) -> bool:
+        """Run `task` as a workflow; False if Temporal refused it before anything ran."""
+        client = self.connection.client
+        if client is None:
+            self.fallbacks += 1
+            return False
+        with self.registry.register(events) as entry:
+            try:
+                async with self._start_gate:
+                    handle = await self._start(client, task)
+                    # Hold the gate until the workflow's first task has run here.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(events.working.wait(), START_GATE_HOLD)
+            except StartRefused:
+                self.fallbacks += 1
+                return False
+            except StartUnconfirmed as exc:
+                await events.status(state_of(Outcome.FAILED), str(exc))
+                return True
+            entry.handle = handle
+            await self._follow(handle, events)
+            return True
+
+    async def _start(self, client: Client, task: TaskInput) -> WorkflowHandle:
+        """Start (or join) the task's workflow.
+
+        Retrying is safe: the workflow id is the task's and USE_EXISTING joins a
+        run that did start.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_DEADLINE
+        delay = 0.2
+        ambiguous = False
+        wf_id = workflow_id(self.settings.workspace_id, task.task_id)
+        while True:
+            try:
+                return await client.start_workflow(
+                    WORKFLOW_NAME,
+                    self._workflow_input(task),
+                    id=wf_id,
+                    task_queue=self.settings.temporal_task_queue,
+                    result_type=TaskOutcome,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    request_eager_start=True,
+                    rpc_timeout=timedelta(
+                        seconds=max(START_RPC_TIMEOUT, self.settings.temporal_connect_timeout)
+                    ),
+                )
+            except WorkflowAlreadyStartedError:
+                # The same task was submitted before and has finished: its
+                # result stands, it is not run again.
+                return self._handle(client, task.task_id)
+            except (RPCError, RPCTimeoutOrCancelledError) as exc:
+                status = getattr(exc, "status", None)
+                if isinstance(exc, RPCError) and status not in _TRANSIENT:
+                    raise
+                error = f"start_workflow: {exc}"
+                if status == RPCStatusCode.UNAVAILABLE and not ambiguous:
+                    self.connection.set_healthy(False, error)
+                    raise StartRefused(error) from exc
+                self.connection.last_error = error
+                ambiguous = True
+                if loop.time() > deadline:
+                    raise StartUnconfirmed(
+                        "Temporal did not confirm the start of this task in time "
+                        f"({exc}); it was not run. Send it again."
+                    ) from exc
+                log.warning("start_workflow for %s: %s; retrying", wf_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def ensure_started(self, task: TaskInput) -> bool:
+        """Start the workflow of a stored task unless one exists; True if started now."""
+        client = self.connection.client
+        if client is None:
+            return False
+        wf_id = workflow_id(self.settings.workspace_id, task.task_id)
+        try:
+            await client.get_workflow_handle(wf_id).describe()
+            return False
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        await client.start_workflow(
+            WORKFLOW_NAME,
+            self._workflow_input(task),
+            id=wf_id,
+            task_queue=self.settings.temporal_task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        return True
+
+    async def resume(self, task: TaskInput, events: TaskEvents) -> bool:
+        """Hand the user's answer to a task waiting for input; follow the new turn here.
+
+        False if Temporal cannot be reached (nothing was sent).
+        """
+        client = self.connection.client
+        if client is None or not self.connection.healthy:
+            return False
+        handle = self._handle(client, task.task_id)
+        reply = InputReply(
+            task=task, process_queue=self.settings.process_task_queue, artifact_id=events.artifact_id
+        )
+        with self.registry.register(events) as entry:
+            entry.handle = handle
+            try:
+                await handle.signal(
+                    PROVIDE_INPUT_SIGNAL,
+                    reply,
+                    rpc_timeout=timedelta(seconds=self.settings.temporal_connect_timeout),
+                )
+            except RPCError as exc:
+                if exc.status in _UNREACHABLE:
+                    self.connection.set_healthy(False, f"signal: {exc}")
+                    return False
+                # The workflow is gone (finished, timed out waiting): the task cannot go on.
+                await events.status(
+                    state_of(Outcome.FAILED),
+                    f"This task no longer accepts answers ({exc.message}).",
+                )
+                return True
+            except RPCTimeoutOrCancelledError:
+                return False
+            await self._follow(handle, events)
+            return True
+
+    async def _follow(self, handle: WorkflowHandle, events: TaskEvents) -> None:
+        """Stream until the workflow ends or stops to wait for the user's input."""
+        result = asyncio.ensure_future(self._result(handle))
+        paused = asyncio.ensure_future(events.input_required.wait())
+        try:
+            await asyncio.wait({result, paused}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self._cancel_quietly(handle)
+            raise
+        finally:
+            for future in (result, paused):
+                if not future.done():
+                    future.cancel()
+        if not result.done() or result.cancelled():
+            return  # waiting for input: the workflow goes on without this request
+        outcome = result.result()
+        if events.terminal_state is None and not events.input_required.is_set():
+            # task_complete ran on another worker, or Temporal is out of
+            # reach; the client's stream still ends with a final state.
+            await events.status(
+                state_of(outcome.state),
+                outcome.message or None,
+                metadata={Meta.LOST_CONTACT: True} if outcome.state == Outcome.LOST else None,
+            )
+
+    async def _result(self, handle: WorkflowHandle) -> TaskOutcome:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        deadline = loop.time() + s.temporal_activity_timeout * s.temporal_max_attempts + 60
+        delay = 0.5
+        while True:
+            try:
+                return await handle.result()
+            except WorkflowFailureError as exc:
+                if isinstance(exc.cause, CancelledError):
+                    return TaskOutcome(Outcome.CANCELED, "Canceled.")
+                return TaskOutcome(Outcome.FAILED, root_message(exc))
+            except (RPCError, RPCTimeoutOrCancelledError) as exc:
+                if loop.time() > deadline:
+                    # Reported as failed; task_complete overwrites it with the
+                    # real outcome if the workflow finishes after all.
+                    return TaskOutcome(
+                        Outcome.LOST,
+                        f"Lost contact with Temporal while the task ran ({exc}); "
+                        "it may still finish there: GetTask shows the final state.",
+                    )
+                log.warning("waiting for workflow %s: %s; retrying", handle.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _cancel_quietly(self, handle: WorkflowHandle) -> None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(handle.cancel()), timeout=2)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task's workflow and wait (bounded) until the adapter has stopped."""
+        entry: LiveTask | None = self.registry.get(task_id)
+        if entry is not None and entry.handle is not None:
+            await self._cancel_quietly(entry.handle)
+            # The adapter sees CancelledError at its next heartbeat reply.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.finished.wait(), timeout=10)
+            return True
+        client = self.connection.client
+        if client is None:
+            return False
+        try:
+            await self._handle(client, task_id).cancel()
+        except Exception:
+            return False
+        return True

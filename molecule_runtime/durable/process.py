@@ -1,0 +1,64 @@
+"""Durable mode for one process, built complete: the connection to Temporal, the
+workers on this event loop, the in-process registry of live tasks and the client
+side of tasks (what the executor calls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from molecule_runtime.adapters.base import BaseAdapter
+from molecule_runtime.config import Settings
+from molecule_runtime.durable.activities import TaskActivities
+from molecule_runtime.durable.client import DurableTasks
+from molecule_runtime.durable.connection import TemporalConnection
+from molecule_runtime.durable.registry import LiveTaskRegistry
+from molecule_runtime.durable.worker import TaskWorkers
+from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.vocabulary import ServiceMode
+
+
+class DurableProcess:
+    def __init__(
+        self,
+        settings: Settings,
+        adapter: BaseAdapter,
+        store: ObservedTaskStore,
+        *,
+        accept_tasks: bool,
+    ) -> None:
+        self.registry = LiveTaskRegistry()
+        activities = TaskActivities(
+            adapter,
+            store,
+            self.registry,
+            heartbeat_interval=min(1.0, settings.temporal_heartbeat_timeout / 3),
+            workspace_id=settings.workspace_id,
+            batch_window=settings.stream_batch_window,
+        )
+        self.connection = TemporalConnection(
+            settings, TaskWorkers(settings, activities, accept_tasks=accept_tasks)
+        )
+        self.tasks = DurableTasks(settings, self.connection, self.registry, accept_tasks=accept_tasks)
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, adapter: BaseAdapter, store: ObservedTaskStore, *, accept_tasks: bool
+    ) -> DurableProcess:
+        """Connect (or note that Temporal is out of reach: tasks then run directly)."""
+        durable = cls(settings, adapter, store, accept_tasks=accept_tasks)
+        await durable.connection.open()
+        return durable
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+    @property
+    def mode(self) -> ServiceMode:
+        return ServiceMode.DURABLE if self.connection.healthy else ServiceMode.DIRECT_FALLBACK
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.connection.status(),
+            "live_tasks": len(self.registry),
+            "fallbacks": self.tasks.fallbacks,
+        }

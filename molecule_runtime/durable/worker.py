@@ -1,0 +1,82 @@
+"""The Temporal workers of this process, on its own event loop: the shared queue
+(workflows and all three activities) and, in a process that takes tasks, its own
+queue, where `llm_call` runs next to the client's stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from molecule_runtime.config import Settings
+from molecule_runtime.durable.activities import TaskActivities
+from molecule_runtime.durable.workflow import AgentTaskWorkflow
+
+log = logging.getLogger(__name__)
+
+
+class TaskWorkers:
+    def __init__(self, settings: Settings, activities: TaskActivities, *, accept_tasks: bool) -> None:
+        self.settings = settings
+        self.activities = activities
+        self.accept_tasks = accept_tasks
+        self._workers: list[Worker] = []
+        self._runs: list[asyncio.Task[None]] = []
+
+    @property
+    def queues(self) -> list[str]:
+        return [w.task_queue for w in self._workers]
+
+    def start(self, client: Client) -> None:
+        s = self.settings
+        acts = self.activities
+        common: dict[str, Any] = {
+            # Heartbeat replies carry cancel requests: keep them frequent so
+            # CancelTask reaches the adapter within about a second.
+            "max_heartbeat_throttle_interval": timedelta(seconds=0.5),
+            "default_heartbeat_throttle_interval": timedelta(seconds=0.5),
+            "graceful_shutdown_timeout": timedelta(seconds=s.shutdown_grace),
+            "max_concurrent_activities": s.temporal_max_concurrent_activities,
+            "identity": f"molecule-runtime@{s.resolved_instance_id}",
+        }
+        self._workers = [
+            Worker(
+                client,
+                task_queue=s.temporal_task_queue,
+                workflows=[AgentTaskWorkflow],
+                activities=[acts.task_receive, acts.llm_call, acts.task_complete],
+                # A dead worker's sticky queue would otherwise hold its
+                # workflows for 10 s before another worker may take them.
+                sticky_queue_schedule_to_start_timeout=timedelta(seconds=1),
+                max_concurrent_local_activities=s.temporal_max_concurrent_activities,
+                **common,
+            )
+        ]
+        if self.accept_tasks:
+            self._workers.append(
+                Worker(client, task_queue=s.process_task_queue, activities=[acts.llm_call], **common)
+            )
+        self._runs = [
+            asyncio.create_task(w.run(), name=f"temporal-worker:{w.task_queue}")
+            for w in self._workers
+        ]
+
+    def stopped(self) -> bool:
+        """True if a worker ended (it is then restarted by the connection's supervisor)."""
+        for run in self._runs:
+            if run.done() and not run.cancelled() and run.exception():
+                log.warning("Temporal worker stopped: %s; restarting it", run.exception())
+        return any(run.done() for run in self._runs)
+
+    async def stop(self) -> None:
+        workers, runs = self._workers, self._runs
+        self._workers, self._runs = [], []
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        for run in runs:
+            if not run.done():
+                run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)

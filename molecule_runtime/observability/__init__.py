@@ -1,0 +1,1 @@
+"""Metrics (Prometheus), traces (OpenTelemetry: set-up and stage spans) and logs."""

@@ -1,0 +1,71 @@
+"""Every use of an a2a-sdk private attribute or undocumented behaviour, in one place.
+
+The SDK (1.3) has no public seam for these; tests/test_sdk_seam.py pins each
+behaviour relied on here, so an SDK upgrade that changes one fails there first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+from a2a.server.cluster import TaskVersion
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+
+# The SDK warns (log and warning) when a versioned store comes without an event
+# stream, i.e. for every in-memory store, which serves one process by design.
+_SINGLE_PROCESS_NOTE = "without an event_stream"
+_HANDLER_LOG = logging.getLogger("a2a.server.request_handlers.default_request_handler_v2")
+
+
+def version_number(version: TaskVersion) -> int:
+    """A database store's version as an integer; 0 for MISSING (the in-memory store)."""
+    value = version._value  # no accessor: the SDK keeps versions opaque
+    return value if isinstance(value, int) else 0
+
+
+async def events_taken(event_queue: EventQueue) -> None:
+    """Wait until the SDK's consumer has handed every event enqueued so far to the store.
+
+    The executor's queue (`EventQueueSource`) moves events from its private
+    incoming queue to the sink its consumer reads; the consumer marks each one
+    done once the store has taken it. No time limit: under load the store is
+    slow, not broken (a durable stage keeps heartbeating meanwhile); the queues'
+    state is re-checked each second because the SDK may tear them down.
+    """
+    for name in ("_incoming_queue", "queue"):
+        queue = getattr(event_queue, name, None)
+        while queue is not None and not event_queue.is_closed():
+            try:
+                async with asyncio.timeout(1.0):
+                    await queue.join()
+                break
+            except TimeoutError:
+                continue
+
+
+@contextlib.contextmanager
+def single_process_note_silenced() -> Iterator[None]:
+    """Around `DefaultRequestHandler(...)` built with an in-memory versioned store."""
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return _SINGLE_PROCESS_NOTE not in record.getMessage()
+
+    drop = _Drop()
+    _HANDLER_LOG.addFilter(drop)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=f".*{_SINGLE_PROCESS_NOTE}")
+            yield
+    finally:
+        _HANDLER_LOG.removeFilter(drop)
+
+
+async def runs_here(handler: DefaultRequestHandler, task_id: str) -> bool:
+    """True when this process holds the task's live producer (its stream and executor)."""
+    return await handler._active_task_registry.get(task_id) is not None

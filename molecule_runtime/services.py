@@ -1,0 +1,157 @@
+"""What a process needs to run tasks — adapter, task store, push delivery, durable
+mode — opened complete (before the port is bound) and closed in reverse order.
+Shared by the server and the worker-only process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter
+from molecule_runtime.adapters.loader import resolve_adapter_class
+from molecule_runtime.config import Settings
+from molecule_runtime.push import PushNotifier
+from molecule_runtime.recovery import sweep
+from molecule_runtime.store import Stores, open_configured_stores
+from molecule_runtime.vocabulary import ServiceMode
+
+if TYPE_CHECKING:
+    from molecule_runtime.durable.process import DurableProcess
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    def __init__(
+        self,
+        settings: Settings,
+        adapter: BaseAdapter,
+        stores: Stores,
+        notifier: PushNotifier | None,
+        durable: DurableProcess | None,
+    ) -> None:
+        self.settings = settings
+        self.adapter = adapter
+        self.stores = stores
+        self.notifier = notifier
+        self.durable = durable
+        self._sweep: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, settings: Settings, *, accept_tasks: bool) -> Services:
+        """Set everything up; raise (having released what was opened) if anything fails.
+
+        `accept_tasks` is False for a worker-only process: it runs durable stages
+        (shared queue) but takes no tasks of its own.
+        """
+        adapter = resolve_adapter_class(settings.adapter_module, settings.runtime)()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await adapter.setup(
+            AdapterConfig(
+                workspace_id=settings.workspace_id,
+                data_dir=settings.data_dir.resolve(),
+                model=settings.model,
+                system_prompt=settings.system_prompt,
+                options=dict(settings.adapter_options),
+            )
+        )
+        stores: Stores | None = None
+        notifier: PushNotifier | None = None
+        try:
+            stores = await open_configured_stores(settings)
+            if settings.push_notifications:
+                # Told of every write, so headless ones (recovery, other replicas) notify too.
+                notifier = PushNotifier(
+                    stores.push_configs,
+                    allow_private=settings.push_allow_private,
+                    max_attempts=settings.push_max_attempts,
+                    retry_initial_interval=settings.push_retry_initial_interval,
+                )
+                stores.tasks.observe(notifier.notify)
+            started_at = datetime.now(UTC).replace(tzinfo=None)
+            durable = None
+            if settings.durable:
+                from molecule_runtime.durable.process import DurableProcess
+
+                durable = await DurableProcess.open(
+                    settings, adapter, stores.tasks, accept_tasks=accept_tasks
+                )
+        except BaseException:
+            await _close_quietly(adapter, stores, notifier)
+            raise
+        services = cls(settings, adapter, stores, notifier, durable)
+        if accept_tasks:
+            services._sweep = asyncio.create_task(services._settle_orphans(started_at))
+        return services
+
+    async def _settle_orphans(self, started_at: datetime) -> None:
+        """Finish or fail what this instance left unfinished when it last stopped."""
+        start = None
+        if self.durable is not None:
+            # Temporal may still be unreachable: wait (bounded) for the worker.
+            for _ in range(60):
+                if self.durable.tasks.accepting():
+                    start = self.durable.tasks.ensure_started
+                    break
+                await asyncio.sleep(1)
+        try:
+            counts = await sweep(
+                self.stores.tasks,
+                self.settings.resolved_instance_id,
+                started_at,
+                start_workflow=start,
+            )
+        except Exception:
+            log.exception("could not settle the tasks left unfinished by the last run")
+            return
+        if any(counts.values()):
+            log.warning("tasks left unfinished by the last run: %s", counts)
+
+    async def close(self) -> None:
+        if self._sweep is not None and not self._sweep.done():
+            self._sweep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep
+        if self.durable is not None:
+            await self.durable.close()
+        await _close_quietly(self.adapter, self.stores, self.notifier)
+
+    @property
+    def mode(self) -> ServiceMode:
+        return ServiceMode.DIRECT if self.durable is None else self.durable.mode
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "mode": self.mode,
+            "adapter": self.adapter.name(),
+            "adapter_ready": True,
+            "workspace_id": self.settings.workspace_id,
+        }
+        ok = True
+        try:
+            await self.stores.check()
+            body["store"] = "ok"
+        except Exception as exc:
+            body["store"] = f"unreachable: {type(exc).__name__}"
+            ok = False
+        if self.durable is not None:
+            # Ready when the worker runs, or when the fallback to direct is active.
+            body["temporal"] = self.durable.status()
+        body["status"] = "ready" if ok else "not ready"
+        return ok, body
+
+
+async def _close_quietly(
+    adapter: BaseAdapter, stores: Stores | None, notifier: PushNotifier | None
+) -> None:
+    try:
+        await adapter.aclose()
+    except Exception:
+        log.exception("adapter aclose() failed")
+    if notifier is not None:
+        await notifier.aclose()
+    if stores is not None:
+        await stores.aclose()

@@ -1,0 +1,135 @@
+"""Pins the a2a-sdk behaviour molecule_runtime relies on where the SDK has no public
+seam (molecule_runtime/sdk_seam.py, and the store's row format and compaction). An SDK
+upgrade that changes one of these fails here first."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from datetime import UTC, datetime
+
+import pytest
+from a2a.server.cluster import LegacyTaskStoreAdapter, TaskVersion, VersionedDatabaseTaskStore
+from a2a.server.context import ServerCallContext
+from a2a.server.events.event_queue_v2 import EventQueueSource
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.tasks import InMemoryTaskStore
+from a2a.server.tasks.task_manager import TaskManager
+from a2a.types.a2a_pb2 import (
+    AgentCard,
+    Artifact,
+    Message,
+    Part,
+    Role,
+    Task,
+    TaskArtifactUpdateEvent,
+    TaskState,
+    TaskStatus,
+)
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from molecule_runtime.sdk_seam import (
+    events_taken,
+    runs_here,
+    single_process_note_silenced,
+    version_number,
+)
+from molecule_runtime.server.executor import RuntimeExecutor
+from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store.task_writes import task_row
+
+
+def test_versions_are_integers_and_missing_is_zero() -> None:
+    assert version_number(TaskVersion(7)) == 7
+    assert version_number(TaskVersion.MISSING) == 0
+
+
+async def test_the_event_queue_counts_an_event_taken_once_its_consumer_is_done() -> None:
+    queue = EventQueueSource()
+    await queue.enqueue_event(Message(message_id="m", role=Role.ROLE_AGENT))
+    taken = asyncio.create_task(events_taken(queue))
+    await asyncio.sleep(0.05)
+    assert not taken.done()  # enqueued, not consumed
+    await queue.dequeue_event()
+    await asyncio.sleep(0.05)
+    assert not taken.done()  # dequeued, not yet done
+    queue.task_done()
+    await asyncio.wait_for(taken, 2)
+    await queue.close(immediate=True)
+    await asyncio.wait_for(events_taken(queue), 2)  # a closed queue takes nothing more
+
+
+def _handler(**kwargs: object) -> DefaultRequestHandler:
+    store = ObservedTaskStore(LegacyTaskStoreAdapter(InMemoryTaskStore()))
+    return DefaultRequestHandler(
+        agent_executor=RuntimeExecutor.__new__(RuntimeExecutor),
+        task_store=store,
+        agent_card=AgentCard(name="t"),
+        **kwargs,
+    )
+
+
+def test_the_single_process_note_is_what_is_silenced(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        _handler()
+    noted = [r.getMessage() for r in caplog.records] + [str(w.message) for w in seen]
+    assert any("without an event_stream" in text for text in noted), noted
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with single_process_note_silenced():
+            _handler()
+    noted = [r.getMessage() for r in caplog.records] + [str(w.message) for w in seen]
+    assert not any("without an event_stream" in text for text in noted), noted
+
+
+async def test_the_handler_knows_which_tasks_run_here() -> None:
+    with single_process_note_silenced():
+        handler = _handler()
+    assert await runs_here(handler, "no-such-task") is False
+
+
+async def test_the_task_manager_saves_its_own_task_object_so_compaction_sticks() -> None:
+    store = ObservedTaskStore(LegacyTaskStoreAdapter(InMemoryTaskStore()))
+    saved: list[Task] = []
+    store.observe(lambda _id, _event, _version: None)
+    inner_save = store.inner.save
+
+    async def spy(task: Task, **kwargs: object) -> TaskVersion:
+        saved.append(task)
+        return await inner_save(task, **kwargs)  # type: ignore[arg-type]
+
+    store.inner.save = spy  # type: ignore[method-assign]
+    manager = TaskManager(store, ServerCallContext(), "t1", "c1", None)
+    await manager.process(Task(id="t1", context_id="c1", status=TaskStatus(state=TaskState.TASK_STATE_WORKING)))
+    for i, append in enumerate((False, True, True)):
+        await manager.process(
+            TaskArtifactUpdateEvent(
+                task_id="t1",
+                context_id="c1",
+                artifact=Artifact(artifact_id="a", parts=[Part(text=f"p{i}")]),
+                append=append,
+            )
+        )
+    assert saved[1] is saved[2] is saved[3]  # one object, updated in place
+    assert [p.text for p in saved[3].artifacts[0].parts] == ["p0p1p2"]
+
+
+async def test_task_rows_are_written_as_the_sdk_writes_them(tmp_path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    try:
+        database = VersionedDatabaseTaskStore(engine)
+        task = Task(id="t1", context_id="c1", status=TaskStatus(state=TaskState.TASK_STATE_COMPLETED))
+        task.status.timestamp.FromDatetime(datetime.now(UTC))
+        task.history.append(Message(message_id="m", role=Role.ROLE_USER, parts=[Part(text="hi")]))
+        task.artifacts.append(Artifact(artifact_id="a", parts=[Part(text="answer")]))
+        task.metadata.update({"k": "v"})
+        sdk = database.as_task_store._to_orm(task, "owner")  # type: ignore[attr-defined]
+        ours = task_row(task, "owner")
+        for column in ("id", "context_id", "kind", "owner", "last_updated", "status", "artifacts", "history", "protocol_version"):
+            assert ours[column] == getattr(sdk, column), column
+        assert ours["metadata"] == sdk.task_metadata
+    finally:
+        await engine.dispose()
