@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import FrameType
 
 import uvicorn
 
@@ -28,6 +29,14 @@ class _Server(uvicorn.Server):
     the process before `Runtime.stop()` releases the adapter, the store and
     Temporal; here the signal only starts the shutdown and the process exits 0.
     """
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -60,7 +69,7 @@ async def run_server(settings: Settings) -> int:
             # Slow clients: a deadline for the request headers (the body has its own).
             http=http_protocol(settings.request_timeout),
         )
-        server = _Server(config)
+        server = _Server(config, on_exit=services.begin_drain)
         log.info(
             "molecule-runtime serving adapter=%s mode=%s store=%s address=http://%s:%s card=%s/.well-known/agent-card.json",
             services.adapter.name(),

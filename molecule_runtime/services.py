@@ -38,7 +38,15 @@ class Services:
         self.stores = stores
         self.notifier = notifier
         self.durable = durable
+        # Set at SIGTERM/SIGINT: no new tasks here; running ones get the grace
+        # period, then durable ones are handed back to Temporal.
+        self.draining = asyncio.Event()
         self._sweep: asyncio.Task[None] | None = None
+
+    def begin_drain(self) -> None:
+        self.draining.set()
+        if self.durable is not None:
+            self.durable.tasks.accept_tasks = False
 
     @classmethod
     async def open(cls, settings: Settings, *, accept_tasks: bool) -> Services:
@@ -130,7 +138,7 @@ class Services:
             "adapter_ready": True,
             "workspace_id": self.settings.workspace_id,
         }
-        ok = True
+        ok = not self.draining.is_set()
         try:
             await self.stores.check()
             body["store"] = "ok"
@@ -140,7 +148,9 @@ class Services:
         if self.durable is not None:
             # Ready when the worker runs, or when the fallback to direct is active.
             body["temporal"] = self.durable.status()
-        body["status"] = "ready" if ok else "not ready"
+        body["status"] = (
+            "draining" if self.draining.is_set() else "ready" if ok else "not ready"
+        )
         return ok, body
 
 

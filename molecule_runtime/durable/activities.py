@@ -18,6 +18,7 @@ from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskI
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.types import (
     NON_RETRYABLE_TYPE,
+    WORKER_SHUTDOWN_TYPE,
     CompleteInput,
     LlmCallInput,
     LlmCallResult,
@@ -139,7 +140,15 @@ class TaskActivities:
             ) from exc
         except TaskFinishedElsewhere as exc:
             raise ApplicationError(str(exc), type=NON_RETRYABLE_TYPE, non_retryable=True) from exc
-        except (asyncio.CancelledError, ApplicationError):
+        except asyncio.CancelledError:
+            if activity.is_worker_shutdown():
+                # Hand the attempt back: a cancel would end the task canceled.
+                raise ApplicationError(
+                    "This process shut down during the attempt; it is retried elsewhere.",
+                    type=WORKER_SHUTDOWN_TYPE,
+                ) from None
+            raise
+        except ApplicationError:
             raise
         except Exception as exc:
             log.warning("task %s: attempt %d failed: %s", task.task_id, task.attempt, describe_error(exc))

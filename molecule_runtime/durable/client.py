@@ -242,10 +242,10 @@ class DurableTasks:
         result = asyncio.ensure_future(self._result(handle))
         paused = asyncio.ensure_future(events.input_required.wait())
         try:
+            # Cancelled here is not a cancel of the task: CancelTask reaches the
+            # workflow through cancel(), and at shutdown the workflow must go on
+            # (another worker, or this process after a restart, finishes it).
             await asyncio.wait({result, paused}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            await self._cancel_quietly(handle)
-            raise
         finally:
             for future in (result, paused):
                 if not future.done():

@@ -9,6 +9,7 @@ from molecule_runtime.vocabulary import Outcome
 
 WORKFLOW_NAME = "AgentTaskWorkflow"
 NON_RETRYABLE_TYPE = "NonRetryableError"
+WORKER_SHUTDOWN_TYPE = "WorkerShutdown"
 
 
 @dataclass

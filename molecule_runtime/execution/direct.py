@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from a2a.types.a2a_pb2 import TaskState
 
@@ -23,6 +24,7 @@ async def run_direct(
     *,
     announce: bool = True,
     batch_window: float = 0.0,
+    shutting_down: Callable[[], bool] = lambda: False,
 ) -> None:
     """One attempt; the task always ends in a terminal state (or re-raises cancellation).
 
@@ -38,6 +40,8 @@ async def run_direct(
         with stage_span(Stage.LLM_CALL, task, common):
             result = await run_attempt(adapter, task, events, batch_window=batch_window)
     except asyncio.CancelledError:
+        if shutting_down():
+            raise  # not the user's cancel: the caller records why the task stopped
         with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.CANCELED}):
             await events.status(TaskState.TASK_STATE_CANCELED, "Canceled.")
         raise

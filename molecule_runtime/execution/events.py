@@ -38,6 +38,11 @@ class TaskStopped(Exception):
     """The task was finished by someone else (e.g. canceled) while this attempt ran."""
 
 
+class EventsDropped(Exception):
+    """The client's stream closed (the server is shutting down) before these events
+    were stored: the attempt must not be reported done; a retry restarts the answer."""
+
+
 def artifact_id_for(task_id: str, turn: int = 1) -> str:
     """One answer artifact per turn of a task, with an id every attempt and process agrees on."""
     return f"{task_id}-answer" if turn <= 1 else f"{task_id}-answer-{turn}"

@@ -42,6 +42,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         workspace_id=settings.workspace_id,
         batch_window=settings.stream_batch_window,
         instance_id=settings.resolved_instance_id,
+        draining=services.draining,
     )
     notifier = services.notifier
     handler = RuntimeRequestHandler(

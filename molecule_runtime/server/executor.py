@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
+from a2a.server.events.event_queue import Event
 from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.admission import claim
 from molecule_runtime.execution.direct import run_direct
-from molecule_runtime.execution.events import TaskEvents, artifact_id_for
+from molecule_runtime.execution.events import EventsDropped, TaskEvents, artifact_id_for
+from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events
 from molecule_runtime.execution.inputs import build_task_input, history_from_tasks, turn_of
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
@@ -44,7 +49,34 @@ REJECT_NO_TEXT = (
 )
 
 
-async def events_stored(event_queue: EventQueue, store: ObservedTaskStore, task_id: str) -> None:
+SHUT_DOWN = (
+    "The server shut down before this task finished (direct mode cannot resume it). "
+    "Send it again (durable mode, TEMPORAL_HOST, hands such tasks over instead)."
+)
+
+
+def live_delivery(
+    event_queue: EventQueue, store: ObservedTaskStore, task_id: str, context: ServerCallContext
+) -> Callable[[Event], Awaitable[None]]:
+    """Events to the SDK's queue, which stores and streams them; refused once the
+    queue is closed (the SDK would drop them silently): because the task was
+    finished elsewhere (e.g. canceled on another replica), or at shutdown."""
+
+    async def deliver(event: Event) -> None:
+        if event_queue.is_closed():
+            stored = await store.get(task_id, context)
+            if stored is not None and stored.task.status.state in TERMINAL_STATES:
+                state = TaskState.Name(stored.task.status.state)
+                raise TaskFinishedElsewhere(f"task {task_id} is already {state}")
+            raise EventsDropped("the task's event stream is closed")
+        await event_queue.enqueue_event(event)
+
+    return deliver
+
+
+async def events_stored(
+    event_queue: EventQueue, store: ObservedTaskStore, task_id: str, context: ServerCallContext
+) -> None:
     """Wait until every event enqueued so far is in the database.
 
     A durable stage must not report itself done to Temporal before its events
@@ -52,6 +84,12 @@ async def events_stored(event_queue: EventQueue, store: ObservedTaskStore, task_
     """
     await events_taken(event_queue)
     await store.wait_stored(task_id)
+    if event_queue.is_closed():
+        # Closed at a terminal state (then everything was stored first), or torn
+        # down at shutdown, when events still queued were dropped.
+        stored = await store.get(task_id, context)
+        if stored is None or stored.task.status.state not in TERMINAL_STATES:
+            raise EventsDropped("the task's event stream closed before its events were stored")
 
 
 class RuntimeExecutor(AgentExecutor):
@@ -64,7 +102,9 @@ class RuntimeExecutor(AgentExecutor):
         workspace_id: str = "",
         batch_window: float = 0.0,
         instance_id: str = "",
+        draining: asyncio.Event | None = None,
     ) -> None:
+        self.draining = draining or asyncio.Event()
         self.batch_window = batch_window
         self.instance_id = instance_id
         self.adapter = adapter
@@ -95,9 +135,11 @@ class RuntimeExecutor(AgentExecutor):
         events = TaskEvents(
             task_id,
             str(context.context_id),
-            event_queue.enqueue_event,
+            live_delivery(event_queue, self.store, task_id, context.call_context),
             artifact_id=artifact_id_for(task_id, turn),
-            persisted=functools.partial(events_stored, event_queue, self.store, task_id),
+            persisted=functools.partial(
+                events_stored, event_queue, self.store, task_id, context.call_context
+            ),
             settled=functools.partial(events_taken, event_queue),
         )
         has_text = bool(context.get_user_input().strip())
@@ -199,14 +241,24 @@ class RuntimeExecutor(AgentExecutor):
                 return Mode.DURABLE
             metrics.FALLBACKS.inc()
             log.warning("Temporal unreachable before the task started: running it directly")
-        await run_direct(
-            self.adapter,
-            task,
-            events,
-            self.span_attributes,
-            announce=not started_working,
-            batch_window=self.batch_window,
-        )
+        try:
+            await run_direct(
+                self.adapter,
+                task,
+                events,
+                self.span_attributes,
+                announce=not started_working,
+                batch_window=self.batch_window,
+                shutting_down=self.draining.is_set,
+            )
+        except asyncio.CancelledError:
+            if self.draining.is_set():
+                # The stream is being torn down: the final state goes straight
+                # to the store, so no replica leaves the task working for ever.
+                fail = headless_events(self.store, task.task_id, task.context_id)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(fail.status(TaskState.TASK_STATE_FAILED, SHUT_DOWN))
+            raise
         return Mode.DIRECT
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:

@@ -1,0 +1,138 @@
+"""Deploys: SIGTERM hands running durable work back to Temporal instead of cancelling it
+(real Temporal dev server, real server processes, one shared SQLite task store)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+
+from tests.fixtures.scripted_adapter import read_records
+from tests.support.durable import durable_env
+from tests.support.sse import A2A, read_frames, stream_request, task_id_of
+
+
+def expected(chunks: int) -> str:
+    return "".join(f"c{i} " for i in range(chunks))
+
+
+async def get_task(http: httpx.AsyncClient, base: str, task_id: str) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": task_id}}
+    payload = (await http.post(f"{base}/", json=body, headers=A2A)).json()
+    assert "result" in payload, payload
+    return payload["result"]
+
+
+async def completed(http: httpx.AsyncClient, base: str, task_id: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    task: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            task = await get_task(http, base, task_id)
+        except httpx.HTTPError:
+            task = {}
+        state = task.get("status", {}).get("state")
+        if state == "TASK_STATE_COMPLETED":
+            return task
+        assert state not in ("TASK_STATE_CANCELED", "TASK_STATE_FAILED"), task
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"task {task_id} not completed after {timeout}s: {task.get('status')}")
+
+
+def answer(task: dict[str, Any]) -> str:
+    return "".join(p.get("text", "") for a in task.get("artifacts", []) for p in a["parts"])
+
+
+async def no_cancel_requested(address: str, env: dict[str, str], task_id: str) -> None:
+    client = await Client.connect(address)
+    history = await client.get_workflow_handle(f"molecule:{env['WORKSPACE_ID']}:{task_id}").fetch_history()
+    kinds = {event.event_type for event in history.events}
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED not in kinds
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED in kinds
+
+
+async def start_stream(base: str, chunks: int, delay: float) -> str:
+    """Start a task and return its id once its first chunks streamed (the client then leaves)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        frames = await read_frames(
+            http, stream_request("JSONRPC", base, "go", {"chunks": chunks, "delay": delay}),
+            stop_after_chunks=3,
+        )
+    return task_id_of(frames)
+
+
+@pytest.mark.temporal
+async def test_sigterm_mid_stream_hands_the_task_back_and_a_restart_finishes_it(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    env = durable_env(temporal_server.address, records, MOLECULE_SHUTDOWN_GRACE="2")
+    workdir = tmp_path / "replica"
+    server = server_factory(env, workdir=workdir)
+    chunks = 30
+    task_id = await start_stream(server.url, chunks, 0.5)  # a 15 s answer
+    server.stop()  # SIGTERM; the task cannot finish within the 2 s grace
+    assert server.proc is not None and server.proc.returncode == 0, server.log()
+    restarted = server_factory(env, workdir=workdir, port=server.port)
+    async with httpx.AsyncClient(timeout=10) as http:
+        task = await completed(http, restarted.url, task_id, 60)
+    assert answer(task) == expected(chunks)
+    await no_cancel_requested(temporal_server.address, env, task_id)
+    runs = [r for r in read_records(records, task_id) if r["event"] in ("start", "done")]
+    assert [r["event"] for r in runs].count("done") == 1, runs
+
+
+@pytest.mark.temporal
+async def test_sigterm_with_a_second_replica_up_finishes_the_task_there(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    shared_store = f"sqlite+aiosqlite:///{tmp_path / 'shared' / 'tasks.db'}"
+    env = durable_env(
+        temporal_server.address,
+        records,
+        MOLECULE_SHUTDOWN_GRACE="1",
+        TASK_STORE_URL=shared_store,
+        TEMPORAL_SCHEDULE_TO_START_TIMEOUT="2",
+    )
+    leaving = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-a"})
+    staying = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-b"})
+    chunks = 24
+    task_id = await start_stream(leaving.url, chunks, 0.5)  # 12 s
+    stopped_at = time.monotonic()
+    leaving.stop()
+    async with httpx.AsyncClient(timeout=10) as http:
+        task = await completed(http, staying.url, task_id, 60)
+    finished_after = time.monotonic() - stopped_at
+    assert answer(task) == expected(chunks)
+    await no_cancel_requested(temporal_server.address, env, task_id)
+    pids = {r["pid"] for r in read_records(records, task_id) if r["event"] == "done"}
+    assert staying.proc is not None and pids == {staying.proc.pid}
+    # Heartbeat timeout (2 s) + schedule-to-start (2 s) + the 12 s answer, with slack.
+    assert finished_after < 12 + 2 + 2 + 10, finished_after
+
+
+async def test_sigterm_in_direct_mode_fails_an_unfinished_task_saying_why(
+    server_factory, tmp_path: Path
+) -> None:
+    env = {
+        "ADAPTER_MODULE": str(Path(__file__).parent / "fixtures" / "scripted_adapter.py"),
+        "ADAPTER_OPTIONS": '{"record_dir": "%s"}' % (tmp_path / "records"),
+        "MOLECULE_SHUTDOWN_GRACE": "1",
+    }
+    workdir = tmp_path / "direct"
+    server = server_factory(env, workdir=workdir)
+    task_id = await start_stream(server.url, 30, 0.5)
+    server.stop()
+    restarted = server_factory(env, workdir=workdir, port=server.port)
+    async with httpx.AsyncClient(timeout=10) as http:
+        task = await get_task(http, restarted.url, task_id)
+    assert task["status"]["state"] == "TASK_STATE_FAILED"
+    message = "".join(p.get("text", "") for p in task["status"]["message"]["parts"])
+    assert message.startswith("The server shut down before this task finished"), message
