@@ -24,6 +24,7 @@ from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.headless import headless_events
+from molecule_runtime.execution.inputs import MAX_HISTORY_MESSAGES, history_from_tasks
 from molecule_runtime.vocabulary import Meta, Mode
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,21 @@ async def _unfinished(store: VersionedTaskStore, before: datetime) -> AsyncItera
                 break
 
 
-def task_input_of(task: Task) -> TaskInput:
-    """The adapter input rebuilt from a stored task (its latest user message)."""
+async def task_input_of(store: VersionedTaskStore, task: Task) -> TaskInput:
+    """The adapter input rebuilt from a stored task as the request path builds it:
+    its latest user message (text, metadata) and the conversation so far."""
     users = [m for m in task.history if m.role == Role.ROLE_USER]
     message = users[-1] if users else None
     metadata = json_format.MessageToDict(message.metadata) if message is not None else {}
+    page = await store.list(
+        ListTasksRequest(context_id=task.context_id, include_artifacts=True), ServerCallContext()
+    )
+    earlier = sorted(page.tasks, key=lambda t: t.status.timestamp.ToNanoseconds())
     return TaskInput(
         task_id=task.id,
         context_id=task.context_id,
         text=get_message_text(message) if message is not None else "",
+        history=history_from_tasks(list(earlier), task.id)[-MAX_HISTORY_MESSAGES:],
         metadata=metadata,
     )
 
@@ -89,7 +96,7 @@ async def sweep(
             counts["failed_direct"] += 1
             log.warning("task %s: interrupted in direct mode; marked failed", task.id)
         elif callable(start_workflow):
-            if await start_workflow(task_input_of(task)):
+            if await start_workflow(await task_input_of(store, task)):
                 counts["started"] += 1
                 log.warning("task %s: its workflow never started; started it now", task.id)
             else:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter
 from molecule_runtime.adapters.loader import resolve_adapter_class
 from molecule_runtime.config import Settings
+from molecule_runtime.observability.watchdog import LoopWatchdog
 from molecule_runtime.push import PushNotifier
 from molecule_runtime.recovery import sweep
 from molecule_runtime.store import Stores, open_configured_stores
@@ -42,6 +43,8 @@ class Services:
         # period, then durable ones are handed back to Temporal.
         self.draining = asyncio.Event()
         self._sweep: asyncio.Task[None] | None = None
+        self.sweep = "not started"  # the start-up sweep, as /readyz reports it
+        self.watchdog = LoopWatchdog(adapter.name())
 
     def begin_drain(self) -> None:
         self.draining.set()
@@ -91,6 +94,7 @@ class Services:
             await _close_quietly(adapter, stores, notifier)
             raise
         services = cls(settings, adapter, stores, notifier, durable)
+        services.watchdog.start()
         if accept_tasks:
             services._sweep = asyncio.create_task(services._settle_orphans(started_at))
         return services
@@ -99,12 +103,18 @@ class Services:
         """Finish or fail what this instance left unfinished when it last stopped."""
         start = None
         if self.durable is not None:
-            # Temporal may still be unreachable: wait (bounded) for the worker.
-            for _ in range(60):
-                if self.durable.tasks.accepting():
-                    start = self.durable.tasks.ensure_started
-                    break
-                await asyncio.sleep(1)
+            # Durable tasks need Temporal: wait for it as long as it takes.
+            delay, waited, told = 1.0, 0.0, 0.0
+            while not self.durable.tasks.accepting():
+                self.sweep = "waiting for Temporal"
+                if waited - told >= 60 or not told:
+                    told = waited or 1e-9
+                    log.warning("start-up sweep waits for Temporal to settle unfinished tasks")
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 30.0)
+            start = self.durable.tasks.ensure_started
+        self.sweep = "running"
         try:
             counts = await sweep(
                 self.stores.tasks,
@@ -113,12 +123,15 @@ class Services:
                 start_workflow=start,
             )
         except Exception:
+            self.sweep = "failed (see the log)"
             log.exception("could not settle the tasks left unfinished by the last run")
             return
+        self.sweep = "done"
         if any(counts.values()):
             log.warning("tasks left unfinished by the last run: %s", counts)
 
     async def close(self) -> None:
+        await self.watchdog.stop()
         if self._sweep is not None and not self._sweep.done():
             self._sweep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -148,6 +161,7 @@ class Services:
         if self.durable is not None:
             # Ready when the worker runs, or when the fallback to direct is active.
             body["temporal"] = self.durable.status()
+        body["sweep"] = self.sweep
         body["status"] = (
             "draining" if self.draining.is_set() else "ready" if ok else "not ready"
         )

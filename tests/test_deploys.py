@@ -136,3 +136,51 @@ async def test_sigterm_in_direct_mode_fails_an_unfinished_task_saying_why(
     assert task["status"]["state"] == "TASK_STATE_FAILED"
     message = "".join(p.get("text", "") for p in task["status"]["message"]["parts"])
     assert message.startswith("The server shut down before this task finished"), message
+
+
+@pytest.mark.temporal
+async def test_an_adapter_blocking_the_loop_is_reported_and_never_runs_twice_at_once(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    """The first attempt freezes the loop past the heartbeat timeout (2 s), so Temporal
+    starts attempt 2 in the same process; attempt 1 is stopped first, and the answer
+    is one attempt's text, not two interleaved."""
+    records = tmp_path / "records"
+    server = server_factory(durable_env(temporal_server.address, records))
+    chunks = 12
+    async with httpx.AsyncClient(timeout=60) as http:
+        frames = await read_frames(
+            http,
+            stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.2, "block_first": 3.5}),
+            timeout=60,
+        )
+        task_id = task_id_of(frames)
+        task = await completed(http, server.url, task_id, 30)
+        metrics = (await http.get(f"{server.url}/metrics")).text
+    assert answer(task) == expected(chunks)
+    events = [r["event"] for r in read_records(records, task_id)]
+    assert events.count("done") == 1, events
+    assert "cancelled" in events, events  # attempt 1 was stopped, not left running
+    stalls = [line for line in metrics.splitlines() if line.startswith("molecule_event_loop_stalls_total{")]
+    assert stalls and float(stalls[0].rsplit(" ", 1)[1]) >= 1, stalls
+    assert "the event loop was blocked for" in server.log()
+
+
+@pytest.mark.temporal
+async def test_a_resumed_durable_turn_reports_working(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    env = durable_env(temporal_server.address, tmp_path / "records")
+    env["ADAPTER_MODULE"] = str(Path(__file__).parent / "fixtures" / "asking_adapter.py")
+    env["ADAPTER_OPTIONS"] = '{"record": "%s"}' % (tmp_path / "record.jsonl")
+    server = server_factory(env)
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = await read_frames(http, stream_request("JSONRPC", server.url, "hello there"))
+        task_id = task_id_of(first)
+        context_id = first[0][1]["task"]["contextId"]
+        method, url, body = stream_request("JSONRPC", server.url, "Ada")
+        body["params"]["message"].update({"taskId": task_id, "contextId": context_id})
+        second = await read_frames(http, (method, url, body))
+    states = [f[1]["statusUpdate"]["status"]["state"] for f in second if "statusUpdate" in f[1]]
+    assert states[0] == "TASK_STATE_WORKING", states
+    assert states[-1] == "TASK_STATE_COMPLETED", states

@@ -72,6 +72,10 @@ class TaskActivities:
         self.store = store
         self.registry = registry
         self.heartbeat_interval = heartbeat_interval
+        # The attempt of each task running in this process: a new attempt
+        # (Temporal gave up on a stalled one) first stops the old one, so two
+        # never write one answer at once.
+        self._attempts: dict[str, asyncio.Task[object]] = {}
 
     def _events(
         self, task_id: str, context_id: str, artifact_id: str = ""
@@ -121,6 +125,7 @@ class TaskActivities:
                 task.task_id,
                 task.attempt,
             )
+        await self._take_over(task.task_id)
         heartbeats = asyncio.create_task(self._heartbeat_loop())
         try:
             with stage_span(Stage.LLM_CALL, task, self._span_attrs(delivery)):
@@ -157,6 +162,19 @@ class TaskActivities:
             heartbeats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeats
+            if self._attempts.get(task.task_id) is asyncio.current_task():
+                del self._attempts[task.task_id]
+
+    async def _take_over(self, task_id: str) -> None:
+        """Cancel and await an earlier attempt of this task still running here."""
+        earlier = self._attempts.get(task_id)
+        if earlier is not None and not earlier.done():
+            log.warning("task %s: a new attempt starts while the last one still runs; stopping it", task_id)
+            earlier.cancel()
+            await asyncio.wait({earlier}, timeout=30)
+        current = asyncio.current_task()
+        assert current is not None
+        self._attempts[task_id] = current
 
     async def _heartbeat_loop(self) -> None:
         # Heartbeats prove liveness while the adapter is between chunks, and

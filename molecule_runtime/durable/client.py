@@ -63,10 +63,6 @@ class StartRefused(Exception):
     """Temporal refused the connection before anything was sent: the task may run directly."""
 
 
-class StartUnconfirmed(Exception):
-    """Temporal never confirmed the start: the task must not run directly (it may be running)."""
-
-
 class DurableTasks:
     def __init__(
         self,
@@ -117,30 +113,30 @@ class DurableTasks:
         with self.registry.register(events) as entry:
             try:
                 async with self._start_gate:
-                    handle = await self._start(client, task)
+                    handle = await self._start(client, task, events)
                     # Hold the gate until the workflow's first task has run here.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(events.working.wait(), START_GATE_HOLD)
             except StartRefused:
                 self.fallbacks += 1
                 return False
-            except StartUnconfirmed as exc:
-                await events.status(state_of(Outcome.FAILED), str(exc))
-                return True
             entry.handle = handle
             await self._follow(handle, events)
             return True
 
-    async def _start(self, client: Client, task: TaskInput) -> WorkflowHandle:
+    async def _start(self, client: Client, task: TaskInput, events: TaskEvents) -> WorkflowHandle:
         """Start (or join) the task's workflow.
 
         Retrying is safe: the workflow id is the task's and USE_EXISTING joins a
-        run that did start.
+        run that did start. Once a start may have been accepted the task must
+        never run directly, so it is retried until Temporal answers; the client
+        is told after START_DEADLINE that the outcome is not known yet.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_DEADLINE
         delay = 0.2
         ambiguous = False
+        told = False
         wf_id = workflow_id(self.settings.workspace_id, task.task_id)
         while True:
             try:
@@ -171,14 +167,17 @@ class DurableTasks:
                     raise StartRefused(error) from exc
                 self.connection.last_error = error
                 ambiguous = True
-                if loop.time() > deadline:
-                    raise StartUnconfirmed(
-                        "Temporal did not confirm the start of this task in time "
-                        f"({exc}); it was not run. Send it again."
-                    ) from exc
+                if loop.time() > deadline and not told:
+                    told = True
+                    await events.status(
+                        state_of(Outcome.WORKING),
+                        f"Temporal has not confirmed the start of this task yet ({exc}); "
+                        "it is not known whether it runs. Still trying: do not send it again, "
+                        "GetTask shows the outcome.",
+                    )
                 log.warning("start_workflow for %s: %s; retrying", wf_id, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 5.0)
 
     async def ensure_started(self, task: TaskInput) -> bool:
         """Start the workflow of a stored task unless one exists; True if started now."""
@@ -234,6 +233,8 @@ class DurableTasks:
                 return True
             except RPCTimeoutOrCancelledError:
                 return False
+            # The next turn runs now, as in direct mode.
+            await events.status(state_of(Outcome.WORKING))
             await self._follow(handle, events)
             return True
 

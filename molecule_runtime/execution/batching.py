@@ -5,7 +5,8 @@ store writes) a second per task. The first chunk goes out at once; after that
 at most one event per window carries whatever arrived meanwhile, and a new
 event waits until the store has taken the previous one. So when the process
 is busy (CPU, store), events get fewer and larger instead of queueing up: the
-stream slows down, it never fails. A window of 0 sends every chunk on its own
+window also widens with the event loop's lag (observability/watchdog.py), and
+the stream slows down, it never fails. A window of 0 sends every chunk on its own
 as long as the store keeps up.
 
 Events are sent by a background sender, so the adapter keeps streaming while
@@ -19,8 +20,10 @@ import asyncio
 import contextlib
 
 from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.observability.watchdog import LoopLoad
 
 MAX_BUFFERED_CHARS = 1 << 20
+MAX_EXTRA_WINDOW = 1.0
 
 
 class ChunkBatcher:
@@ -62,7 +65,9 @@ class ChunkBatcher:
             while True:
                 # The next event waits until the store has taken the last one.
                 await self.events.settled()
-                delay = self._last_sent + self.window - loop.time()
+                # A busy loop (many streams, little CPU left) widens the window.
+                busy = min(4 * LoopLoad.lag, MAX_EXTRA_WINDOW)
+                delay = self._last_sent + self.window + busy - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 if not self._buffer:

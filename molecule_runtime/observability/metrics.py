@@ -52,3 +52,13 @@ ADMISSION_REFUSED = Counter(
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST
+LOOP_STALLS = Counter(
+    "molecule_event_loop_stalls_total",
+    "Times the event loop was blocked for more than a second",
+    ["adapter"],
+)
+LOOP_STALL_SECONDS = Counter(
+    "molecule_event_loop_stall_seconds_total",
+    "Seconds the event loop was blocked, in stalls of more than a second",
+    ["adapter"],
+)

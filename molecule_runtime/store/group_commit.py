@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 # How long streamed chunks may wait to be stored when nothing else is written;
 # a state change is committed at once, with everything pending before it.
-FLUSH_INTERVAL = 0.05
+FLUSH_INTERVAL = 0.1
 # Clean tasks not written for this long are forgotten (a later write is a takeover).
 IDLE_FORGET = 600.0
 # Back-off while the database refuses writes (locked, restarting): never give up.
