@@ -133,7 +133,8 @@ class TaskActivities:
                     self.adapter,
                     task,
                     events,
-                    on_chunk=activity.heartbeat,
+                    # No heartbeat per chunk: each one costs an asyncio task in
+                    # the SDK; the heartbeat loop proves liveness every second.
                     batch_window=self.batch_window,
                 )
             # Temporal must not hear "done" before the answer is stored.
