@@ -9,7 +9,6 @@ so the exact status codes, headers and error bodies are what is checked.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import uuid
@@ -31,7 +30,8 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from molecule_runtime.execution.admission import Admission, ServerBusyError, claim
-from tests.support.procs import ServerProcess
+from tests.support.procs import ServerProcess, running_server
+from tests.support.sse import aiter_sse, message_json
 
 GATE = Path(__file__).parent / "fixtures" / "gate_adapter.py"
 A2A = {"A2A-Version": "1.0"}
@@ -46,22 +46,9 @@ LIMITS = {
 # ---- helpers -------------------------------------------------------------
 
 
-def message(text: str, *, context_id: str = "", task_id: str = "") -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "role": "ROLE_USER",
-        "messageId": str(uuid.uuid4()),
-        "parts": [{"text": text}],
-    }
-    if context_id:
-        body["contextId"] = context_id
-    if task_id:
-        body["taskId"] = task_id
-    return body
-
-
 def send_params(text: str, *, now: bool = True, **ids: str) -> dict[str, Any]:
     """SendMessage params; `now`: answer with the task at once (returnImmediately)."""
-    params: dict[str, Any] = {"message": message(text, **ids)}
+    params: dict[str, Any] = {"message": message_json(text, **ids)}
     if now:
         params["configuration"] = {"returnImmediately": True}
     return params
@@ -85,11 +72,8 @@ async def rpc_send(http: httpx.AsyncClient, text: str, **ids: str) -> dict[str, 
 
 
 async def sse_events(response: httpx.Response) -> list[dict[str, Any]]:
-    return [
-        json.loads(line[5:])
-        async for line in response.aiter_lines()
-        if line.startswith("data:")
-    ]
+    """The JSON of every SSE event, JSON-RPC envelopes and errors included."""
+    return [payload async for _, payload in aiter_sse(response)]
 
 
 async def stream(http: httpx.AsyncClient, binding: str, text: str, **ids: str) -> list[dict[str, Any]]:
@@ -237,11 +221,8 @@ def assert_rpc_busy(payload: dict[str, Any], request_id: object) -> None:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("admission"), LIMITS).start()
-    try:
+    with running_server(tmp_path_factory.mktemp("admission"), LIMITS) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

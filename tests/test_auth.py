@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -10,7 +9,8 @@ import pytest
 from a2a.types.a2a_pb2 import SendMessageRequest, TaskState
 
 from tests.support.a2a import make_client, task_text, user_message
-from tests.support.procs import ServerProcess
+from tests.support.procs import ServerProcess, running_server
+from tests.support.sse import message_json, post_sse, state_of
 
 TOKEN = "s3cret-token-for-tests"
 A2A = {"A2A-Version": "1.0"}
@@ -18,12 +18,8 @@ A2A = {"A2A-Version": "1.0"}
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(tmp_path_factory.mktemp("auth"), {"MOLECULE_AUTH_TOKEN": TOKEN})
-    server.start()
-    try:
+    with running_server(tmp_path_factory.mktemp("auth"), {"MOLECULE_AUTH_TOKEN": TOKEN}) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def send_body(method: str = "SendMessage") -> dict:
@@ -31,13 +27,7 @@ def send_body(method: str = "SendMessage") -> dict:
         "jsonrpc": "2.0",
         "id": 1,
         "method": method,
-        "params": {
-            "message": {
-                "role": "ROLE_USER",
-                "messageId": str(uuid.uuid4()),
-                "parts": [{"text": "hi"}],
-            }
-        },
+        "params": {"message": message_json("hi")},
     }
 
 
@@ -118,16 +108,11 @@ def test_raw_calls_with_the_token(secured: ServerProcess, scheme: str) -> None:
     )
     assert rest.status_code == 200, rest.text
     assert rest.json()["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
-    with httpx.stream(
-        "POST",
-        secured.url + "/",
-        json=send_body("SendStreamingMessage"),
-        headers={**auth, "Accept": "text/event-stream"},
-        timeout=10,
-    ) as sse:
-        assert sse.status_code == 200
-        lines = [line for line in sse.iter_lines() if line.startswith("data:")]
-    assert "TASK_STATE_COMPLETED" in lines[-1]
+    sse, events = post_sse(
+        secured.url + "/", send_body("SendStreamingMessage"), headers=auth, timeout=10
+    )
+    assert sse.status_code == 200
+    assert state_of(events[-1].get("result", {})) == "TASK_STATE_COMPLETED"
 
 
 @pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])

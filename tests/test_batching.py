@@ -9,8 +9,8 @@ from a2a.types.a2a_pb2 import TaskArtifactUpdateEvent
 
 from molecule_runtime.execution.batching import ChunkBatcher
 from molecule_runtime.execution.events import TaskEvents
-from tests.support.a2a import make_client, stream_events, task_text
-from tests.support.durable import SCRIPTED_ADAPTER, scripted_message, wait_terminal
+from tests.support.a2a import make_client, stream_events, task_text, wait_terminal
+from tests.support.durable import scripted_env, scripted_message
 
 
 def collecting_events() -> tuple[TaskEvents, list[tuple[float, str, bool]]]:
@@ -83,13 +83,7 @@ async def test_delivery_error_in_timer_surfaces() -> None:
 
 @pytest.mark.parametrize("window,expect_all", [("0", True), ("0.05", False)])
 async def test_server_merges_fast_chunks(server_factory, tmp_path, window, expect_all) -> None:
-    server = server_factory(
-        {
-            "ADAPTER_MODULE": str(SCRIPTED_ADAPTER),
-            "ADAPTER_OPTIONS": '{"record_dir": "%s"}' % (tmp_path / "rec"),
-            "STREAM_BATCH_WINDOW": window,
-        }
-    )
+    server = server_factory(scripted_env(tmp_path / "rec", STREAM_BATCH_WINDOW=window))
     client = await make_client(server.url)
     events = [e async for e in stream_events(client, scripted_message(chunks=30, delay=0.005))]
     chunk_events = [

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, SendMessageRequest, TaskState
 
-from tests.support import probe_adapter
-from tests.support.a2a import event_task_id, make_client, user_message
+from tests.support.a2a import make_client, stream_until_chunks, user_message
+from tests.support.template_repo import template_repo
 
 # The adapter must see the CancelledError this soon after the client sends CancelTask.
 CANCEL_DEADLINE_S = 0.1
@@ -21,20 +20,13 @@ CANCEL_DEADLINE_S = 0.1
 async def test_cancel_reaches_adapter_within_100ms(
     server_factory, tmp_path: Path, binding: str
 ) -> None:
-    template = tmp_path / "template"
-    template.mkdir()
-    shutil.copy(probe_adapter.__file__, template / "adapter.py")
+    template = template_repo(tmp_path / "template")
     server = server_factory(env={"ADAPTER_MODULE": "adapter"}, cwd=template)
     data_dir = server.workdir / "data"
     client = await make_client(server.url, binding=binding)
     canceller = await make_client(server.url, binding=binding)
     try:
-        stream = client.send_message(SendMessageRequest(message=user_message("slow")))
-        task_id = ""
-        async for event in stream:
-            task_id = event_task_id(event)
-            if event.HasField("artifact_update"):
-                break
+        stream, task_id = await stream_until_chunks(client, "slow")
         assert (data_dir / f"started-{task_id}").exists()
         marker = data_dir / f"cancelled-{task_id}"
         assert not marker.exists()

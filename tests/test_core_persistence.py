@@ -6,25 +6,10 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from a2a.types.a2a_pb2 import GetTaskRequest, ListTasksRequest, SendMessageRequest, TaskState
+from a2a.types.a2a_pb2 import GetTaskRequest
 
-from tests.support.a2a import make_client, task_text, user_message
+from tests.support.a2a import assert_tasks_kept, make_client, send_texts, task_text
 from tests.support.procs import ServerProcess
-
-
-async def send_texts(url: str, texts: list[str]) -> list[str]:
-    client = await make_client(url, streaming=False)
-    ids = []
-    try:
-        for text in texts:
-            responses = [
-                r async for r in client.send_message(SendMessageRequest(message=user_message(text)))
-            ]
-            assert responses[0].task.status.state == TaskState.TASK_STATE_COMPLETED
-            ids.append(responses[0].task.id)
-    finally:
-        await client.close()
-    return ids
 
 
 async def test_restart_keeps_tasks(server_factory, tmp_path: Path) -> None:
@@ -36,16 +21,7 @@ async def test_restart_keeps_tasks(server_factory, tmp_path: Path) -> None:
     assert (workdir / "data" / "tasks.db").is_file()
 
     second = server_factory(workdir=workdir)
-    client = await make_client(second.url)
-    try:
-        for task_id, text in zip(ids, ["before the restart", "still there"], strict=True):
-            task = await client.get_task(GetTaskRequest(id=task_id))
-            assert task.status.state == TaskState.TASK_STATE_COMPLETED
-            assert task_text(task) == text
-        listed = await client.list_tasks(ListTasksRequest())
-        assert set(ids) <= {t.id for t in listed.tasks}
-    finally:
-        await client.close()
+    await assert_tasks_kept(second.url, ids, ["before the restart", "still there"])
 
 
 async def test_memory_store(server_factory, tmp_path: Path) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +22,10 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import InvalidParamsError
 from google.protobuf import struct_pb2
 
-from tests.support import probe_adapter
 from tests.support.a2a import make_client, task_text, user_message
-from tests.support.procs import ServerProcess
+from tests.support.procs import ServerProcess, running_server
+from tests.support.sse import message_json, post_sse
+from tests.support.template_repo import template_repo
 
 A2A_HEADERS = {"A2A-Version": "1.0"}
 PUBLIC_URL = "https://agents.example.test/probe"
@@ -35,23 +35,13 @@ PUBLIC_URL = "https://agents.example.test/probe"
 def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server with the test adapter, shared by this module's tests (they do not interfere)."""
     root = tmp_path_factory.mktemp("probe")
-    template = root / "template"
-    template.mkdir()
-    shutil.copy(probe_adapter.__file__, template / "adapter.py")
-    server = ServerProcess(
-        root,
-        {
-            "ADAPTER_MODULE": "adapter",
-            "ADAPTER_OPTIONS": '{"flavour": "tests"}',
-            "WORKSPACE_ID": "ws-protocol",
-        },
-        cwd=template,
-    )
-    server.start()
-    try:
+    env = {
+        "ADAPTER_MODULE": "adapter",
+        "ADAPTER_OPTIONS": '{"flavour": "tests"}',
+        "WORKSPACE_ID": "ws-protocol",
+    }
+    with running_server(root, env, cwd=template_repo(root / "template")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def rpc(server: ServerProcess, method: str, params: dict, *, headers: dict | None = None) -> dict:
@@ -63,15 +53,8 @@ def rpc(server: ServerProcess, method: str, params: dict, *, headers: dict | Non
     return response.json()
 
 
-def send_params(text: str, **message: object) -> dict:
-    return {
-        "message": {
-            "role": "ROLE_USER",
-            "messageId": str(uuid.uuid4()),
-            "parts": [{"text": text}],
-            **message,
-        }
-    }
+def send_params(text: str) -> dict:
+    return {"message": message_json(text)}
 
 
 async def send(server: ServerProcess, message: Message) -> Task:
@@ -139,19 +122,9 @@ def test_raw_streaming_message_1_0(probe: ServerProcess) -> None:
         "method": "SendStreamingMessage",
         "params": send_params("sse hello"),
     }
-    events = []
-    with httpx.stream(
-        "POST",
-        probe.url + "/",
-        json=body,
-        headers={**A2A_HEADERS, "Accept": "text/event-stream"},
-        timeout=10,
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                events.append(json.loads(line.removeprefix("data:")))
+    response, events = post_sse(probe.url + "/", body, headers=A2A_HEADERS, timeout=10)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
     results = [e["result"] for e in events]
     assert "task" in results[0]
     assert results[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
@@ -294,9 +267,7 @@ def test_readyz_body(probe: ServerProcess) -> None:
 
 def test_agent_card(server_factory, tmp_path: Path) -> None:
     # Its own server: the client helpers follow the card's URLs, which point elsewhere here.
-    template = tmp_path / "template"
-    template.mkdir()
-    shutil.copy(probe_adapter.__file__, template / "adapter.py")
+    template = template_repo(tmp_path / "template")
     server = server_factory(
         env={"ADAPTER_MODULE": "adapter", "PUBLIC_URL": PUBLIC_URL + "/"}, cwd=template
     )

@@ -7,10 +7,8 @@ from a directory that holds only `adapter.py` (the layout of a template repo).
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from a2a.types.a2a_pb2 import (
@@ -19,13 +17,19 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     SendMessageRequest,
     SubscribeToTaskRequest,
-    Task,
     TaskState,
 )
 
-from tests.support import probe_adapter
-from tests.support.a2a import event_task_id, make_client, task_text, user_message
-from tests.support.procs import ServerProcess
+from tests.support.a2a import (
+    event_task_id,
+    make_client,
+    stream_until_chunks,
+    task_text,
+    user_message,
+    wait_terminal,
+)
+from tests.support.procs import ServerProcess, running_server
+from tests.support.template_repo import template_repo
 
 BINDINGS = ["JSONRPC", "HTTP+JSON"]
 LONG_TEXT = " ".join(f"w{i}" for i in range(300))
@@ -43,48 +47,18 @@ def echo_env() -> dict[str, str]:
     return {"ADAPTER_OPTIONS": '{"delay": 0.02}'}
 
 
-def probe_template(root: Path) -> Path:
-    """A directory holding only the test adapter as `adapter.py`."""
-    template = root / "template"
-    template.mkdir()
-    shutil.copy(probe_adapter.__file__, template / "adapter.py")
-    return template
-
-
 @pytest.fixture(scope="module", params=["echo", "adapter-module"])
 def agent(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
     """One server per adapter for this module (the tests use their own tasks and contexts)."""
     root = tmp_path_factory.mktemp(request.param)
     if request.param == "echo":
-        server = ServerProcess(root, echo_env())
-        agent = Agent(server, LONG_TEXT, lambda text: text)
-    else:
-        template = probe_template(root)
-        server = ServerProcess(root, {"ADAPTER_MODULE": "adapter"}, cwd=template)
-        agent = Agent(server, "slow", lambda text: f"probe: {text}")
-    server.start()
-    if request.param != "echo":
+        with running_server(root, echo_env()) as server:
+            yield Agent(server, LONG_TEXT, lambda text: text)
+        return
+    template = template_repo(root / "template")
+    with running_server(root, {"ADAPTER_MODULE": "adapter"}, cwd=template) as server:
         assert sorted(p.name for p in template.iterdir()) == ["adapter.py"]
-    try:
-        yield agent
-    finally:
-        server.stop()
-
-
-async def terminal(client, task_id: str, timeout: float = 10.0) -> Task:
-    """Poll GetTask until the task is in a terminal state."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        task = await client.get_task(GetTaskRequest(id=task_id))
-        if task.status.state in (
-            TaskState.TASK_STATE_COMPLETED,
-            TaskState.TASK_STATE_CANCELED,
-            TaskState.TASK_STATE_FAILED,
-            TaskState.TASK_STATE_REJECTED,
-        ):
-            return task
-        assert asyncio.get_running_loop().time() < deadline, f"task still {task.status.state}"
-        await asyncio.sleep(0.05)
+        yield Agent(server, "slow", lambda text: f"probe: {text}")
 
 
 @pytest.mark.parametrize("binding", BINDINGS)
@@ -159,16 +133,11 @@ async def test_cancel(agent: Agent, binding: str) -> None:
     client = await make_client(agent.server.url, binding=binding)
     other = await make_client(agent.server.url, binding=binding)
     try:
-        stream = client.send_message(SendMessageRequest(message=user_message(agent.slow_text)))
-        task_id = ""
-        async for event in stream:
-            task_id = event_task_id(event)
-            if event.HasField("artifact_update"):
-                break
+        stream, task_id = await stream_until_chunks(client, agent.slow_text)
         canceled = await other.cancel_task(CancelTaskRequest(id=task_id))
         assert canceled.status.state == TaskState.TASK_STATE_CANCELED
         await stream.aclose()
-        final = await terminal(other, task_id)
+        final = await wait_terminal(other, task_id, timeout=10, retry_errors=False)
         assert final.status.state == TaskState.TASK_STATE_CANCELED
     finally:
         await client.close()

@@ -29,7 +29,7 @@ from a2a.types.a2a_pb2 import SendMessageRequest, TaskState
 
 from molecule_runtime.config import Settings
 from tests.support.a2a import make_client, task_text, user_message
-from tests.support.procs import free_port, stop_process
+from tests.support.procs import free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "examples" / "template-image"
@@ -371,15 +371,8 @@ async def test_template_image_runs_as_its_dockerfiles_say(tmp_path: Path) -> Non
         "ADAPTER_OPTIONS": json.dumps({"prefix": "> "}),
     }
     entrypoint = exec_form(runtime, "ENTRYPOINT") + exec_form(runtime, "CMD")
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / entrypoint[0]), *entrypoint[1:]],
-        cwd=app,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    argv = [str(VENV_BIN / entrypoint[0]), *entrypoint[1:]]
+    proc = spawn(argv, tmp_path / "server.log", env=env, cwd=app)
     check = healthcheck_cmd(runtime)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -411,7 +404,6 @@ async def test_template_image_runs_as_its_dockerfiles_say(tmp_path: Path) -> Non
         assert card["name"]
     finally:
         stop_process(proc)
-        log.close()
     assert proc.returncode == 0, (tmp_path / "server.log").read_text()
     # The same probe fails once nothing serves the port: the check can fail.
     assert run_healthcheck(check, port) != 0

@@ -6,12 +6,17 @@ import asyncio
 import json
 import os
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from a2a.client.client import Client as A2AClient
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
     GetTaskRequest,
+    StreamResponse,
     SubscribeToTaskRequest,
     TaskState,
 )
@@ -21,15 +26,20 @@ from temporalio.worker import Replayer
 
 from molecule_runtime.durable.workflow import AgentTaskWorkflow
 from tests.fixtures.scripted_adapter import read_records
-from tests.support.a2a import make_client, stream_events, task_text
+from tests.support.a2a import (
+    BackgroundStream,
+    make_client,
+    stream_events,
+    task_text,
+    wait_terminal,
+)
 from tests.support.durable import (
     durable_env,
     readyz,
     scripted_message,
     streamed_text,
-    wait_terminal,
 )
-from tests.support.procs import free_port
+from tests.support.procs import ServerProcess, free_port
 from tests.support.temporal import TemporalDevServer
 
 pytestmark = pytest.mark.temporal
@@ -83,15 +93,38 @@ def records(tmp_path: Path) -> Path:
     return tmp_path / "records"
 
 
-async def test_happy_path_streams_through_three_activities(
-    temporal_server, server_factory, records
-) -> None:
+@dataclass
+class Durable:
+    """A server in durable mode on the session's Temporal dev server, and a client of it."""
+
+    env: dict[str, str]
+    server: ServerProcess
+    client: A2AClient
+
+
+@pytest.fixture
+async def durable(temporal_server, server_factory, records: Path) -> AsyncIterator[Durable]:
     env = durable_env(temporal_server.address, records)
     server = server_factory(env)
+    client = await make_client(server.url)
+    try:
+        yield Durable(env, server, client)
+    finally:
+        await client.close()
+
+
+async def scripted_events(client: A2AClient, **script: Any) -> list[StreamResponse]:
+    """Stream one scripted message to its end; every event of it."""
+    return [e async for e in stream_events(client, scripted_message(**script))]
+
+
+async def test_happy_path_streams_through_three_activities(
+    temporal_server, durable: Durable
+) -> None:
+    env, server, client = durable.env, durable.server, durable.client
     ready = (await readyz(server.url)).json()
     assert ready["mode"] == "durable"
-    client = await make_client(server.url)
-    events = [e async for e in stream_events(client, scripted_message(chunks=4))]
+    events = await scripted_events(client, chunks=4)
     task_id = events[0].task.id
     assert streamed_text(events) == "c0 c1 c2 c3 "
     assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
@@ -104,14 +137,11 @@ async def test_happy_path_streams_through_three_activities(
     assert activity_names(history) == ["task_receive", "llm_call", "task_complete"]
     assert llm_call_attempts(history) == [1]
     assert (await readyz(server.url)).json()["temporal"]["live_tasks"] == 0
-    await client.close()
 
 
-async def test_retry_restarts_the_artifact(temporal_server, server_factory, records) -> None:
-    env = durable_env(temporal_server.address, records)
-    server = server_factory(env)
-    client = await make_client(server.url)
-    events = [e async for e in stream_events(client, scripted_message(chunks=3, fail_attempts=1))]
+async def test_retry_restarts_the_artifact(temporal_server, durable: Durable, records) -> None:
+    env, client = durable.env, durable.client
+    events = await scripted_events(client, chunks=3, fail_attempts=1)
     task_id = events[0].task.id
     statuses = [
         "".join(p.text for p in e.status_update.status.message.parts)
@@ -128,16 +158,13 @@ async def test_retry_restarts_the_artifact(temporal_server, server_factory, reco
     assert starts == [1, 2]
     history = await history_of(temporal_server.address, wf_id(env, task_id), "retried")
     assert llm_call_attempts(history) == [2]  # one activity, retried by Temporal
-    await client.close()
 
 
 async def test_non_retryable_fails_after_one_attempt(
-    temporal_server, server_factory, records
+    temporal_server, durable: Durable, records
 ) -> None:
-    env = durable_env(temporal_server.address, records)
-    server = server_factory(env)
-    client = await make_client(server.url)
-    events = [e async for e in stream_events(client, scripted_message(non_retryable=True))]
+    env, client = durable.env, durable.client
+    events = await scripted_events(client, non_retryable=True)
     task_id = events[0].task.id
     task = await wait_terminal(client, task_id)
     assert task.status.state == TaskState.TASK_STATE_FAILED
@@ -145,30 +172,18 @@ async def test_non_retryable_fails_after_one_attempt(
     starts = [r for r in read_records(records, task_id) if r["event"] == "start"]
     assert len(starts) == 1
     await history_of(temporal_server.address, wf_id(env, task_id), "non_retryable")
-    await client.close()
 
 
-async def test_cancel_mid_stream(temporal_server, server_factory, records) -> None:
-    env = durable_env(temporal_server.address, records)
-    server = server_factory(env)
-    client = await make_client(server.url)
-    seen: list = []
-    first_chunk = asyncio.Event()
-
-    async def consume() -> None:
-        async for event in stream_events(client, scripted_message(chunks=100, delay=0.1)):
-            seen.append(event)
-            if event.WhichOneof("payload") == "artifact_update":
-                first_chunk.set()
-
-    consumer = asyncio.create_task(consume())
-    await asyncio.wait_for(first_chunk.wait(), 20)
-    task_id = seen[0].task.id
+async def test_cancel_mid_stream(temporal_server, durable: Durable, records) -> None:
+    env, server, client = durable.env, durable.server, durable.client
+    stream = BackgroundStream(client, scripted_message(chunks=100, delay=0.1))
+    await stream.wait_chunks(1, timeout=20)
+    task_id = stream.task_id
     canceller = await make_client(server.url)
     sent = time.time()
     result = await canceller.cancel_task(CancelTaskRequest(id=task_id))
     assert result.status.state == TaskState.TASK_STATE_CANCELED
-    await asyncio.wait_for(consumer, 20)
+    await stream.finish(20)
     task = await wait_terminal(client, task_id)
     assert task.status.state == TaskState.TASK_STATE_CANCELED
     cancelled = [r for r in read_records(records, task_id) if r["event"] == "cancelled"]
@@ -179,43 +194,37 @@ async def test_cancel_mid_stream(temporal_server, server_factory, records) -> No
     desc = await tclient.get_workflow_handle(wf_id(env, task_id)).describe()
     assert desc.status == WorkflowExecutionStatus.CANCELED
     await history_of(temporal_server.address, wf_id(env, task_id), "canceled")
-    await client.close()
     await canceller.close()
 
 
-async def _start_then_kill(server, client, chunks: int, delay: float) -> str:
-    """Start a streaming task, SIGKILL the server once 3 chunks arrived; return the task id."""
-    seen: list = []
-
-    async def consume() -> None:
-        try:
-            async for event in stream_events(client, scripted_message(chunks=chunks, delay=delay)):
-                seen.append(event)
-        except Exception:
-            pass  # the server dies under us
-
-    consumer = asyncio.create_task(consume())
-    deadline = time.monotonic() + 20
-    while sum(e.WhichOneof("payload") == "artifact_update" for e in seen) < 3:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
-    server.kill()
-    await asyncio.wait_for(consumer, 10)
-    return seen[0].task.id
+async def _kill_mid_stream_and_restart(
+    server_factory, env: dict[str, str], workdir: Path, *, chunks: int, delay: float
+) -> tuple[str, float, A2AClient]:
+    """Stream a scripted task, SIGKILL the server once 3 chunks arrived, then start it
+    again on the same port and data dir. The task id, when the stream ended under the
+    kill (time.monotonic()), and a client of the restarted server."""
+    server = server_factory(env, workdir=workdir)
+    client = await make_client(server.url)
+    try:
+        # The server dies under the stream.
+        stream = BackgroundStream(client, scripted_message(chunks=chunks, delay=delay), may_break=True)
+        await stream.wait_chunks(3, timeout=20)
+        server.kill()
+        await stream.finish(10)
+        killed = time.monotonic()
+    finally:
+        await client.close()
+    restarted = server_factory(env, workdir=workdir, port=server.port)
+    return stream.task_id, killed, await make_client(restarted.url)
 
 
 async def test_sigkill_mid_llm_call_recovers_after_restart(
     temporal_server, server_factory, records, tmp_path
 ) -> None:
     env = durable_env(temporal_server.address, records)
-    workdir = tmp_path / "crash"
-    server = server_factory(env, workdir=workdir)
-    client = await make_client(server.url)
-    task_id = await _start_then_kill(server, client, chunks=15, delay=0.1)
-    killed = time.monotonic()
-
-    restarted = server_factory(env, workdir=workdir, port=server.port)
-    client2 = await make_client(restarted.url)
+    task_id, killed, client2 = await _kill_mid_stream_and_restart(
+        server_factory, env, tmp_path / "crash", chunks=15, delay=0.1
+    )
     task = await wait_terminal(client2, task_id, timeout=40)
     recovery = time.monotonic() - killed
     assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
@@ -225,7 +234,6 @@ async def test_sigkill_mid_llm_call_recovers_after_restart(
     assert len([r for r in recs if r["event"] == "done"]) == 1
     assert len({r["pid"] for r in recs if r["event"] == "start"}) == 2
     assert recovery < 2 + 15 * 0.1 + 8, recovery  # heartbeat timeout + run + slack
-    await client.close()
     await client2.close()
 
 
@@ -233,12 +241,9 @@ async def test_recovered_task_can_be_followed_and_cancelled(
     temporal_server, server_factory, records, tmp_path
 ) -> None:
     env = durable_env(temporal_server.address, records)
-    workdir = tmp_path / "crash"
-    server = server_factory(env, workdir=workdir)
-    client = await make_client(server.url)
-    task_id = await _start_then_kill(server, client, chunks=200, delay=0.05)
-    restarted = server_factory(env, workdir=workdir, port=server.port)
-    client2 = await make_client(restarted.url)
+    task_id, _, client2 = await _kill_mid_stream_and_restart(
+        server_factory, env, tmp_path / "crash", chunks=200, delay=0.05
+    )
 
     # SubscribeToTask follows the headless retry through the store's event log.
     followed: list = []
@@ -270,7 +275,6 @@ async def test_recovered_task_can_be_followed_and_cancelled(
     task = await wait_terminal(client2, task_id)
     assert task.status.state == TaskState.TASK_STATE_CANCELED
     assert not [r for r in read_records(records, task_id) if r["event"] == "done"]
-    await client.close()
     await client2.close()
 
 
@@ -284,7 +288,7 @@ async def test_temporal_absent_at_start_runs_direct_then_switches_back(
     assert ready.status_code == 200
     assert ready.json()["mode"] == "direct-fallback"
     client = await make_client(server.url)
-    events = [e async for e in stream_events(client, scripted_message(chunks=2))]
+    events = await scripted_events(client, chunks=2)
     task = await wait_terminal(client, events[0].task.id)
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
     assert task.metadata["molecule.mode"] == "direct"
@@ -295,7 +299,7 @@ async def test_temporal_absent_at_start_runs_direct_then_switches_back(
         while (await readyz(server.url)).json()["mode"] != "durable":
             assert time.monotonic() < deadline, (await readyz(server.url)).json()
             await asyncio.sleep(0.2)
-        events = [e async for e in stream_events(client, scripted_message(chunks=2))]
+        events = await scripted_events(client, chunks=2)
         task = await wait_terminal(client, events[0].task.id)
         assert task.status.state == TaskState.TASK_STATE_COMPLETED
         assert task.metadata["molecule.mode"] == "durable"
@@ -311,19 +315,10 @@ async def test_temporal_killed_mid_task_is_never_rerun_directly(
     env = durable_env(temporal.address, records, TEMPORAL_RECONNECT_MAX_INTERVAL="1")
     server = server_factory(env)
     client = await make_client(server.url)
-    seen: list = []
-
-    async def consume() -> None:
-        async for event in stream_events(client, scripted_message(chunks=10, delay=0.2)):
-            seen.append(event)
-
-    consumer = asyncio.create_task(consume())
+    stream = BackgroundStream(client, scripted_message(chunks=10, delay=0.2))
     try:
-        deadline = time.monotonic() + 20
-        while not any(e.WhichOneof("payload") == "artifact_update" for e in seen):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
-        task_id = seen[0].task.id
+        await stream.wait_chunks(1, timeout=20)
+        task_id = stream.task_id
         temporal.kill()
         killed_at = time.time()
         # While Temporal is down, new tasks run directly (decided before they start).
@@ -332,13 +327,13 @@ async def test_temporal_killed_mid_task_is_never_rerun_directly(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
         other = await make_client(server.url)
-        direct_events = [e async for e in stream_events(other, scripted_message(chunks=2))]
+        direct_events = await scripted_events(other, chunks=2)
         direct_task = await wait_terminal(other, direct_events[0].task.id)
         assert direct_task.metadata["molecule.mode"] == "direct"
         await other.close()
 
         temporal = TemporalDevServer(tmp_path / "temporal", port=temporal.port).start()
-        await asyncio.wait_for(consumer, 60)
+        await stream.finish(60)
         task = await wait_terminal(client, task_id, timeout=60)
         assert task.status.state == TaskState.TASK_STATE_COMPLETED
         assert task_text(task) == "".join(f"c{i} " for i in range(10))
@@ -349,7 +344,7 @@ async def test_temporal_killed_mid_task_is_never_rerun_directly(
         assert next(r for r in recs if r["event"] == "start" and r["attempt"] == 1)["t"] < killed_at
         assert all(r["attempt"] >= 2 for r in recs if r["event"] == "start" and r["t"] > killed_at)
     finally:
-        consumer.cancel()
+        stream.cancel()
         await client.close()
         temporal.stop()
 
@@ -383,12 +378,10 @@ async def test_two_servers_share_queue_without_cross_talk(
 
 
 async def test_resend_is_idempotent_and_registry_drains(
-    temporal_server, server_factory, records
+    temporal_server, durable: Durable, records
 ) -> None:
-    env = durable_env(temporal_server.address, records)
-    server = server_factory(env)
-    client = await make_client(server.url)
-    events = [e async for e in stream_events(client, scripted_message(chunks=2))]
+    env, server, client = durable.env, durable.server, durable.client
+    events = await scripted_events(client, chunks=2)
     task_id = events[0].task.id
     await wait_terminal(client, task_id)
     # Re-sending to a finished task is refused, and nothing runs again.
@@ -408,8 +401,7 @@ async def test_resend_is_idempotent_and_registry_drains(
         script = {"chunks": 2}
         if k % 3 == 1:
             script = {"non_retryable": True}
-        [e async for e in stream_events(client, scripted_message(**script))]
+        await scripted_events(client, **script)
 
     await asyncio.gather(*(one(k) for k in range(30)))
     assert (await readyz(server.url)).json()["temporal"]["live_tasks"] == 0
-    await client.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 
@@ -11,33 +10,21 @@ import pytest
 from a2a.types.a2a_pb2 import TaskState
 
 from tests.fixtures.scripted_adapter import read_records
-from tests.support.a2a import make_client, stream_events, task_text
-from tests.support.durable import durable_env, readyz, scripted_message, wait_terminal
+from tests.support.a2a import BackgroundStream, make_client, task_text, wait_terminal
+from tests.support.durable import durable_env, readyz, scripted_message
+from tests.support.procs import processes, stat_fields
 
 pytestmark = pytest.mark.temporal
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
+    return [child for child, fields in processes() if int(fields[1]) == pid]
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    """Running, not a zombie waiting to be reaped."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 async def test_embedded_survives_sigkill_and_child_dies_with_runtime(
@@ -54,23 +41,12 @@ async def test_embedded_survives_sigkill_and_child_dies_with_runtime(
     assert temporal_children, "the embedded Temporal server should be a child process"
 
     client = await make_client(server.url)
-    seen: list = []
-
-    async def consume() -> None:
-        try:
-            async for event in stream_events(client, scripted_message(chunks=12, delay=0.1)):
-                seen.append(event)
-        except Exception:
-            pass  # the runtime dies under us
-
-    consumer = asyncio.create_task(consume())
-    deadline = time.monotonic() + 20
-    while sum(e.WhichOneof("payload") == "artifact_update" for e in seen) < 2:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
-    task_id = seen[0].task.id
+    # The runtime dies under the stream.
+    stream = BackgroundStream(client, scripted_message(chunks=12, delay=0.1), may_break=True)
+    await stream.wait_chunks(2, timeout=20)
+    task_id = stream.task_id
     server.kill()
-    await asyncio.wait_for(consumer, 10)
+    await stream.finish(10)
 
     # The kernel takes the embedded server down with its parent.
     deadline = time.monotonic() + 5

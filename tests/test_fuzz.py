@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.procs import ServerProcess
+from tests.support.procs import ServerProcess, running_server
 
 A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 FUZZ = settings(
@@ -58,16 +58,11 @@ REST = [
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # A small size limit keeps the huge-input examples cheap; the limit itself is tested
     # in test_reliability_limits.py.
-    server = ServerProcess(
-        tmp_path_factory.mktemp("fuzz"), {"MOLECULE_MAX_REQUEST_BYTES": str(256 * 1024)}
-    )
-    server.start()
-    try:
+    env = {"MOLECULE_MAX_REQUEST_BYTES": str(256 * 1024)}
+    with running_server(tmp_path_factory.mktemp("fuzz"), env) as server:
         yield server
-    finally:
-        server.stop()
-        log = server.log_path.read_text(errors="replace")
-        assert "Exception in ASGI application" not in log, log[-4000:]
+    log = server.log_path.read_text(errors="replace")
+    assert "Exception in ASGI application" not in log, log[-4000:]
 
 
 @pytest.fixture(scope="module")

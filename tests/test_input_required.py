@@ -12,8 +12,7 @@ from a2a.helpers.proto_helpers import get_message_text
 from a2a.types.a2a_pb2 import GetTaskRequest, TaskState
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from tests.support.a2a import make_client, stream_events, user_message
-from tests.support.durable import wait_terminal
+from tests.support.a2a import make_client, stream_events, user_message, wait_terminal
 
 ASKING = Path(__file__).parent / "fixtures" / "asking_adapter.py"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, SendMessageRequest, TaskState
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
 
 from molecule_runtime.adapters.base import AdapterConfig, TaskInput
 from molecule_runtime.adapters.langgraph import (
@@ -29,7 +29,9 @@ from molecule_runtime.adapters.langgraph.options import OptionsError
 from tests.support.a2a import (
     event_task_id,
     make_client,
+    run_task,
     stream_events,
+    stream_until_chunks,
     task_text,
     user_message,
 )
@@ -57,6 +59,19 @@ def langgraph_env(**options: Any) -> dict[str, str]:
             {"model_factory": "langgraph_fake_models:scripted", **options}
         ),
     }
+
+
+async def scripted_adapter(data_dir: Path, script: list[dict[str, Any]]) -> LangGraphAdapter:
+    """The adapter in this process on the fake model (named by its file path), set up."""
+    adapter = LangGraphAdapter()
+    await adapter.setup(
+        AdapterConfig(
+            workspace_id="w",
+            data_dir=data_dir,
+            options={"model_factory": f"{FAKE_MODELS}:scripted", "fake_script": script},
+        )
+    )
+    return adapter
 
 
 def read_record(path: Path) -> list[list[dict[str, Any]]]:
@@ -91,31 +106,19 @@ async def test_streams_text_and_runs_tool(server_factory, tmp_path: Path) -> Non
         fake_delay=0.02,
     )
     server = server_factory(env=env, cwd=cwd)
-    client = await make_client(server.url)
-    try:
-        events = [e async for e in stream_events(client, user_message("please save a note"))]
-        chunks = [
-            part.text
-            for e in events
-            if e.HasField("artifact_update")
-            for part in e.artifact_update.artifact.parts
-            if part.text
-        ]
-        # Tokens arrive one by one, and only the answer's text reaches the client.
-        assert len(chunks) >= 5, chunks
-        assert "".join(chunks) == "I saved your note for you."
-        for chunk in chunks:
-            assert "write_note" not in chunk and "{" not in chunk and "path" not in chunk
-        # The tool really ran, and its result went back to the model.
-        assert note.read_text() == "written by the tool"
-        calls = read_record(record)
-        assert len(calls) == 2
-        assert calls[1][-1] == {"type": "tool", "content": "saved 19 characters"}
-        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
-        assert task.status.state == TaskState.TASK_STATE_COMPLETED
-        assert task_text(task) == "I saved your note for you."
-    finally:
-        await client.close()
+    chunks, task = await run_task(server.url, "please save a note")
+    # Tokens arrive one by one, and only the answer's text reaches the client.
+    assert len(chunks) >= 5, chunks
+    assert "".join(chunks) == "I saved your note for you."
+    for chunk in chunks:
+        assert "write_note" not in chunk and "{" not in chunk and "path" not in chunk
+    # The tool really ran, and its result went back to the model.
+    assert note.read_text() == "written by the tool"
+    calls = read_record(record)
+    assert len(calls) == 2
+    assert calls[1][-1] == {"type": "tool", "content": "saved 19 characters"}
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert task_text(task) == "I saved your note for you."
 
 
 async def test_history_and_system_prompt_reach_the_model(server_factory, tmp_path: Path) -> None:
@@ -165,14 +168,7 @@ async def test_cancel_stops_generation(server_factory, tmp_path: Path) -> None:
     client = await make_client(server.url)
     canceller = await make_client(server.url)
     try:
-        stream = client.send_message(SendMessageRequest(message=user_message("talk a lot")))
-        task_id, seen = "", 0
-        async for event in stream:
-            task_id = event_task_id(event)
-            if event.HasField("artifact_update"):
-                seen += 1
-                if seen >= 3:
-                    break
+        stream, task_id = await stream_until_chunks(client, "talk a lot", 3)
         canceled = await canceller.cancel_task(CancelTaskRequest(id=task_id))
         assert canceled.status.state == TaskState.TASK_STATE_CANCELED
         await stream.aclose()
@@ -208,17 +204,7 @@ async def test_bad_model_factory_fails_start_up(server_factory, tmp_path: Path) 
 
 async def test_model_factory_by_file_path(tmp_path: Path) -> None:
     """`path/to/file.py:attr` works from any working directory (no import path needed)."""
-    adapter = LangGraphAdapter()
-    await adapter.setup(
-        AdapterConfig(
-            workspace_id="w",
-            data_dir=tmp_path,
-            options={
-                "model_factory": f"{FAKE_MODELS}:scripted",
-                "fake_script": [{"text": "from a file path"}],
-            },
-        )
-    )
+    adapter = await scripted_adapter(tmp_path, [{"text": "from a file path"}])
     try:
         chunks = [c async for c in adapter.stream(TaskInput("t", "c", "hi"))]
         assert "".join(chunks) == "from a file path"
@@ -259,24 +245,10 @@ async def test_real_local_model_streams(server_factory, tmp_path: Path) -> None:
         "ADAPTER_OPTIONS": json.dumps({"max_tokens": 48}),
     }
     server = server_factory(env=env, cwd=tmp_path)
-    client = await make_client(server.url)
-    try:
-        events = [
-            e async for e in stream_events(client, user_message("What is the capital of France?"))
-        ]
-        chunks = [
-            part.text
-            for e in events
-            if e.HasField("artifact_update")
-            for part in e.artifact_update.artifact.parts
-            if part.text
-        ]
-        assert chunks and all(chunks)
-        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
-        assert task.status.state == TaskState.TASK_STATE_COMPLETED, server.log()
-        assert task_text(task).strip()
-    finally:
-        await client.close()
+    chunks, task = await run_task(server.url, "What is the capital of France?")
+    assert chunks and all(chunks)
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED, server.log()
+    assert task_text(task).strip()
 
 
 def test_trim_history_keeps_newest_turns_that_fit() -> None:
@@ -309,23 +281,11 @@ async def test_runs_unchanged_in_durable_mode(
         "WORKSPACE_ID": f"lg-{tmp_path.name}",
     }
     server = server_factory(env=env, cwd=cwd)
-    client = await make_client(server.url)
-    try:
-        events = [e async for e in stream_events(client, user_message("save a note"))]
-        chunks = [
-            part.text
-            for e in events
-            if e.HasField("artifact_update")
-            for part in e.artifact_update.artifact.parts
-            if part.text
-        ]
-        assert len(chunks) >= 3 and "".join(chunks) == "Saved it durably."
-        assert note.read_text() == "durable note"
-        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
-        assert task.status.state == TaskState.TASK_STATE_COMPLETED
-        assert task.metadata["molecule.mode"] == "durable"
-    finally:
-        await client.close()
+    chunks, task = await run_task(server.url, "save a note")
+    assert len(chunks) >= 3 and "".join(chunks) == "Saved it durably."
+    assert note.read_text() == "durable note"
+    assert task.status.state == TaskState.TASK_STATE_COMPLETED
+    assert task.metadata["molecule.mode"] == "durable"
 
 
 async def test_genai_attributes_on_the_current_span(tmp_path: Path) -> None:
@@ -336,17 +296,8 @@ async def test_genai_attributes_on_the_current_span(tmp_path: Path) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    adapter = LangGraphAdapter()
-    await adapter.setup(
-        AdapterConfig(
-            workspace_id="w",
-            data_dir=tmp_path,
-            options={
-                "model_factory": f"{FAKE_MODELS}:scripted",
-                "fake_script": [{"text": "two words", "usage": {"input_tokens": 7, "output_tokens": 2}}],
-            },
-        )
-    )
+    usage = {"input_tokens": 7, "output_tokens": 2}
+    adapter = await scripted_adapter(tmp_path, [{"text": "two words", "usage": usage}])
     with provider.get_tracer("t").start_as_current_span("llm_call"):
         text = "".join([c async for c in adapter.stream(TaskInput("t1", "c1", "hi"))])
     await adapter.aclose()

@@ -12,7 +12,6 @@ tests/support/figures.py.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import time
@@ -25,6 +24,7 @@ import pytest
 
 from tests.support.figures import record
 from tests.support.procs import ServerProcess
+from tests.support.sse import aiter_sse
 
 pytestmark = pytest.mark.slow
 
@@ -64,10 +64,7 @@ async def one_stream(url: str, i: int, limits: httpx.Limits) -> dict[str, Any]:
             async with http.stream("POST", url + "/", json=body, headers=headers) as sse:
                 if sse.status_code != 200:
                     return {"error": f"HTTP {sse.status_code}"}
-                async for line in sse.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    event = json.loads(line[5:])
+                async for _, event in aiter_sse(sse):
                     if "error" in event:
                         return {"error": str(event["error"])[:200]}
                     last = event["result"]

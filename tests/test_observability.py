@@ -12,9 +12,10 @@ import httpx
 import pytest
 from a2a.types.a2a_pb2 import TaskState
 
-from tests.support.a2a import make_client, stream_events
-from tests.support.durable import durable_env, scripted_message, wait_terminal
+from tests.support.a2a import make_client, stream_events, wait_terminal
+from tests.support.durable import durable_env, scripted_message
 from tests.support.otlp import OtlpReceiver
+from tests.support.sse import aiter_sse
 
 STAGES = {"task_receive", "llm_call", "task_complete"}
 OTEL_FAST = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_SERVICE_NAME": "molecule-test"}
@@ -45,10 +46,9 @@ async def _send(url: str, traceparent: str, metadata: dict | None = None) -> str
         httpx.AsyncClient(timeout=60) as http,
         http.stream("POST", url + "/", json=body, headers=headers) as response,
     ):
-        async for line in response.aiter_lines():
-            if line.startswith("data:") and not task_id:
-                result = json.loads(line[5:])["result"]
-                task_id = result["task"]["id"]
+        async for _, payload in aiter_sse(response):
+            if not task_id:
+                task_id = payload["result"]["task"]["id"]
     return task_id
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from a2a.types.a2a_pb2 import GetTaskRequest, ListTasksRequest, SendMessageRequest, TaskState
+from a2a.types.a2a_pb2 import GetTaskRequest
 from sqlalchemy import text
 
-from molecule_runtime.store import open_stores
-from tests.support.a2a import make_client, task_text, user_message
+from molecule_runtime.store import Stores, open_stores
+from tests.support.a2a import assert_tasks_kept, make_client, send_texts, task_text
 from tests.support.postgres import PASSWORD, PostgresServer, find_bindir
 
 
@@ -22,19 +22,12 @@ def pg_url(postgres: PostgresServer) -> str:
     return postgres.database()
 
 
-async def send_texts(url: str, texts: list[str]) -> list[str]:
-    client = await make_client(url, streaming=False)
-    ids = []
-    try:
-        for value in texts:
-            responses = [
-                r async for r in client.send_message(SendMessageRequest(message=user_message(value)))
-            ]
-            assert responses[0].task.status.state == TaskState.TASK_STATE_COMPLETED
-            ids.append(responses[0].task.id)
-    finally:
-        await client.close()
-    return ids
+async def public_tables(stores: Stores) -> set[str]:
+    """The tables the store created in the database's public schema."""
+    assert stores.engine is not None
+    async with stores.engine.connect() as conn:
+        query = text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return set((await conn.execute(query)).scalars())
 
 
 def test_asyncpg_driver_is_installed() -> None:
@@ -53,15 +46,7 @@ async def test_schema_is_created_on_first_start_and_reused(pg_url: str) -> None:
         assert first.event_log is not None
         assert PASSWORD not in first.description
         await first.check()
-        assert first.engine is not None
-        async with first.engine.connect() as conn:
-            tables = set(
-                (
-                    await conn.execute(
-                        text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-                    )
-                ).scalars()
-            )
+        tables = await public_tables(first)
         assert tables, "no tables were created"
     finally:
         await first.aclose()
@@ -70,16 +55,7 @@ async def test_schema_is_created_on_first_start_and_reused(pg_url: str) -> None:
     second = await open_stores(pg_url)
     try:
         await second.check()
-        assert second.engine is not None
-        async with second.engine.connect() as conn:
-            again = set(
-                (
-                    await conn.execute(
-                        text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-                    )
-                ).scalars()
-            )
-        assert again == tables
+        assert await public_tables(second) == tables
     finally:
         await second.aclose()
 
@@ -123,16 +99,7 @@ async def test_tasks_survive_restart_and_are_shared(
     async with httpx.AsyncClient(timeout=10) as http:
         ready = await http.get(restarted.url + "/readyz")
     assert ready.status_code == 200 and ready.json()["store"] == "ok"
-    client = await make_client(restarted.url)
-    try:
-        for task_id, value in zip(ids, texts, strict=True):
-            task = await client.get_task(GetTaskRequest(id=task_id))
-            assert task.status.state == TaskState.TASK_STATE_COMPLETED
-            assert task_text(task) == value
-        listed = await client.list_tasks(ListTasksRequest())
-        assert set(ids) <= {t.id for t in listed.tasks}
-    finally:
-        await client.close()
+    await assert_tasks_kept(restarted.url, ids, texts)
     for server in (first, other, restarted):
         assert PASSWORD not in server.log(), "the database password leaked into the log"
 

@@ -23,12 +23,11 @@ from a2a.types.a2a_pb2 import (
 )
 
 from molecule_runtime.push import url_validator
-from tests.support.a2a import make_client, user_message
-from tests.support.durable import durable_env, scripted_message, wait_terminal
+from tests.support.a2a import make_client, user_message, wait_terminal
+from tests.support.durable import durable_env, scripted_message
+from tests.support.sse import A2A, TERMINAL, sse_events, state_of
 
-A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 TOKEN = "webhook-secret-123"
-TERMINAL = {"TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED", "TASK_STATE_REJECTED"}
 
 
 class Receiver:
@@ -62,12 +61,7 @@ class Receiver:
             return [body for status, _, body in self.requests if status == 200]
 
     def states(self) -> list[str]:
-        states = []
-        for body in self.delivered():
-            for key in ("task", "statusUpdate"):
-                if key in body:
-                    states.append(body[key]["status"]["state"])
-        return states
+        return [state for body in self.delivered() if (state := state_of(body)) is not None]
 
     async def wait_for_terminal(self, timeout: float = 20.0) -> list[str]:
         deadline = time.monotonic() + timeout
@@ -109,12 +103,10 @@ async def replayed_states(base: str, task_id: str) -> list[str]:
         response = await http.get(
             f"{base}/rest/tasks/{task_id}:subscribe", headers={**A2A, "Last-Event-ID": "0"}
         )
-    for line in response.text.splitlines():
-        if line.startswith("data:"):
-            payload = json.loads(line.removeprefix("data:"))
-            for key in ("task", "statusUpdate"):
-                if key in payload:
-                    states.append(payload[key]["status"]["state"])
+    for _, payload in sse_events(response.text.splitlines()):
+        state = state_of(payload)
+        if state is not None:
+            states.append(state)
     return [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]]
 
 

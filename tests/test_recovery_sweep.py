@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -18,8 +16,8 @@ from google.protobuf.struct_pb2 import Struct
 from molecule_runtime.recovery import INTERRUPTED_DIRECT
 from molecule_runtime.store import open_stores
 from tests.fixtures.scripted_adapter import read_records
-from tests.support.a2a import make_client, stream_events, task_text
-from tests.support.durable import durable_env, scripted_message, wait_terminal
+from tests.support.a2a import BackgroundStream, make_client, task_text, wait_terminal
+from tests.support.durable import durable_env, scripted_message
 
 
 async def test_direct_task_interrupted_by_a_crash_is_failed_on_restart(
@@ -29,23 +27,12 @@ async def test_direct_task_interrupted_by_a_crash_is_failed_on_restart(
     workdir = tmp_path / "srv"
     server = server_factory(env, workdir=workdir)
     client = await make_client(server.url)
-    seen: list = []
-
-    async def consume() -> None:
-        try:
-            async for event in stream_events(client, scripted_message("one two three four five six")):
-                seen.append(event)
-        except Exception:
-            pass
-
-    consumer = asyncio.create_task(consume())
-    deadline = time.monotonic() + 10
-    while not any(e.HasField("artifact_update") for e in seen):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
+    # The server dies under the stream.
+    stream = BackgroundStream(client, scripted_message("one two three four five six"), may_break=True)
+    await stream.wait_chunks(1, timeout=10)
     server.kill()
-    await asyncio.wait_for(consumer, 10)
-    task_id = seen[0].task.id
+    await stream.finish(10)
+    task_id = stream.task_id
 
     restarted = server_factory(env, workdir=workdir, port=server.port)
     client2 = await make_client(restarted.url)

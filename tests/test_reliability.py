@@ -26,8 +26,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from tests.fixtures.scripted_adapter import read_records
-from tests.support.a2a import make_client, stream_events, task_text
-from tests.support.durable import durable_env, readyz, scripted_message, wait_terminal
+from tests.support.a2a import make_client, stream_events, task_text, wait_terminal
+from tests.support.durable import durable_env, readyz, scripted_message
 from tests.support.figures import record
 from tests.support.temporal import TemporalDevServer
 

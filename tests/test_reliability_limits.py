@@ -9,35 +9,27 @@ from __future__ import annotations
 import select
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support.procs import ServerProcess
+from tests.support.procs import ServerProcess, running_server
+from tests.support.sse import A2A, message_json, post_sse, state_of
 
 LIMIT = 64 * 1024
 TIMEOUT = 1.5
-A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        tmp_path_factory.mktemp("limits"),
-        {"MOLECULE_MAX_REQUEST_BYTES": str(LIMIT), "MOLECULE_REQUEST_TIMEOUT": str(TIMEOUT)},
-    )
-    server.start()
-    try:
+    env = {"MOLECULE_MAX_REQUEST_BYTES": str(LIMIT), "MOLECULE_REQUEST_TIMEOUT": str(TIMEOUT)}
+    with running_server(tmp_path_factory.mktemp("limits"), env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def send_body(text: str) -> bytes:
-    message = {"role": "ROLE_USER", "messageId": str(uuid.uuid4()), "parts": [{"text": text}]}
-    body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message_json(text)}}
     return httpx.Request("POST", "http://x", json=body).content
 
 
@@ -181,27 +173,11 @@ def test_keep_alive_connection_survives_between_requests(limited: ServerProcess)
 
 def test_sse_stream_longer_than_the_timeout_is_not_cut(tmp_path) -> None:
     """The deadlines cover receiving the request, not the response."""
-    server = ServerProcess(
-        tmp_path,
-        {"MOLECULE_REQUEST_TIMEOUT": "1", "ADAPTER_OPTIONS": '{"delay": 0.2}'},
-    ).start()
-    try:
-        message = {
-            "role": "ROLE_USER",
-            "messageId": str(uuid.uuid4()),
-            "parts": [{"text": " ".join(f"w{i}" for i in range(12))}],  # ~2.4 s
-        }
+    env = {"MOLECULE_REQUEST_TIMEOUT": "1", "ADAPTER_OPTIONS": '{"delay": 0.2}'}
+    with running_server(tmp_path, env) as server:
+        message = message_json(" ".join(f"w{i}" for i in range(12)))  # ~2.4 s
         body = {"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {"message": message}}
         started = time.monotonic()
-        with httpx.stream(
-            "POST",
-            server.url + "/",
-            json=body,
-            headers={**A2A, "Accept": "text/event-stream"},
-            timeout=30,
-        ) as sse:
-            lines = [line for line in sse.iter_lines() if line.startswith("data:")]
+        _, events = post_sse(server.url + "/", body, headers=A2A, timeout=30)
         assert time.monotonic() - started > 2
-        assert "TASK_STATE_COMPLETED" in lines[-1]
-    finally:
-        server.stop()
+        assert state_of(events[-1].get("result", {})) == "TASK_STATE_COMPLETED"

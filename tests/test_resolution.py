@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,8 +19,8 @@ from molecule_runtime.adapters.loader import (
     builtin_adapters,
     resolve_adapter_class,
 )
-from tests.support import probe_adapter
-from tests.support.procs import ServerProcess, free_port, stop_process
+from tests.support.procs import ServerProcess, free_port, spawn, stop_process
+from tests.support.template_repo import template_repo
 
 
 def run_until_exit(tmp_path: Path, env: dict[str, str], files: dict[str, str]) -> tuple[int, str]:
@@ -121,9 +120,7 @@ def test_console_script_finds_adapter_py_in_working_directory(tmp_path: Path) ->
     # sys.path: the template layout must work through it too.
     script = Path(sys.executable).parent / "molecule-runtime"
     assert script.is_file(), "the package is not installed with its console script"
-    cwd = tmp_path / "template"
-    cwd.mkdir()
-    shutil.copy(probe_adapter.__file__, cwd / "adapter.py")
+    cwd = template_repo(tmp_path / "template")
     port = free_port()
     env = {
         **os.environ,
@@ -133,27 +130,19 @@ def test_console_script_finds_adapter_py_in_working_directory(tmp_path: Path) ->
         "MOLECULE_DATA_DIR": str(tmp_path / "data"),
     }
     log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(script)],
-            cwd=cwd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 30
-            body: dict = {}
-            while time.monotonic() < deadline and proc.poll() is None:
-                try:
-                    body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).json()
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.05)
-            assert body.get("adapter") == "probe", log_path.read_text()
-        finally:
-            stop_process(proc)
+    proc = spawn([str(script)], log_path, env=env, cwd=cwd)
+    try:
+        deadline = time.monotonic() + 30
+        body: dict = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        assert body.get("adapter") == "probe", log_path.read_text()
+    finally:
+        stop_process(proc)
     assert proc.returncode == 0, log_path.read_text()
 
 

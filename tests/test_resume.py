@@ -11,13 +11,15 @@ import pytest
 from a2a.client import ClientCallContext
 from a2a.types.a2a_pb2 import GetTaskRequest, SendMessageRequest, SubscribeToTaskRequest
 
-from tests.support.a2a import event_task_id, make_client, task_text, user_message
-from tests.support.durable import durable_env, streamed_text, wait_terminal
-from tests.support.procs import ServerProcess
+from tests.support.a2a import event_task_id, make_client, task_text, user_message, wait_terminal
+from tests.support.durable import durable_env, streamed_text
+from tests.support.procs import ServerProcess, running_server
 from tests.support.sse import (
     A2A,
     assert_increasing,
+    assert_stored_prefix_then,
     read_frames,
+    resume_to_the_end,
     state_of,
     stream_request,
     subscribe_request,
@@ -30,14 +32,9 @@ WORDS = " ".join(f"w{i}" for i in range(40))
 
 @pytest.fixture(scope="module")
 def echo_server(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("resume")
-    server = ServerProcess(
-        root, {"RUNTIME": "echo", "ADAPTER_OPTIONS": '{"delay": 0.03}', "STREAM_BATCH_WINDOW": "0"}
-    ).start()
-    try:
+    env = {"RUNTIME": "echo", "ADAPTER_OPTIONS": '{"delay": 0.03}', "STREAM_BATCH_WINDOW": "0"}
+    with running_server(tmp_path_factory.mktemp("resume"), env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
@@ -49,20 +46,12 @@ async def test_disconnect_then_resume_with_last_event_id(echo_server: ServerProc
         assert_increasing(before)
         assert state_of(before[-1][1]) is None  # cut mid-answer
 
-        after = await read_frames(
-            http, subscribe_request(binding, base, task_id), last_event_id=before[-1][0]
-        )
+        after = await resume_to_the_end(http, binding, base, task_id, before)
         assert_increasing(after)
-        assert after[0][0] > before[-1][0]
-        assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
 
         # Nothing lost, nothing repeated: the two streams are exactly the log.
         replay = await read_frames(http, subscribe_request(binding, base, task_id), last_event_id=0)
-        # The log holds what the crashed process had stored (a prefix of what it
-        # streamed: chunks are written behind the stream), then the retry.
-        stored_before = [f for f in replay if f[0] <= before[-1][0]]
-        assert stored_before == before[: len(stored_before)]
-        assert replay[len(stored_before) :] == after
+        assert_stored_prefix_then(replay, before, after)
         assert text_of(before + after) == WORDS
 
         # Resuming at the end of a finished task's log: an empty stream.
@@ -144,22 +133,12 @@ async def test_resume_across_sigkill_and_restart_in_durable_mode(
         server.kill()  # SIGKILL mid-answer: the rest is written by the headless retry
 
         restarted = server_factory(env, workdir=workdir, port=server.port)
-        after = await read_frames(
-            http,
-            subscribe_request("JSONRPC", restarted.url, task_id),
-            last_event_id=before[-1][0],
-            timeout=45,
-        )
-        assert after[0][0] > before[-1][0]
-        assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
+        after = await resume_to_the_end(http, "JSONRPC", restarted.url, task_id, before, timeout=45)
         replay = await read_frames(
             http, subscribe_request("JSONRPC", restarted.url, task_id), last_event_id=0
         )
-        # The log holds what the crashed process had stored (a prefix of what it
-        # streamed: chunks are written behind the stream), then the retry.
-        stored_before = [f for f in replay if f[0] <= before[-1][0]]
-        assert stored_before == before[: len(stored_before)]
-        assert replay[len(stored_before) :] == after
+        # The crashed process's stored prefix, then the retry.
+        assert_stored_prefix_then(replay, before, after)
         client = await make_client(restarted.url)
         try:
             task = await wait_terminal(client, task_id)

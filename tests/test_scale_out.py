@@ -22,8 +22,8 @@ from a2a.types.a2a_pb2 import (
 )
 
 from tests.fixtures.scripted_adapter import read_records
-from tests.support.a2a import make_client, stream_events, task_text
-from tests.support.durable import durable_env, readyz, scripted_message, wait_terminal
+from tests.support.a2a import BackgroundStream, make_client, task_text, wait_terminal
+from tests.support.durable import durable_env, readyz, scripted_message
 from tests.support.postgres import PostgresServer
 from tests.support.procs import ServerProcess
 
@@ -89,31 +89,20 @@ async def _kill_one_replica_mid_task(
     replica_a: ServerProcess, replica_b: ServerProcess, worker: ServerProcess, records: Path
 ) -> None:
     clients = {"a": await make_client(replica_a.url), "b": await make_client(replica_b.url)}
-    seen: dict[str, list] = {}
-
-    async def consume(key: str) -> None:
-        replica = key[0]
-        events = seen.setdefault(key, [])
-        message = scripted_message(chunks=CHUNKS, delay=DELAY, label=f"{key}-")
-        try:
-            async for event in stream_events(clients[replica], message):
-                events.append(event)
-        except Exception:
-            if replica != "a":
-                raise  # only replica a's streams may break: it is the one killed
-
-    # Clients spread over both replicas: three tasks each.
+    # Clients spread over both replicas: three tasks each. Only replica a's streams may
+    # break: it is the one killed.
     keys = [f"{r}{i}" for r in "ab" for i in range(3)]
-    consumers = {key: asyncio.create_task(consume(key)) for key in keys}
-
-    def chunks(key: str) -> int:
-        return sum(e.WhichOneof("payload") == "artifact_update" for e in seen.get(key, []))
-
-    deadline = time.monotonic() + 30
-    while not all(chunks(key) >= 2 for key in keys):
-        assert time.monotonic() < deadline, {key: chunks(key) for key in keys}
-        await asyncio.sleep(0.02)
-    task_ids = {key: seen[key][0].task.id for key in keys}
+    streams = {
+        key: BackgroundStream(
+            clients[key[0]],
+            scripted_message(chunks=CHUNKS, delay=DELAY, label=f"{key}-"),
+            may_break=key[0] == "a",
+        )
+        for key in keys
+    }
+    # One deadline for all: the streams run side by side.
+    await asyncio.gather(*(stream.wait_chunks(2, timeout=30) for stream in streams.values()))
+    task_ids = {key: streams[key].task_id for key in keys}
     assert replica_a.proc is not None
     killed_pid = replica_a.proc.pid
     replica_a.kill()  # SIGKILL mid-stream; never restarted
@@ -136,7 +125,7 @@ async def _kill_one_replica_mid_task(
     for key in keys:
         finished[key] = await wait_terminal(survivor, task_ids[key], timeout=60)
     recovery = time.monotonic() - killed_at
-    await asyncio.wait_for(asyncio.gather(*consumers.values()), 30)
+    await asyncio.gather(*(stream.finish(30) for stream in streams.values()))
     await asyncio.wait_for(following, 15)
 
     for key in keys:
@@ -156,7 +145,7 @@ async def _kill_one_replica_mid_task(
             assert done[0]["pid"] != killed_pid, (key, recs)
     # The streams on replica b carried the whole answer too.
     for key in ("b0", "b1", "b2"):
-        assert seen[key][-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+        assert streams[key].events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
 
     states = [
         e.status_update.status.state for e in followed if e.WhichOneof("payload") == "status_update"
@@ -188,18 +177,9 @@ async def test_cancel_sent_to_the_other_replica(
     replica_b = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-b"}, workdir=tmp_path / "b")
     client_a = await make_client(replica_a.url)
     client_b = await make_client(replica_b.url)
-    seen: list = []
-
-    async def consume() -> None:
-        async for event in stream_events(client_a, scripted_message(chunks=200, delay=0.05)):
-            seen.append(event)
-
-    consumer = asyncio.create_task(consume())
-    deadline = time.monotonic() + 20
-    while sum(e.WhichOneof("payload") == "artifact_update" for e in seen) < 2:
-        assert time.monotonic() < deadline, seen
-        await asyncio.sleep(0.02)
-    task_id = seen[0].task.id
+    stream = BackgroundStream(client_a, scripted_message(chunks=200, delay=0.05))
+    await stream.wait_chunks(2, timeout=20)
+    task_id = stream.task_id
 
     # Replica b sees the running task in the shared store.
     running = await client_b.get_task(GetTaskRequest(id=task_id))
@@ -215,7 +195,7 @@ async def test_cancel_sent_to_the_other_replica(
     cancelled = next(r for r in read_records(records, task_id) if r["event"] == "cancelled")
     assert cancelled["pid"] == replica_a.proc.pid  # type: ignore[union-attr]
     assert cancelled["t"] - sent < 3, cancelled["t"] - sent
-    await asyncio.wait_for(consumer, 15)
+    seen = await stream.finish(15)
     # The stream ends in the canceled state. (Cancelled on the same replica it
     # ends with a status update; cancelled from the other one the stream's
     # last event is the Task snapshot: both are terminal for A2A clients.)

@@ -25,7 +25,7 @@ from molecule_runtime.config import Settings
 from molecule_runtime.server import auth
 from molecule_runtime.server.app import build_app
 from molecule_runtime.services import Services
-from tests.support.procs import ServerProcess, free_port, stop_process
+from tests.support.procs import ServerProcess, free_port, running_server, spawn, stop_process
 
 TOKEN = "tok-" + uuid.uuid4().hex
 A2A = {"A2A-Version": "1.0"}
@@ -172,15 +172,9 @@ def test_settings_redacted_hides_every_secret() -> None:
 
 @pytest.fixture(scope="module")
 def debug_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        tmp_path_factory.mktemp("debug-auth"),
-        {"MOLECULE_AUTH_TOKEN": TOKEN, "LOG_LEVEL": "DEBUG"},
-    )
-    server.start()
-    try:
+    env = {"MOLECULE_AUTH_TOKEN": TOKEN, "LOG_LEVEL": "DEBUG"}
+    with running_server(tmp_path_factory.mktemp("debug-auth"), env) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_token_never_logged_at_debug(debug_server: ServerProcess) -> None:
@@ -248,14 +242,7 @@ def test_binds_loopback_by_default(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"HOST", "PUBLIC_URL"}}
     env.update({"PORT": str(port), "MOLECULE_DATA_DIR": str(tmp_path / "data")})
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "molecule_runtime"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    proc = spawn([sys.executable, "-m", "molecule_runtime"], tmp_path / "server.log", env=env)
     try:
         deadline = time.monotonic() + 60
         listening: list[str] = []
@@ -267,7 +254,6 @@ def test_binds_loopback_by_default(tmp_path: Path) -> None:
         assert listening == ["127.0.0.1"], listening
     finally:
         stop_process(proc)
-        log.close()
 
 
 def listeners(pid: int, port: int) -> list[str]:

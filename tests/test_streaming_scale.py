@@ -16,13 +16,16 @@ import httpx
 import pytest
 
 from tests.fixtures.scripted_adapter import read_records
-from tests.support.durable import durable_env
+from tests.support.durable import durable_env, scripted_env
 from tests.support.procs import ServerProcess
 from tests.support.sse import (
-    A2A,
+    TERMINAL,
     Frame,
     assert_increasing,
+    assert_stored_prefix_then,
+    get_task_json,
     read_frames,
+    resume_to_the_end,
     state_of,
     stream_request,
     subscribe_request,
@@ -35,20 +38,12 @@ def expected(chunks: int) -> str:
     return "".join(f"c{i} " for i in range(chunks))
 
 
-async def get_task(http: httpx.AsyncClient, base: str, task_id: str) -> dict[str, Any]:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": task_id}}
-    response = await http.post(f"{base}/", json=body, headers=A2A)
-    payload = response.json()
-    assert "result" in payload, payload
-    return payload["result"]
-
-
 async def wait_done(http: httpx.AsyncClient, base: str, task_id: str, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     task: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        task = await get_task(http, base, task_id)
-        if task["status"]["state"] in ("TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED"):
+        task = await get_task_json(http, base, task_id)
+        if task["status"]["state"] in TERMINAL:
             return task
         await asyncio.sleep(0.2)
     raise AssertionError(f"task {task_id} not finished after {timeout}s: {task['status']}")
@@ -81,7 +76,7 @@ async def test_100_concurrent_durable_streams_all_complete_running_once(
             assert text_of(frames) == expected(chunks)
             assert_increasing(frames)
             task_id = task_id_of(frames)
-            task = await get_task(http, server.url, task_id)
+            task = await get_task_json(http, server.url, task_id)
             assert parts_text(task) == [expected(chunks)]
             assert starts(records, task_id) == 1, read_records(records, task_id)
     assert "Retrying" not in server.log()
@@ -105,23 +100,14 @@ async def test_sigkill_with_unstored_chunks_then_restart_delivers_the_exact_answ
         server.kill()
         task_id = task_id_of(before)
         restarted = server_factory(env, workdir=workdir, port=server.port)
-        after = await read_frames(
-            http,
-            subscribe_request("JSONRPC", restarted.url, task_id),
-            last_event_id=before[-1][0],
-            timeout=60,
-        )
-        assert after[0][0] > before[-1][0]
-        assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
+        after = await resume_to_the_end(http, "JSONRPC", restarted.url, task_id, before, timeout=60)
         assert text_of(before + after) == expected(chunks)
         replay = await read_frames(
             http, subscribe_request("JSONRPC", restarted.url, task_id), last_event_id=0
         )
         assert_increasing(replay)
         # What the crashed process stored is a prefix of what it streamed; then the retry.
-        stored_before = [f for f in replay if f[0] <= before[-1][0]]
-        assert stored_before == before[: len(stored_before)]
-        assert replay[len(stored_before) :] == after
+        assert_stored_prefix_then(replay, before, after)
         assert text_of(replay) == expected(chunks)
         task = await wait_done(http, restarted.url, task_id, 30)
         assert parts_text(task) == [expected(chunks)]
@@ -155,10 +141,7 @@ async def test_a_store_locked_longer_than_30_s_slows_tasks_down_without_failing_
     if mode == "durable":
         env = durable_env(request.getfixturevalue("temporal_server").address, records)
     else:
-        env = {
-            "ADAPTER_MODULE": str(Path(__file__).parent / "fixtures" / "scripted_adapter.py"),
-            "ADAPTER_OPTIONS": json.dumps({"record_dir": str(records)}),
-        }
+        env = scripted_env(records)
     server: ServerProcess = server_factory(env)
     chunks = 80  # 4 s each
     stream = stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05})
@@ -187,20 +170,14 @@ async def test_a_store_locked_longer_than_30_s_slows_tasks_down_without_failing_
 
 async def test_a_4000_chunk_answer_is_stored_as_one_part(server_factory, tmp_path: Path) -> None:
     records = tmp_path / "records"
-    server = server_factory(
-        {
-            "ADAPTER_MODULE": str(Path(__file__).parent / "fixtures" / "scripted_adapter.py"),
-            "ADAPTER_OPTIONS": json.dumps({"record_dir": str(records)}),
-            "STREAM_BATCH_WINDOW": "0",
-        }
-    )
+    server = server_factory(scripted_env(records, STREAM_BATCH_WINDOW="0"))
     chunks = 4000
     async with httpx.AsyncClient(timeout=60) as http:
         frames = await read_frames(
             http, stream_request("JSONRPC", server.url, "go", {"chunks": chunks}), timeout=120
         )
         assert text_of(frames) == expected(chunks)
-        task = await get_task(http, server.url, task_id_of(frames))
+        task = await get_task_json(http, server.url, task_id_of(frames))
     assert parts_text(task) == [expected(chunks)]
     with sqlite3.connect(server.workdir / "data" / "tasks.db") as conn:
         (artifacts,) = conn.execute(

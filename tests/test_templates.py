@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, SendMessageRequest, TaskState
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
 
-from tests.support.a2a import event_task_id, make_client, stream_events, task_text, user_message
+from tests.support.a2a import make_client, run_task, stream_until_chunks, task_text
+from tests.support.procs import processes
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATES = ROOT / "adapters"
@@ -40,23 +41,6 @@ def template_env(**options: Any) -> dict[str, str]:
         "ADAPTER_OPTIONS": json.dumps(options),
         "STREAM_BATCH_WINDOW": "0",
     }
-
-
-async def run_task(url: str, text: str) -> tuple[list[str], Any]:
-    client = await make_client(url)
-    try:
-        events = [e async for e in stream_events(client, user_message(text))]
-        chunks = [
-            part.text
-            for e in events
-            if e.HasField("artifact_update")
-            for part in e.artifact_update.artifact.parts
-            if part.text
-        ]
-        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
-        return chunks, task
-    finally:
-        await client.close()
 
 
 @pytest.mark.parametrize("template", ["echo", "langgraph", "cli"])
@@ -135,19 +119,8 @@ async def test_cli_template_stdin_and_failure(server_factory, tmp_path: Path) ->
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in a process group, read from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state ppid pgrp ...
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+    # Fields after the parenthesised command name: state ppid pgrp ...
+    return [pid for pid, fields in processes() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 @pytest.mark.parametrize("stubborn", [False, True], ids=["polite", "ignores-sigterm"])
@@ -167,14 +140,7 @@ async def test_cli_template_cancel_kills_process_group(
     client = await make_client(server.url)
     canceller = await make_client(server.url)
     try:
-        stream = client.send_message(SendMessageRequest(message=user_message("run forever")))
-        task_id, ticks = "", 0
-        async for event in stream:
-            task_id = event_task_id(event)
-            if event.HasField("artifact_update"):
-                ticks += 1
-                if ticks >= 2:
-                    break
+        stream, task_id = await stream_until_chunks(client, "run forever", 2)
         pid = int(pidfile.read_text())
         assert len(group_members(pid)) >= 2, "the CLI and its child are not running"
         started = time.monotonic()

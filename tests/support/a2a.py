@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import cast
 
 import httpx
 from a2a.client import ClientConfig, create_client
 from a2a.client.client import Client
 from a2a.types.a2a_pb2 import (
+    GetTaskRequest,
+    ListTasksRequest,
     Message,
     Part,
     Role,
     SendMessageRequest,
     StreamResponse,
     Task,
+    TaskState,
 )
+
+TERMINAL = {
+    TaskState.TASK_STATE_COMPLETED,
+    TaskState.TASK_STATE_FAILED,
+    TaskState.TASK_STATE_CANCELED,
+    TaskState.TASK_STATE_REJECTED,
+}
 
 
 def user_message(text: str, *, task_id: str = "", context_id: str = "") -> Message:
@@ -61,3 +74,159 @@ def event_task_id(event: StreamResponse) -> str:
     if which == "artifact_update":
         return event.artifact_update.task_id
     return event.message.task_id
+
+
+def artifact_chunks(events: list[StreamResponse]) -> list[str]:
+    """The non-empty text parts of the artifact updates, in order: what the client saw
+    arrive chunk by chunk (tests of streaming check how an answer was split)."""
+    return [
+        part.text
+        for event in events
+        if event.HasField("artifact_update")
+        for part in event.artifact_update.artifact.parts
+        if part.text
+    ]
+
+
+async def run_task(url: str, text: str) -> tuple[list[str], Task]:
+    """Stream one message on a client of its own; the chunks it streamed and the task as
+    stored after the stream ended (both views of one answer, for adapter tests)."""
+    client = await make_client(url)
+    try:
+        events = [e async for e in stream_events(client, user_message(text))]
+        task = await client.get_task(GetTaskRequest(id=event_task_id(events[0])))
+        return artifact_chunks(events), task
+    finally:
+        await client.close()
+
+
+async def send_texts(url: str, texts: list[str]) -> list[str]:
+    """Send each text as a blocking (non-streaming) message and check it completed;
+    the task ids, in order, for tests that look the tasks up again later."""
+    client = await make_client(url, streaming=False)
+    ids = []
+    try:
+        for text in texts:
+            responses = [
+                r async for r in client.send_message(SendMessageRequest(message=user_message(text)))
+            ]
+            assert responses[0].task.status.state == TaskState.TASK_STATE_COMPLETED
+            ids.append(responses[0].task.id)
+    finally:
+        await client.close()
+    return ids
+
+
+async def assert_tasks_kept(url: str, ids: list[str], texts: list[str]) -> None:
+    """Each task (sent with `send_texts`) is found completed with its text, and listed:
+    the store kept them across a restart or shares them with another replica."""
+    client = await make_client(url)
+    try:
+        for task_id, text in zip(ids, texts, strict=True):
+            task = await client.get_task(GetTaskRequest(id=task_id))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            assert task_text(task) == text
+        listed = await client.list_tasks(ListTasksRequest())
+        assert set(ids) <= {t.id for t in listed.tasks}
+    finally:
+        await client.close()
+
+
+async def stream_until_chunks(
+    client: Client, text: str, chunks: int = 1
+) -> tuple[AsyncGenerator[StreamResponse, None], str]:
+    """Start a streamed task and read it until `chunks` artifact updates arrived.
+
+    The stream is returned still open, with the task id, so a test can cancel the task
+    mid-answer and then `aclose()` the stream itself.
+    """
+    stream = cast(
+        AsyncGenerator[StreamResponse, None],
+        client.send_message(SendMessageRequest(message=user_message(text))),
+    )
+    task_id, seen = "", 0
+    async for event in stream:
+        task_id = event_task_id(event)
+        if event.HasField("artifact_update"):
+            seen += 1
+            if seen >= chunks:
+                break
+    return stream, task_id
+
+
+async def wait_terminal(
+    client: Client,
+    task_id: str,
+    timeout: float = 30.0,
+    *,
+    retry_errors: bool = True,
+) -> Task:
+    """Poll GetTask until the task is terminal.
+
+    `retry_errors`: a failed GetTask is tried again (the server may be restarting or
+    reconnecting); False makes the first error fail the test.
+    """
+    deadline = time.monotonic() + timeout
+    last: Task | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = await client.get_task(GetTaskRequest(id=task_id))
+            if last.status.state in TERMINAL:
+                return last
+        except Exception:
+            if not retry_errors:
+                raise
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"task {task_id} not terminal after {timeout}s: {last}")
+
+
+class BackgroundStream:
+    """A streamed message read by a task of its own, so the test can act mid-answer
+    (SIGKILL or SIGTERM the server, cancel the task) while events keep arriving.
+
+    `may_break`: the stream is expected to break (the server dies under it); the error
+    is kept in `error` instead of failing `finish()`.
+    """
+
+    def __init__(self, client: Client, message: Message, *, may_break: bool = False) -> None:
+        self.events: list[StreamResponse] = []
+        self.error: Exception | None = None
+        self._may_break = may_break
+        self._reader = asyncio.create_task(self._read(client, message))
+
+    async def _read(self, client: Client, message: Message) -> None:
+        try:
+            async for event in stream_events(client, message):
+                self.events.append(event)
+        except Exception as exc:
+            if not self._may_break:
+                raise
+            self.error = exc
+
+    @property
+    def chunks(self) -> int:
+        """Artifact updates received so far."""
+        return sum(e.WhichOneof("payload") == "artifact_update" for e in self.events)
+
+    @property
+    def task_id(self) -> str:
+        """The id in the opening Task event."""
+        return self.events[0].task.id
+
+    async def wait_chunks(self, count: int = 1, timeout: float = 20.0) -> None:
+        """Wait until `count` artifact updates arrived."""
+        deadline = time.monotonic() + timeout
+        while self.chunks < count:
+            if self._reader.done():
+                self._reader.result()  # a reader that failed says why
+                raise AssertionError(f"stream ended after {self.chunks} chunks: {self.events}")
+            assert time.monotonic() < deadline, f"{self.chunks} of {count} chunks: {self.events}"
+            await asyncio.sleep(0.02)
+
+    async def finish(self, timeout: float) -> list[StreamResponse]:
+        """Wait for the stream to end; every event it brought."""
+        await asyncio.wait_for(self._reader, timeout)
+        return self.events
+
+    def cancel(self) -> None:
+        self._reader.cancel()

@@ -1,29 +1,19 @@
-"""Helpers for durable-mode tests: scripted messages, task polling, workflow histories."""
+"""Helpers for durable-mode tests: scripted messages, the environment, streamed text."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-from a2a.client.client import Client
-from a2a.types.a2a_pb2 import GetTaskRequest, Message, Task, TaskState
+from a2a.types.a2a_pb2 import Message
 from google.protobuf.struct_pb2 import Struct
 
 from tests.support.a2a import user_message
 
 SCRIPTED_ADAPTER = Path(__file__).resolve().parent.parent / "fixtures" / "scripted_adapter.py"
-
-TERMINAL = {
-    TaskState.TASK_STATE_COMPLETED,
-    TaskState.TASK_STATE_FAILED,
-    TaskState.TASK_STATE_CANCELED,
-    TaskState.TASK_STATE_REJECTED,
-}
 
 
 def scripted_message(text: str = "go", **script: Any) -> Message:
@@ -34,14 +24,22 @@ def scripted_message(text: str = "go", **script: Any) -> Message:
     return message
 
 
+def scripted_env(record_dir: Path, **extra: str) -> dict[str, str]:
+    """The scripted adapter in direct mode, recording its executions under `record_dir`."""
+    return {
+        "ADAPTER_MODULE": str(SCRIPTED_ADAPTER),
+        "ADAPTER_OPTIONS": json.dumps({"record_dir": str(record_dir)}),
+        **extra,
+    }
+
+
 def durable_env(temporal_address: str, record_dir: Path, **extra: str) -> dict[str, str]:
     queue = f"q-{uuid.uuid4().hex[:10]}"
     env = {
         "TEMPORAL_HOST": temporal_address,
         "TEMPORAL_TASK_QUEUE": queue,
         "WORKSPACE_ID": f"ws-{queue}",
-        "ADAPTER_MODULE": str(SCRIPTED_ADAPTER),
-        "ADAPTER_OPTIONS": json.dumps({"record_dir": str(record_dir)}),
+        **scripted_env(record_dir),
         "TEMPORAL_HEARTBEAT_TIMEOUT": "2",
         "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.2",
         "TEMPORAL_SCHEDULE_TO_START_TIMEOUT": "3",
@@ -49,20 +47,6 @@ def durable_env(temporal_address: str, record_dir: Path, **extra: str) -> dict[s
     }
     env.update(extra)
     return env
-
-
-async def wait_terminal(client: Client, task_id: str, timeout: float = 30.0) -> Task:
-    deadline = time.monotonic() + timeout
-    last: Task | None = None
-    while time.monotonic() < deadline:
-        try:
-            last = await client.get_task(GetTaskRequest(id=task_id))
-            if last.status.state in TERMINAL:
-                return last
-        except Exception:
-            pass
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"task {task_id} not terminal after {timeout}s: {last}")
 
 
 def streamed_text(events: list) -> str:

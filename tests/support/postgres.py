@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.support.procs import free_port
+from tests.support.procs import free_port, log_tail, spawn, stop_process
 
 USER = "molecule"
 # A password, not trust auth: the runtime must carry credentials in
@@ -116,32 +116,26 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
     def _spawn(self) -> None:
-        log = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    str(self.bindir / "postgres"),
-                    "-D", str(self.datadir),
-                    "-p", str(self.port),
-                    "-c", "listen_addresses=127.0.0.1",
-                    # The socket lives in our own directory: /var/run/postgresql
-                    # may not exist or not be writable for this user.
-                    "-c", f"unix_socket_directories={self.root}",
-                    # Durability of the test cluster itself does not matter;
-                    # these keep the 2-core machine's disks out of the timings.
-                    "-c", "fsync=off",
-                    "-c", "synchronous_commit=off",
-                    "-c", "full_page_writes=off",
-                    "-c", "max_connections=200",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                start_new_session=True,
-                **self._popen_kwargs(),
-            )
-        finally:
-            log.close()
+        self.proc = spawn(
+            [
+                str(self.bindir / "postgres"),
+                "-D", str(self.datadir),
+                "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1",
+                # The socket lives in our own directory: /var/run/postgresql
+                # may not exist or not be writable for this user.
+                "-c", f"unix_socket_directories={self.root}",
+                # Durability of the test cluster itself does not matter;
+                # these keep the 2-core machine's disks out of the timings.
+                "-c", "fsync=off",
+                "-c", "synchronous_commit=off",
+                "-c", "full_page_writes=off",
+                "-c", "max_connections=200",
+            ],
+            self.log_path,
+            cwd=self.root,
+            **self._popen_kwargs(),
+        )
 
     def _wait_ready(self, deadline: float) -> None:
         assert self.proc is not None
@@ -168,10 +162,7 @@ class PostgresServer:
         return True
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-8000:]
-        except FileNotFoundError:
-            return ""
+        return log_tail(self.log_path)
 
     def stop(self, timeout: float = 20.0, *, remove: bool = True) -> None:
         """Fast shutdown (SIGINT) of the postmaster we started, SIGKILL of its group if it hangs.
@@ -179,15 +170,9 @@ class PostgresServer:
         With remove=False the cluster stays on disk and `start()` brings it back
         on the same port (a database restart under a running runtime).
         """
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            # SIGINT to the postmaster alone: it stops its own children.
+            stop_process(self.proc, grace=timeout, signum=signal.SIGINT, whole_group=False)
         if remove:
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -1,11 +1,11 @@
-"""Raw SSE over httpx: frames with their ids (offsets in the task's event log)."""
+"""Raw A2A over httpx: JSON messages, SSE frames with their ids (offsets in the task's event log)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -14,28 +14,90 @@ A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 TERMINAL = {"TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED", "TASK_STATE_REJECTED"}
 
 Frame = tuple[int, dict[str, Any]]  # (SSE id, StreamResponse as JSON)
+Event = tuple[str | None, dict[str, Any]]  # (SSE id if any, the event's JSON as sent)
+
+
+def message_json(
+    text: str,
+    *,
+    context_id: str = "",
+    task_id: str = "",
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A user message as A2A 1.0 JSON, for tests that check the wire format themselves."""
+    message: dict[str, Any] = {
+        "role": "ROLE_USER",
+        "messageId": str(uuid.uuid4()),
+        "parts": [{"text": text}],
+    }
+    if context_id:
+        message["contextId"] = context_id
+    if task_id:
+        message["taskId"] = task_id
+    if metadata:
+        message["metadata"] = dict(metadata)
+    return message
+
+
+class SseDecoder:
+    """SSE framing, fed one line at a time: an event is complete at the blank line after
+    it. Shared by the sync and async readers so that every test parses frames alike."""
+
+    def __init__(self) -> None:
+        self._id: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> Event | None:
+        if not line:
+            event = (self._id, json.loads("\n".join(self._data))) if self._data else None
+            self._id, self._data = None, []
+            return event
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "id":
+            self._id = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+
+def sse_events(lines: Iterable[str]) -> Iterator[Event]:
+    """(id, JSON) of each SSE event in `lines` (a response's `iter_lines()`, or the
+    `splitlines()` of a body read whole); JSON-RPC envelopes and errors are kept."""
+    decoder = SseDecoder()
+    for line in lines:
+        event = decoder.feed(line)
+        if event is not None:
+            yield event
+
+
+async def aiter_sse(response: httpx.Response) -> AsyncIterator[Event]:
+    """`sse_events` of a streamed async response, as the events arrive."""
+    decoder = SseDecoder()
+    async for line in response.aiter_lines():
+        event = decoder.feed(line)
+        if event is not None:
+            yield event
+
+
+def post_sse(
+    url: str, body: dict[str, Any], *, headers: Mapping[str, str], timeout: float
+) -> tuple[httpx.Response, list[dict[str, Any]]]:
+    """POST a streaming call without an event loop and read the stream to its end: the
+    (closed) response, for its status and headers, and the JSON of every event."""
+    headers = {**headers, "Accept": "text/event-stream"}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=timeout) as response:
+        events = [payload for _, payload in sse_events(response.iter_lines())]
+    return response, events
 
 
 async def sse_frames(response: httpx.Response) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
     """(id, data) of each SSE event; JSON-RPC results are unwrapped."""
-    event_id: str | None = None
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                payload = json.loads("\n".join(data))
-                assert "error" not in payload, payload
-                yield event_id, payload.get("result", payload)
-            event_id, data = None, []
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "id":
-            event_id = value
-        elif name == "data":
-            data.append(value)
+    async for event_id, payload in aiter_sse(response):
+        assert "error" not in payload, payload
+        yield event_id, payload.get("result", payload)
 
 
 def state_of(payload: dict[str, Any]) -> str | None:
@@ -56,13 +118,7 @@ def text_of(frames: list[Frame]) -> str:
 
 
 def stream_request(binding: str, base: str, text: str, metadata: dict | None = None):
-    message: dict[str, Any] = {
-        "role": "ROLE_USER",
-        "messageId": str(uuid.uuid4()),
-        "parts": [{"text": text}],
-    }
-    if metadata:
-        message["metadata"] = metadata
+    message = message_json(text, metadata=metadata)
     if binding == "JSONRPC":
         body = {"jsonrpc": "2.0", "id": 1, "method": "SendStreamingMessage", "params": {"message": message}}
         return "POST", f"{base}/", body
@@ -101,6 +157,41 @@ async def read_frames(
                 if stop_after_chunks is not None and chunks >= stop_after_chunks:
                     break  # leaving the block closes the connection mid-stream
     return frames
+
+
+async def resume_to_the_end(
+    http: httpx.AsyncClient,
+    binding: str,
+    base: str,
+    task_id: str,
+    before: list[Frame],
+    *,
+    timeout: float = 25.0,
+) -> list[Frame]:
+    """Subscribe again from the last offset seen in `before` and read to the end: the new
+    frames, checked to come after that offset and to end with the task completed."""
+    after = await read_frames(
+        http, subscribe_request(binding, base, task_id), last_event_id=before[-1][0], timeout=timeout
+    )
+    assert after[0][0] > before[-1][0]
+    assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED"
+    return after
+
+
+def assert_stored_prefix_then(replay: list[Frame], before: list[Frame], after: list[Frame]) -> None:
+    """The log (`replay`) holds what the first process had stored, a prefix of what it
+    streamed (`before`: chunks are written behind the stream), then exactly `after`."""
+    stored_before = [f for f in replay if f[0] <= before[-1][0]]
+    assert stored_before == before[: len(stored_before)]
+    assert replay[len(stored_before) :] == after
+
+
+async def get_task_json(http: httpx.AsyncClient, base: str, task_id: str) -> dict[str, Any]:
+    """GetTask over raw JSON-RPC: the task as JSON (for tests that read the wire format)."""
+    body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": task_id}}
+    payload = (await http.post(f"{base}/", json=body, headers=A2A)).json()
+    assert "result" in payload, payload
+    return payload["result"]
 
 
 def task_id_of(frames: list[Frame]) -> str:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import concurrent.futures
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from tests.support.procs import free_port, kill_process, stop_process
+from tests.support.procs import OwnedProcess, free_port, spawn
 
 
 def temporal_cli() -> str:
@@ -23,7 +22,7 @@ def temporal_cli() -> str:
     return found
 
 
-class TemporalDevServer:
+class TemporalDevServer(OwnedProcess):
     """`temporal server start-dev` on 127.0.0.1; SQLite file so it can be restarted."""
 
     def __init__(self, workdir: Path, *, port: int | None = None) -> None:
@@ -31,7 +30,7 @@ class TemporalDevServer:
         self.port = port or free_port()
         self.ui_port = free_port()
         self.db = workdir / "temporal.db"
-        self.proc: subprocess.Popen | None = None
+        self.proc = None
 
     @property
     def address(self) -> str:
@@ -39,8 +38,7 @@ class TemporalDevServer:
 
     def start(self, timeout: float = 30.0) -> TemporalDevServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.workdir / "temporal.log", "ab")
-        self.proc = subprocess.Popen(
+        self.proc = spawn(
             [
                 temporal_cli(),
                 "--log-level", "error",
@@ -53,9 +51,7 @@ class TemporalDevServer:
                 "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="1ms"',
                 "--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000",
             ],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.workdir / "temporal.log",
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,13 +93,3 @@ class TemporalDevServer:
                     return
                 time.sleep(0.1)
         raise TimeoutError("temporal dev server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self._log.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            kill_process(self.proc)
-            self._log.close()
