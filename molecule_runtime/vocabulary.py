@@ -58,6 +58,9 @@ class Meta:
     MODE = "molecule.mode"  # Mode the task runs in
     INSTANCE = "molecule.instance"  # the instance that accepted it (start-up sweep)
     LOST_CONTACT = "molecule.lost_contact"  # set with Outcome.LOST
+    USAGE = "molecule.usage"  # tokens/cost the attempts reported (execution/usage.py)
+    CREATED = "molecule.created"  # when the task was created (ISO 8601, UTC)
+    ATTEMPT = "molecule.attempt"  # the attempt running now, from the second on (retries)
     MESSAGE_KIND = "molecule.kind"  # on agent messages: "question" for input-required
     QUESTION = "question"
 

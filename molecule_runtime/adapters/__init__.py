@@ -8,6 +8,7 @@ from molecule_runtime.adapters.base import (
     TaskInput,
 )
 from molecule_runtime.adapters.genai import set_genai_attributes
+from molecule_runtime.adapters.usage import report_usage
 
 __all__ = [
     "AdapterConfig",
@@ -15,5 +16,6 @@ __all__ = [
     "InputRequired",
     "NonRetryableError",
     "TaskInput",
+    "report_usage",
     "set_genai_attributes",
 ]

@@ -27,6 +27,7 @@ from molecule_runtime.durable.types import (
 from molecule_runtime.execution.attempt import describe_error, run_attempt
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
+from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.observability.spans import stage_span
@@ -52,6 +53,14 @@ async def _release_sticky_queue(info: activity.Info) -> None:
                 ),
             )
         )
+
+
+async def _add_stored_usage(store: VersionedTaskStore, events: TaskEvents) -> None:
+    """Earlier attempts' usage, maybe run by another process, so this one adds to it."""
+    try:
+        events.usage.merge(UsageLedger.from_task(await stored_task(store, events.task_id)))
+    except Exception as exc:  # accounting must never fail an attempt
+        log.warning("task %s: could not read its usage so far: %s", events.task_id, exc)
 
 
 class TaskActivities:
@@ -117,6 +126,9 @@ class TaskActivities:
         if task.attempt > 1:
             metrics.RETRIES.inc()
         events, delivery = self._events(task.task_id, task.context_id, inp.artifact_id)
+        if delivery == Delivery.HEADLESS or task.attempt > 1:
+            # Live first attempts were seeded by the executor from the stored task.
+            await _add_stored_usage(self.store, events)
         if delivery == Delivery.HEADLESS:
             metrics.HEADLESS.inc()
             await _release_sticky_queue(info)

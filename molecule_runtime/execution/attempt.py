@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from a2a.types.a2a_pb2 import TaskState
@@ -12,6 +12,8 @@ from a2a.types.a2a_pb2 import TaskState
 from molecule_runtime.adapters.base import BaseAdapter, InputRequired, TaskInput
 from molecule_runtime.execution.batching import ChunkBatcher
 from molecule_runtime.execution.events import TaskEvents, TaskStopped
+from molecule_runtime.execution.usage import AttemptUsage, turn_of_artifact
+from molecule_runtime.vocabulary import Meta
 
 
 def describe_error(exc: BaseException) -> str:
@@ -49,10 +51,10 @@ async def run_attempt(
         await events.status(
             TaskState.TASK_STATE_WORKING,
             f"Retrying: attempt {task.attempt} restarts the answer.",
+            metadata={Meta.ATTEMPT: task.attempt},
         )
     batcher = ChunkBatcher(events, batch_window)
-    produced = 0
-    question: str | None = None
+    usage = AttemptUsage(events.usage, turn_of_artifact(task.task_id, events.artifact_id), task.attempt)
     sent_last = False
     agen = adapter.stream(task)
     if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
@@ -63,34 +65,21 @@ async def run_attempt(
             "async generator (write `async def stream(self, task): ... yield text`)"
         )
     try:
-        while True:
-            try:
-                chunk = await agen.__anext__()
-            except StopAsyncIteration:
-                break
-            if isinstance(chunk, InputRequired):
-                # The turn ends here; the user's answer starts the next one.
-                question = chunk.question
-                break
-            if not isinstance(chunk, str):
-                raise AdapterProtocolError(
-                    f"adapter {adapter.name()!r} yielded {type(chunk).__name__}, "
-                    "expected str or InputRequired"
-                )
-            if not chunk:
-                continue
-            try:
-                await batcher.add(chunk)
-            except (asyncio.CancelledError, TaskStopped):
-                # Cancelled between two chunks: the generator is parked at its
-                # `yield`; deliver the cancellation there, as the contract says.
-                with contextlib.suppress(BaseException):
-                    await agen.athrow(asyncio.CancelledError())
-                raise
-            produced += len(chunk)
-            if on_chunk is not None:
-                on_chunk()
+        with usage.recording():
+            produced, question = await _pull(adapter, agen, batcher, on_chunk)
         sent_last = await batcher.close(flush=True)
+        # Once per attempt, after its text: a state change mid-stream would
+        # hold up the chunks behind it (each waits for the store to take it).
+        await _tell_usage(events, usage)
+    except TaskStopped:
+        raise
+    except Exception:
+        # A failed attempt was paid for too: store what it reported before the
+        # retry (maybe in another process) reads the task and adds to it.
+        with contextlib.suppress(Exception):
+            if await _tell_usage(events, usage):
+                await events.persisted()
+        raise
     finally:
         await batcher.close(flush=False)
         # Release a generator abandoned by an error of ours (not the adapter's).
@@ -102,3 +91,49 @@ async def run_attempt(
     if (batcher.sent_any or task.attempt > 1) and not sent_last:
         await events.chunk("", append=True, last=True)
     return AttemptResult(produced, question)
+
+
+async def _pull(
+    adapter: BaseAdapter,
+    agen: AsyncIterator[object],
+    batcher: ChunkBatcher,
+    on_chunk: Callable[[], None] | None,
+) -> tuple[int, str | None]:
+    """Pull the adapter's stream into the batcher: (characters streamed, question asked)."""
+    produced = 0
+    while True:
+        try:
+            chunk = await agen.__anext__()
+        except StopAsyncIteration:
+            return produced, None
+        if isinstance(chunk, InputRequired):
+            # The turn ends here; the user's answer starts the next one.
+            return produced, chunk.question
+        if not isinstance(chunk, str):
+            raise AdapterProtocolError(
+                f"adapter {adapter.name()!r} yielded {type(chunk).__name__}, "
+                "expected str or InputRequired"
+            )
+        if not chunk:
+            continue
+        try:
+            await batcher.add(chunk)
+        except (asyncio.CancelledError, TaskStopped):
+            # Cancelled between two chunks: the generator is parked at its
+            # `yield`; deliver the cancellation there, as the contract says.
+            with contextlib.suppress(BaseException):
+                await agen.athrow(asyncio.CancelledError())  # type: ignore[attr-defined]
+            raise
+        produced += len(chunk)
+        if on_chunk is not None:
+            on_chunk()
+
+
+async def _tell_usage(events: TaskEvents, usage: AttemptUsage) -> bool:
+    """Store newly reported usage on the task (a status update whose metadata the
+    store merges into the task's); True if there was any."""
+    metadata = usage.take()
+    if metadata is None:
+        return False
+    await events.status(TaskState.TASK_STATE_WORKING, metadata=dict(metadata))
+    return True

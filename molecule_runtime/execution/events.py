@@ -26,6 +26,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 
+from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.states import TERMINAL_STATES
 from molecule_runtime.vocabulary import Meta
 
@@ -83,6 +84,9 @@ class TaskEvents:
         self.terminal_state: TaskState | None = None
         self.chunks_sent = 0
         self.first_chunk_at: float | None = None
+        # What the task's attempts reported (report_usage); seeded from the
+        # stored task by whoever knows it, written back with status updates.
+        self.usage = UsageLedger()
 
     async def persisted(self) -> None:
         """Return once every event delivered so far is in the task store."""
@@ -119,6 +123,8 @@ class TaskEvents:
             context_id=self.context_id,
             status=_status(state),
         )
+        # Tasks carry no creation time of their own; the console shows ages from it.
+        task.metadata.update({Meta.CREATED: task.status.timestamp.ToJsonString()})
         if metadata:
             task.metadata.update(metadata)
         if user_message is not None:

@@ -48,6 +48,17 @@ ADMISSION_REFUSED = Counter(
     "molecule_admission_refused_total",
     "Requests refused because the running slots and the line were full (nothing created)",
 )
+# Usage the adapters reported (report_usage), counted where each attempt ran:
+# retried attempts count too, since they were paid for.
+USAGE_INPUT_TOKENS = Counter(
+    "molecule_usage_input_tokens_total", "Input (prompt) tokens reported by adapters", ["model"]
+)
+USAGE_OUTPUT_TOKENS = Counter(
+    "molecule_usage_output_tokens_total", "Output (completion) tokens reported by adapters", ["model"]
+)
+USAGE_COST = Counter(
+    "molecule_usage_cost_total", "Cost reported by adapters, in the adapter's currency", ["model"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -23,6 +23,7 @@ from molecule_runtime.execution.direct import run_direct
 from molecule_runtime.execution.events import EventsDropped, TaskEvents, artifact_id_for
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events
 from molecule_runtime.execution.inputs import build_task_input, history_from_tasks, turn_of
+from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.sdk_seam import events_taken
@@ -142,6 +143,8 @@ class RuntimeExecutor(AgentExecutor):
             ),
             settled=functools.partial(events_taken, event_queue),
         )
+        # A later turn adds to the usage of the earlier ones.
+        events.usage = UsageLedger.from_task(current)
         has_text = bool(context.get_user_input().strip())
         if current is not None:
             # A later turn (the user answers a question) continues in the

@@ -26,6 +26,7 @@ from molecule_runtime.adapters.langgraph.options import (
     LangGraphOptions,
     OptionsError,
 )
+from molecule_runtime.adapters.usage import report_usage
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
@@ -153,7 +154,7 @@ class LangGraphAdapter(BaseAdapter):
                 if text:
                     yield text
                 elif event.get("event") == "on_chat_model_end":
-                    _add_usage(usage, event)
+                    _add_usage(usage, event, default_model=self._genai[1] or "")
         except Exception as exc:
             permanent = _permanent_failure(exc)
             if permanent is not None:
@@ -218,14 +219,23 @@ def genai_identity(
     return ("llama.cpp" if provider == "local" else provider), name
 
 
-def _add_usage(usage: dict[str, int], event: dict[str, Any]) -> None:
-    """Sum the token usage a chat model reported for one call (when it reports any)."""
+def _add_usage(usage: dict[str, int], event: dict[str, Any], default_model: str = "") -> None:
+    """Sum the token usage a chat model reported for one call (when it reports any),
+    and report it to the runtime, which stores and counts it per attempt."""
     output = (event.get("data") or {}).get("output")
     metadata = getattr(output, "usage_metadata", None) or {}
+    reported = {}
     for key in usage:
         value = metadata.get(key)
         if isinstance(value, int):
             usage[key] += value
+            reported[key] = value
+    if reported:
+        response = getattr(output, "response_metadata", None) or {}
+        model = str(response.get("model_name") or response.get("model") or default_model)
+        if model.startswith("/"):  # llama.cpp answers with the GGUF's path: keep its name
+            model = model.rsplit("/", 1)[-1]
+        report_usage(**reported, model=model)
 
 
 def _stream_text(event: dict[str, Any]) -> str:

@@ -145,6 +145,9 @@ async def _local_model(options: LangGraphOptions) -> ChosenModel:
             streaming=True,
             timeout=options.request_timeout,
             max_retries=0,  # a local failure will not heal by retrying at once
+            # Token counts on the stream's last chunk (off by default for a
+            # custom base URL); the adapter reports them as the task's usage.
+            stream_usage=True,
             **_limits(options, local=True),
         )
     except BaseException:
