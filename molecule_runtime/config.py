@@ -124,6 +124,13 @@ class Settings(BaseSettings):
     temporal_max_concurrent_activities: int = Field(
         1000, validation_alias=_env("TEMPORAL_MAX_CONCURRENT_ACTIVITIES"), ge=1
     )
+    # TEMPORAL_HOST=embedded: serve the dev server's web UI on this port
+    # (0: any free port); unset keeps it headless. Loopback only: it has no auth.
+    temporal_ui_port: int | None = Field(
+        None, validation_alias=_env("TEMPORAL_UI_PORT"), ge=0, le=65535
+    )
+    # A Temporal UI to link tasks to (e.g. docker compose's); wins over the embedded one.
+    temporal_ui_url: str | None = Field(None, validation_alias=_env("TEMPORAL_UI_URL"))
     temporal_reconnect_max_interval: float = Field(
         30.0, validation_alias=_env("TEMPORAL_RECONNECT_MAX_INTERVAL"), gt=0
     )

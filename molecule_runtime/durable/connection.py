@@ -66,7 +66,9 @@ class TemporalConnection:
         """Connect, or note why not (tasks then run directly); supervise either way."""
         if self.settings.temporal_host == "embedded":
             self._embedded = EmbeddedTemporal(
-                self.settings.data_dir.resolve() / "temporal", self.settings.temporal_namespace
+                self.settings.data_dir.resolve() / "temporal",
+                self.settings.temporal_namespace,
+                ui_port=self.settings.temporal_ui_port,
             )
             self.target = await self._embedded.start()
         try:
@@ -149,6 +151,11 @@ class TemporalConnection:
             elif self.workers.stopped():
                 await self.workers.stop()
                 self.workers.start(self.client)
+
+    @property
+    def ui_url(self) -> str | None:
+        """The embedded dev server's web UI, when it serves one (TEMPORAL_UI_PORT)."""
+        return self._embedded.ui_url if self._embedded is not None else None
 
     def status(self) -> dict[str, Any]:
         return {

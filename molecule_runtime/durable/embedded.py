@@ -60,11 +60,17 @@ def _free_port() -> int:
 
 
 class EmbeddedTemporal:
-    def __init__(self, data_dir: Path, namespace: str) -> None:
+    def __init__(self, data_dir: Path, namespace: str, ui_port: int | None = None) -> None:
         self.data_dir = data_dir
         self.namespace = namespace
         self.port = _free_port()
+        # None: headless. The UI listens on 127.0.0.1 like the server: it has no auth.
+        self.ui_port = None if ui_port is None else (ui_port or _free_port())
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def ui_url(self) -> str | None:
+        return None if self.ui_port is None else f"http://127.0.0.1:{self.ui_port}"
 
     @property
     def address(self) -> str:
@@ -76,10 +82,11 @@ class EmbeddedTemporal:
         args = [
             temporal_binary(),
             "--log-level", "error",
-            "server", "start-dev", "--headless",
+            "server", "start-dev",
+            *(["--headless"] if self.ui_port is None else []),
             "--ip", "127.0.0.1",
             "--port", str(self.port),
-            "--ui-port", str(_free_port()),
+            "--ui-port", str(self.ui_port or _free_port()),
             "--db-filename", str(self.data_dir / "temporal.db"),
             # Without these, timers (retry back-off) move in ~1 s steps and
             # task dispatch in ~50 ms steps on the dev server.
@@ -108,6 +115,8 @@ class EmbeddedTemporal:
                 _, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 writer.close()
                 log.info("embedded Temporal dev server on %s (pid %d)", self.address, self.proc.pid)
+                if self.ui_url:
+                    log.info("embedded Temporal UI at %s", self.ui_url)
                 return self.address
             except OSError:
                 await asyncio.sleep(0.05)
