@@ -75,13 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     # Before the a2a-sdk is imported: it reads the switch once, at import.
     quiet_sdk_spans_unless_tracing()
     from molecule_runtime.process import run_server, run_worker
+    from molecule_runtime.server.principals import AuthConfigError
     from molecule_runtime.store import StoreConfigError
 
     try:
         if args.command == "worker":
             return asyncio.run(run_worker(settings))
         return asyncio.run(run_server(settings))
-    except (AdapterResolutionError, StoreConfigError) as exc:
+    except (AdapterResolutionError, AuthConfigError, StoreConfigError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     except KeyboardInterrupt:

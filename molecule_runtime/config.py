@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     )
     max_queued_tasks: int = Field(1000, validation_alias=_env("MOLECULE_MAX_QUEUED_TASKS"), ge=0)
 
+    # The web console at /console (server/console/)
+    console: bool = Field(True, validation_alias=_env("MOLECULE_CONSOLE"))
+
     # Resumable streams and push notifications
     event_retention: float = Field(
         7 * 86400.0, validation_alias=_env("MOLECULE_EVENT_RETENTION"), ge=0

@@ -79,6 +79,8 @@ async def run_server(settings: Settings) -> int:
             settings.port,
             settings.resolved_public_url,
         )
+        if settings.console:
+            log.info("console: open %s/console in a browser", settings.resolved_public_url)
         await server.serve()
         return 0 if server.started or not server.should_exit else 1
     finally:

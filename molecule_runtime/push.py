@@ -1,29 +1,33 @@
 """Push notifications: task state changes POSTed to the webhooks clients registered.
 
-Delivery reuses the SDK's `BasePushNotificationSender` (JSON `StreamResponse`
-body, `X-A2A-Notification-Token` and `Authorization` headers) and adds what a
-production sender needs: it never makes the task wait, delivers each task's
-notifications in order, retries failed webhooks with back-off a bounded number
-of times, and re-checks the webhook address before every POST.
+Delivery sends what the SDK's `BasePushNotificationSender` sends (JSON
+`StreamResponse` body, `X-A2A-Notification-Token` and `Authorization` headers)
+and adds what a production sender needs: it never makes the task wait, delivers
+each task's notifications in order, POSTs to at most `max_concurrent` of one
+task's webhooks at once, retries failed webhooks with back-off a bounded number
+of times, and connects only to an address that passed the URL policy, resolved
+once per attempt (push_policy.py). Log lines name the task and the config id,
+never a webhook URL or token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 import httpx
 from a2a.server.tasks import (
-    BasePushNotificationSender,
     PushNotificationConfigStore,
     PushNotificationEvent,
+    PushNotificationSender,
 )
 from a2a.types.a2a_pb2 import Task, TaskPushNotificationConfig, TaskStatusUpdateEvent
-from a2a.utils.push_url_validator import validate_push_notification_url
+from a2a.utils.proto_utils import to_stream_response
+from google.protobuf.json_format import MessageToDict
 
+from molecule_runtime.push_policy import Resolver, WebhookPolicy, system_resolver
 from molecule_runtime.states import TERMINAL_STATES
 
 log = logging.getLogger(__name__)
@@ -34,27 +38,12 @@ UrlValidator = Callable[[str], Awaitable[bool]]
 _REMEMBERED_TASKS = 10_000
 
 
-async def _http_url(url: str) -> bool:
-    """Only the shape: http(s) with a host (MOLECULE_PUSH_ALLOW_PRIVATE=true)."""
-    try:
-        parsed = urllib.parse.urlparse(url)
-    except ValueError:
-        return False
-    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
-
-
 def url_validator(allow_private: bool) -> UrlValidator:
-    """The webhook URL policy.
-
-    By default the SDK's check: http(s) only, and every address the host
-    resolves to must be public (no loopback, private, link-local, shared,
-    reserved or multicast), so a client cannot make the agent POST into its
-    own network (e.g. a cloud metadata endpoint).
-    """
-    return _http_url if allow_private else validate_push_notification_url
+    """The webhook URL policy (push_policy.py) as the SDK's `push_url_validator`."""
+    return WebhookPolicy(allow_private=allow_private).validate
 
 
-class PushNotifier(BasePushNotificationSender):
+class PushNotifier(PushNotificationSender):
     """Queues notifications and delivers them in the background, one worker per task."""
 
     def __init__(
@@ -65,16 +54,18 @@ class PushNotifier(BasePushNotificationSender):
         max_attempts: int = 5,
         retry_initial_interval: float = 1.0,
         timeout: float = 10.0,
+        max_concurrent: int = 4,
+        resolver: Resolver = system_resolver,
     ) -> None:
         # Redirects are not followed: a public URL must not bounce the POST to
-        # an address the validator would refuse.
-        client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
-        # The URL is checked here, once per delivery, not by the base class
-        # on every retry of it.
-        super().__init__(client, config_store)
-        self.validate_url = url_validator(allow_private)
+        # an address the policy would refuse.
+        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._config_store = config_store
+        self.policy = WebhookPolicy(allow_private=allow_private, resolver=resolver)
+        self.validate_url = self.policy.validate
         self.max_attempts = max_attempts
         self.retry_initial_interval = retry_initial_interval
+        self.max_concurrent = max_concurrent
         self._queues: dict[str, list[PushNotificationEvent]] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._last_status: OrderedDict[str, bytes] = OrderedDict()
@@ -113,34 +104,66 @@ class PushNotifier(BasePushNotificationSender):
         queue = self._queues[task_id]
         try:
             while queue:
-                event = queue.pop(0)
-                # Reads the task's configs (from the shared store) and POSTs to each.
-                await super().send_notification(task_id, event)
+                await self._fan_out(task_id, queue.pop(0))
         finally:
             self._queues.pop(task_id, None)
 
-    async def _dispatch_notification(
-        self, event: PushNotificationEvent, push_info: TaskPushNotificationConfig, task_id: str
-    ) -> bool:
+    async def _fan_out(self, task_id: str, event: PushNotificationEvent) -> None:
+        """POST one event to each of the task's webhooks (read from the shared store)."""
         try:
-            accepted = await self.validate_url(push_info.url)
-        except Exception:
-            accepted = False
-        if not accepted:
-            log.warning("push notification for task %s not sent: URL refused: %s", task_id, push_info.url)
-            return False
+            configs = await self._config_store.get_info_for_dispatch(task_id)
+        except Exception as exc:
+            log.warning("task %s: push configs not readable (%s); not sent", task_id, type(exc).__name__)
+            return
+        if not configs:
+            return
+        body = MessageToDict(to_stream_response(event))
+        gate = asyncio.Semaphore(self.max_concurrent)
+
+        async def one(config: TaskPushNotificationConfig) -> None:
+            async with gate:
+                await self._deliver(task_id, config, body)
+
+        await asyncio.gather(*(one(config) for config in configs))
+
+    async def _deliver(self, task_id: str, config: TaskPushNotificationConfig, body: dict) -> bool:
+        headers: dict[str, str] = {}
+        if config.token:
+            headers["X-A2A-Notification-Token"] = config.token
+        auth = config.authentication
+        if config.HasField("authentication") and auth.scheme and auth.credentials:
+            headers["Authorization"] = f"{auth.scheme} {auth.credentials}"
         delay = self.retry_initial_interval
+        problem = "no attempt"
         for attempt in range(1, self.max_attempts + 1):
-            if await super()._dispatch_notification(event, push_info, task_id):
-                return True
+            target = await self.policy.target(config.url)
+            if target is None:
+                log.warning(
+                    "task %s: push config %s not sent: webhook address refused", task_id, config.id
+                )
+                return False
+            try:
+                response = await self._client.post(
+                    target.url,
+                    json=body,
+                    headers={**headers, **target.headers},
+                    extensions=target.extensions,
+                )
+                if response.is_success:
+                    return True
+                problem = f"status {response.status_code}"
+            except httpx.HTTPError as exc:
+                # The exception's text carries the URL: only its kind is logged.
+                problem = type(exc).__name__
             if attempt < self.max_attempts:
                 await asyncio.sleep(delay)
                 delay *= 2
         log.warning(
-            "push notification for task %s to %s failed %d times; dropped",
+            "task %s: push config %s failed %d times (last: %s); dropped",
             task_id,
-            push_info.url,
+            config.id,
             self.max_attempts,
+            problem,
         )
         return False
 

@@ -18,13 +18,14 @@ from datetime import datetime
 
 from a2a.helpers.proto_helpers import get_message_text
 from a2a.server.cluster import VersionedTaskStore
-from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import ListTasksRequest, Role, Task, TaskState
 from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.headless import headless_events
 from molecule_runtime.execution.inputs import MAX_HISTORY_MESSAGES, history_from_tasks
+from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store.owners import runtime_context
 from molecule_runtime.vocabulary import Meta, Mode
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ INTERRUPTED_DIRECT = (
 
 
 async def _unfinished(store: VersionedTaskStore, before: datetime) -> AsyncIterator[Task]:
-    context = ServerCallContext()
+    context = runtime_context()  # every principal's tasks
     for state in _UNFINISHED:
         token = ""
         while True:
@@ -59,8 +60,12 @@ async def task_input_of(store: VersionedTaskStore, task: Task) -> TaskInput:
     users = [m for m in task.history if m.role == Role.ROLE_USER]
     message = users[-1] if users else None
     metadata = json_format.MessageToDict(message.metadata) if message is not None else {}
+    context = runtime_context()
+    if isinstance(store, ObservedTaskStore):
+        # Only the owner's turns: conversations are owner-scoped.
+        context = await store.as_owner(task.id, context)
     page = await store.list(
-        ListTasksRequest(context_id=task.context_id, include_artifacts=True), ServerCallContext()
+        ListTasksRequest(context_id=task.context_id, include_artifacts=True), context
     )
     earlier = sorted(page.tasks, key=lambda t: t.status.timestamp.ToNanoseconds())
     return TaskInput(

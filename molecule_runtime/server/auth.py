@@ -1,11 +1,18 @@
-"""Bearer-token authentication for every A2A route (the agent card and health stay public)."""
+"""Authentication of every A2A route: the request's principal, or 401.
+
+The agent card and health stay public; /metrics is public unless
+MOLECULE_METRICS_PUBLIC=false. The principal goes into the ASGI scope as the
+Starlette `user`, from which the SDK builds `ServerCallContext.user`, whose
+name is the owner scope of every task, push config and subscription.
+"""
 
 from __future__ import annotations
 
-import hmac
 import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from molecule_runtime.server.principals import Authenticator, PrincipalUser
 
 PUBLIC_PATHS = frozenset(
     {
@@ -13,30 +20,29 @@ PUBLIC_PATHS = frozenset(
         "/.well-known/agent.json",
         "/healthz",
         "/readyz",
-        "/metrics",
     }
 )
+METRICS_PATH = "/metrics"
+
+# Says only that a credential is needed, never why one was refused: an expired
+# token, an unknown key and a forged signature look the same from outside.
+_BODY = json.dumps(
+    {"error": "unauthorized", "detail": "send Authorization: Bearer <credential>"}
+).encode()
 
 
-class BearerAuthMiddleware:
-    """Rejects requests without `Authorization: Bearer <token>` with 401.
+class AuthMiddleware:
+    """Refuses requests without a valid bearer credential with 401."""
 
-    The compare is constant-time; the token is never logged.
-    """
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, authenticator: Authenticator, *, metrics_public: bool = True
+    ) -> None:
         self.app = app
-        self._expected = token.encode()
-
-    def _authorized(self, header: bytes) -> bool:
-        # The scheme name is case-insensitive (RFC 9110); the token is not.
-        scheme, _, supplied = header.partition(b" ")
-        if scheme.lower() != b"bearer":
-            return False
-        return hmac.compare_digest(supplied.strip(b" "), self._expected)
+        self.authenticator = authenticator
+        self.public = PUBLIC_PATHS | ({METRICS_PATH} if metrics_public else set())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         supplied = b""
@@ -44,24 +50,26 @@ class BearerAuthMiddleware:
             if name == b"authorization":
                 supplied = value
                 break
-        if self._authorized(supplied):
-            # Checked: the token goes no further, so nothing downstream (the
+        principal = await self.authenticator.authenticate(supplied) if supplied else None
+        if principal is not None:
+            # Checked: the credential goes no further, so nothing downstream (the
             # SDK's DEBUG logs of the call context, adapters) can record it.
             headers = [(n, v) for n, v in scope["headers"] if n != b"authorization"]
-            await self.app({**scope, "headers": headers}, receive, send)
+            user = PrincipalUser(principal)
+            await self.app({**scope, "headers": headers, "user": user}, receive, send)
             return
-        body = json.dumps(
-            {"error": "unauthorized", "detail": "send Authorization: Bearer <MOLECULE_AUTH_TOKEN>"}
-        ).encode()
+        challenge = b'Bearer realm="molecule-runtime"'
+        if supplied:
+            challenge += b', error="invalid_token"'
         await send(
             {
                 "type": "http.response.start",
                 "status": 401,
                 "headers": [
                     (b"content-type", b"application/json"),
-                    (b"www-authenticate", b'Bearer realm="molecule-runtime"'),
-                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", challenge),
+                    (b"content-length", str(len(_BODY)).encode()),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": _BODY})

@@ -49,15 +49,19 @@ def build_agent_card(settings: Settings, adapter: BaseAdapter, *, push: bool = F
             )
         ],
     )
-    if settings.auth_token is not None:
-        card.security_schemes["bearer"].CopyFrom(
-            SecurityScheme(
-                http_auth_security_scheme=HTTPAuthSecurityScheme(
-                    scheme="Bearer", description="MOLECULE_AUTH_TOKEN"
-                )
-            )
+    # A2A 1.0: each requirement is one way in (any one of them suffices).
+    schemes: dict[str, HTTPAuthSecurityScheme] = {}
+    if settings.auth_token is not None or settings.api_keys or settings.api_keys_file:
+        schemes["bearer"] = HTTPAuthSecurityScheme(
+            scheme="Bearer", description="API key (MOLECULE_AUTH_TOKEN or a named key)"
         )
-        card.security_requirements.append(
-            SecurityRequirement(schemes={"bearer": StringList(list=[])})
+    if settings.jwt_jwks_url or settings.jwt_key_file:
+        schemes["jwt"] = HTTPAuthSecurityScheme(
+            scheme="Bearer",
+            bearer_format="JWT",
+            description=f"JWT from {settings.jwt_issuer} for audience {settings.jwt_audience}",
         )
+    for name, scheme in schemes.items():
+        card.security_schemes[name].CopyFrom(SecurityScheme(http_auth_security_scheme=scheme))
+        card.security_requirements.append(SecurityRequirement(schemes={name: StringList(list=[])}))
     return card

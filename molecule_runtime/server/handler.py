@@ -26,7 +26,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 
-from molecule_runtime.execution.admission import Admission, ServerBusyError, Ticket
+from molecule_runtime.execution.admission import Admission, RetryLater, Ticket
 from molecule_runtime.sdk_seam import runs_here, single_process_note_silenced, version_number
 from molecule_runtime.server.busy import note_refusal
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
@@ -119,7 +119,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         if self._admission is not None:
             try:
                 ticket = self._admission.admit(context)
-            except ServerBusyError as exc:
+            except RetryLater as exc:
                 note_refusal(exc)
                 raise
         try:

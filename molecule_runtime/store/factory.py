@@ -23,6 +23,7 @@ from molecule_runtime.config import Settings, redact_url
 from molecule_runtime.store.event_log import LiveEventOffsets, TaskEventLog
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
 from molecule_runtime.store.observed import ObservedTaskStore
+from molecule_runtime.store.owners import TaskOwners
 from molecule_runtime.store.retention import prune_periodically
 
 # How often a subscriber to a task running in another process (or being
@@ -132,10 +133,16 @@ def _engine(url: str) -> AsyncEngine:
     )
 
 
-async def open_stores(url: str, *, event_retention: float = 7 * 86400.0) -> Stores:
-    """Open (and create the schema of) the store; `event_retention` 0 keeps events forever."""
+async def open_stores(
+    url: str, *, event_retention: float = 7 * 86400.0, push_encryption_key: str | None = None
+) -> Stores:
+    """Open (and create the schema of) the store; `event_retention` 0 keeps events forever;
+    with `push_encryption_key` (Fernet) push configs are encrypted in the database."""
     if url == "memory":
-        memory = ObservedTaskStore(LegacyTaskStoreAdapter(InMemoryTaskStore()))
+        tasks_in_memory = InMemoryTaskStore()
+        memory = ObservedTaskStore(
+            LegacyTaskStoreAdapter(tasks_in_memory), TaskOwners(memory=tasks_in_memory)
+        )
         return Stores(
             memory,
             None,
@@ -149,7 +156,7 @@ async def open_stores(url: str, *, event_retention: float = 7 * 86400.0) -> Stor
     event_log = TaskEventLog(
         engine, poll_interval_s=EVENT_POLL_INTERVAL, unstored=group_commit.unstored_events
     )
-    push_configs = DatabasePushNotificationConfigStore(engine)
+    push_configs = DatabasePushNotificationConfigStore(engine, encryption_key=push_encryption_key)
     try:
         async with _schema_lock(engine, url):
             await database.initialize()
@@ -158,7 +165,7 @@ async def open_stores(url: str, *, event_retention: float = 7 * 86400.0) -> Stor
     except Exception:
         await engine.dispose()
         raise
-    tasks = ObservedTaskStore(group_commit)
+    tasks = ObservedTaskStore(group_commit, TaskOwners(engine=engine))
     stores = Stores(
         tasks, event_log, push_configs, engine, redact_url(url), _group_commit=group_commit
     )
@@ -173,6 +180,9 @@ async def open_stores(url: str, *, event_retention: float = 7 * 86400.0) -> Stor
 
 
 async def open_configured_stores(settings: Settings) -> Stores:
+    key = settings.push_encryption_key
     return await open_stores(
-        settings.resolved_task_store_url, event_retention=settings.event_retention
+        settings.resolved_task_store_url,
+        event_retention=settings.event_retention,
+        push_encryption_key=key.get_secret_value() if key is not None else None,
     )

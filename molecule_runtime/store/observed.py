@@ -9,6 +9,7 @@ from typing import Any
 from a2a.server.cluster import StoredTask, TaskVersion, VersionedTaskStore
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
+from a2a.server.owner_resolver import resolve_user_scope
 from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     ListTasksResponse,
@@ -18,6 +19,7 @@ from a2a.types.a2a_pb2 import (
 )
 
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
+from molecule_runtime.store.owners import TaskOwners, acting_for, is_runtime
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,17 @@ class ObservedTaskStore(VersionedTaskStore):
     whoever wrote it.
     """
 
-    def __init__(self, inner: VersionedTaskStore) -> None:
+    def __init__(self, inner: VersionedTaskStore, owners: TaskOwners | None = None) -> None:
         self.inner = inner
         self._observers: list[WriteObserver] = []
+        self.owners = owners or TaskOwners()
+
+    async def as_owner(self, task_id: str, context: ServerCallContext) -> ServerCallContext:
+        """A runtime-internal call (store/owners.py) acts as the task's owner."""
+        if not is_runtime(context):
+            return context
+        owner = await self.owners.owner_of(task_id)
+        return acting_for(owner) if owner is not None else context
 
     def observe(self, observer: WriteObserver) -> None:
         self._observers.append(observer)
@@ -83,9 +93,11 @@ class ObservedTaskStore(VersionedTaskStore):
             # In place: the SDK keeps this object as its current task, so it
             # stays compact for every later event and copy.
             merge_appended_text(task, event)
+        context = await self.as_owner(task.id, context)
         version = await self.inner.save(
             task, event=event, prev=prev, prev_version=prev_version, context=context
         )
+        self.owners.remember(task.id, resolve_user_scope(context))
         if event is not None:
             for observer in self._observers:
                 try:
@@ -96,13 +108,31 @@ class ObservedTaskStore(VersionedTaskStore):
         return version
 
     async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
-        return await self.inner.get(task_id, context)
+        return await self.inner.get(task_id, await self.as_owner(task_id, context))
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
-        return await self.inner.list(params, context)
+        if not is_runtime(context):
+            return await self.inner.list(params, context)
+        # The runtime's own listing (the start-up sweep) spans every owner, in
+        # one page: each owner's pages are read to the end.
+        everything = ListTasksResponse()
+        for owner in await self.owners.owners():
+            page_params = ListTasksRequest()
+            page_params.CopyFrom(params)
+            page_params.page_token = ""
+            while True:
+                page = await self.inner.list(page_params, acting_for(owner))
+                for task in page.tasks:
+                    self.owners.remember(task.id, owner)
+                everything.tasks.extend(page.tasks)
+                if not page.next_page_token:
+                    break
+                page_params.page_token = page.next_page_token
+        everything.total_size = len(everything.tasks)
+        return everything
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
-        await self.inner.delete(task_id, context)
+        await self.inner.delete(task_id, await self.as_owner(task_id, context))
 
     async def wait_stored(self, task_id: str) -> None:
         """Return once every write to `task_id` so far is durable (at once for memory)."""

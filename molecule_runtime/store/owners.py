@@ -1,0 +1,104 @@
+"""Who owns a task, for the runtime's own reads and writes.
+
+Every task belongs to the principal that created it: the SDK's stores scope
+each read and write by the owner of the call context (`resolve_user_scope`,
+the user name of `ServerCallContext.user`). The runtime also reads and writes
+tasks outside any request — durable stages delivered headless, the start-up
+sweep, a task failed at shutdown — and must then act as the task's owner, not
+as a nameless caller who owns nothing. Such calls pass `runtime_context()`;
+the task store looks the owner up by task id (task ids are the primary key of
+the SDK's `tasks` table, so an id has exactly one owner).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from a2a.auth.user import User
+from a2a.server.context import ServerCallContext
+from a2a.server.models import TaskModel
+from a2a.server.tasks import InMemoryTaskStore
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+# Call-context state key marking the runtime's own calls.
+RUNTIME_CALL = "molecule.runtime_call"
+# Owners remembered from this process's writes (a miss costs one indexed read).
+_REMEMBERED = 10_000
+_TASKS = TaskModel.__table__
+
+
+class Owner(User):
+    """A call made on behalf of `owner` (the owner scope the stores filter by)."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def user_name(self) -> str:
+        return self._owner
+
+
+def acting_for(owner: str) -> ServerCallContext:
+    return ServerCallContext(user=Owner(owner))
+
+
+def runtime_context() -> ServerCallContext:
+    """The context of a runtime-internal call: the store acts as the task's owner."""
+    return ServerCallContext(state={RUNTIME_CALL: True})
+
+
+def is_runtime(context: ServerCallContext) -> bool:
+    return bool(context.state.get(RUNTIME_CALL))
+
+
+class TaskOwners:
+    """The owner of each task: remembered from this process's writes, else read."""
+
+    def __init__(
+        self, *, engine: AsyncEngine | None = None, memory: InMemoryTaskStore | None = None
+    ) -> None:
+        self._engine = engine
+        self._memory = memory
+        self._known: OrderedDict[str, str] = OrderedDict()
+
+    def remember(self, task_id: str, owner: str) -> None:
+        self._known[task_id] = owner
+        self._known.move_to_end(task_id)
+        while len(self._known) > _REMEMBERED:
+            self._known.popitem(last=False)
+
+    async def owner_of(self, task_id: str) -> str | None:
+        owner = self._known.get(task_id)
+        if owner is not None:
+            return owner
+        if self._memory is not None:
+            for name, tasks in self._memory.tasks.items():
+                if task_id in tasks:
+                    return name
+            return None
+        if self._engine is None:
+            return None
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(_TASKS.c.owner).where(_TASKS.c.id == task_id))
+            ).first()
+        if row is None:
+            return None
+        found = row[0] or ""
+        self.remember(task_id, found)
+        return found
+
+    async def owners(self) -> list[str]:
+        """Every owner that has tasks (for the runtime's sweep across principals)."""
+        if self._memory is not None:
+            return list(self._memory.tasks)
+        if self._engine is None:
+            return [""]
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(select(_TASKS.c.owner).distinct())).all()
+        return sorted({row[0] or "" for row in rows})

@@ -1,0 +1,70 @@
+"""Push configs as clients register them: a bounded number per task.
+
+Every state change of a task is POSTed to each of its webhooks, so without a
+bound one client could register thousands of configs on a task and make the
+agent a request amplifier. Replacing a config (same id) is always allowed.
+The count is checked and the config stored under one lock per task, so
+concurrent registrations in this process cannot overshoot it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from a2a.server.context import ServerCallContext
+from a2a.server.tasks import PushNotificationConfigStore
+from a2a.types.a2a_pb2 import TaskPushNotificationConfig
+from a2a.utils.errors import InvalidParamsError
+
+
+class BoundedPushConfigs(PushNotificationConfigStore):
+    def __init__(self, inner: PushNotificationConfigStore, max_per_task: int) -> None:
+        self.inner = inner
+        self.max_per_task = max_per_task
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, its users
+
+    @asynccontextmanager
+    async def _locked(self, task_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(task_id, (asyncio.Lock(), 0))
+        self._locks[task_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[task_id]
+            if users == 1:
+                del self._locks[task_id]
+            else:
+                self._locks[task_id] = (lock, users - 1)
+
+    async def set_info(
+        self,
+        task_id: str,
+        notification_config: TaskPushNotificationConfig,
+        context: ServerCallContext,
+    ) -> TaskPushNotificationConfig | None:
+        config_id = notification_config.id or task_id  # the SDK's default id
+        async with self._locked(task_id):
+            existing = await self.inner.get_info(task_id, context)
+            if config_id not in {c.id for c in existing} and len(existing) >= self.max_per_task:
+                raise InvalidParamsError(
+                    message=f"This task already has {len(existing)} push notification configs, "
+                    f"the most allowed (MOLECULE_PUSH_MAX_CONFIGS_PER_TASK={self.max_per_task}); "
+                    "delete one or replace one (same id)."
+                )
+            return await self.inner.set_info(task_id, notification_config, context)
+
+    async def get_info(
+        self, task_id: str, context: ServerCallContext
+    ) -> list[TaskPushNotificationConfig]:
+        return await self.inner.get_info(task_id, context)
+
+    async def get_info_for_dispatch(self, task_id: str) -> list[TaskPushNotificationConfig]:
+        return await self.inner.get_info_for_dispatch(task_id)
+
+    async def delete_info(
+        self, task_id: str, context: ServerCallContext, config_id: str | None = None
+    ) -> None:
+        await self.inner.delete_info(task_id, context, config_id)
