@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -39,8 +39,10 @@ def default_max_running_tasks() -> int:
 class Settings(BaseSettings):
     """Every setting of the runtime; the README's settings table mirrors this class."""
 
+    # hide_input_in_errors: a refused setting's error must not print the input,
+    # which holds every other setting too (keys, tokens, database passwords).
     model_config = SettingsConfigDict(
-        case_sensitive=False, populate_by_name=True, extra="ignore"
+        case_sensitive=False, populate_by_name=True, extra="ignore", hide_input_in_errors=True
     )
 
     # Adapter
@@ -61,6 +63,22 @@ class Settings(BaseSettings):
     agent_name: str | None = Field(None, validation_alias=_env("AGENT_NAME"))
     agent_description: str | None = Field(None, validation_alias=_env("AGENT_DESCRIPTION"))
     auth_token: SecretStr | None = Field(None, validation_alias=_env("MOLECULE_AUTH_TOKEN"))
+    # Principals (server/principals.py): named API keys, JWT bearer tokens.
+    api_keys: SecretStr | None = Field(None, validation_alias=_env("MOLECULE_API_KEYS"))
+    api_keys_file: Path | None = Field(None, validation_alias=_env("MOLECULE_API_KEYS_FILE"))
+    jwt_jwks_url: str | None = Field(None, validation_alias=_env("MOLECULE_JWT_JWKS_URL"))
+    jwt_key_file: Path | None = Field(None, validation_alias=_env("MOLECULE_JWT_KEY_FILE"))
+    jwt_issuer: str | None = Field(None, validation_alias=_env("MOLECULE_JWT_ISSUER"))
+    jwt_audience: str | None = Field(None, validation_alias=_env("MOLECULE_JWT_AUDIENCE"))
+    jwt_algorithms: str = Field("RS256,ES256", validation_alias=_env("MOLECULE_JWT_ALGORITHMS"))
+    jwt_leeway: float = Field(30.0, validation_alias=_env("MOLECULE_JWT_LEEWAY"), ge=0, le=300)
+    jwt_tenant_claim: str | None = Field(None, validation_alias=_env("MOLECULE_JWT_TENANT_CLAIM"))
+    metrics_public: bool = Field(True, validation_alias=_env("MOLECULE_METRICS_PUBLIC"))
+    # Per-principal limits (0: none): tasks admitted at once, requests a minute.
+    principal_max_tasks: int = Field(0, validation_alias=_env("MOLECULE_PRINCIPAL_MAX_TASKS"), ge=0)
+    principal_requests_per_minute: int = Field(
+        0, validation_alias=_env("MOLECULE_PRINCIPAL_REQUESTS_PER_MINUTE"), ge=0
+    )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
     log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
     stream_batch_window: float = Field(
@@ -93,6 +111,16 @@ class Settings(BaseSettings):
     push_max_attempts: int = Field(5, validation_alias=_env("MOLECULE_PUSH_MAX_ATTEMPTS"), ge=1)
     push_retry_initial_interval: float = Field(
         1.0, validation_alias=_env("MOLECULE_PUSH_RETRY_INITIAL_INTERVAL"), gt=0
+    )
+    push_max_configs_per_task: int = Field(
+        10, validation_alias=_env("MOLECULE_PUSH_MAX_CONFIGS_PER_TASK"), ge=1
+    )
+    push_max_concurrent_deliveries: int = Field(
+        4, validation_alias=_env("MOLECULE_PUSH_MAX_CONCURRENT_DELIVERIES"), ge=1
+    )
+    push_encrypt: bool = Field(False, validation_alias=_env("MOLECULE_PUSH_ENCRYPT"))
+    push_encryption_key: SecretStr | None = Field(
+        None, validation_alias=_env("MOLECULE_PUSH_ENCRYPTION_KEY")
     )
 
     # State
@@ -152,7 +180,7 @@ class Settings(BaseSettings):
             raise ValueError("ADAPTER_OPTIONS must be a JSON object")
         return value
 
-    @field_validator("auth_token", mode="before")
+    @field_validator("auth_token", "api_keys", "push_encryption_key", mode="before")
     @classmethod
     def _empty_token_is_unset(cls, value: Any) -> Any:
         # `MOLECULE_AUTH_TOKEN=` (e.g. an empty compose variable) must not turn on
@@ -160,6 +188,37 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @model_validator(mode="after")
+    def _jwt_complete(self) -> Settings:
+        # A key without issuer and audience would accept any token the
+        # provider signs, for any application: refuse to start instead.
+        if (self.jwt_jwks_url or self.jwt_key_file) and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError(
+                "JWT bearer tokens need MOLECULE_JWT_ISSUER and MOLECULE_JWT_AUDIENCE "
+                "(set with MOLECULE_JWT_JWKS_URL or MOLECULE_JWT_KEY_FILE)"
+            )
+        if (self.jwt_issuer or self.jwt_audience) and not (self.jwt_jwks_url or self.jwt_key_file):
+            raise ValueError(
+                "MOLECULE_JWT_ISSUER / MOLECULE_JWT_AUDIENCE need a key: "
+                "MOLECULE_JWT_JWKS_URL or MOLECULE_JWT_KEY_FILE"
+            )
+        if self.push_encrypt and self.push_encryption_key is None:
+            raise ValueError(
+                "MOLECULE_PUSH_ENCRYPT=true needs MOLECULE_PUSH_ENCRYPTION_KEY (a Fernet key: "
+                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
+            )
+        if self.push_encryption_key is not None:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(self.push_encryption_key.get_secret_value().encode())
+            except ValueError:
+                # The message names the setting, never the value.
+                raise ValueError(
+                    "MOLECULE_PUSH_ENCRYPTION_KEY is not a Fernet key (32 url-safe base64-encoded bytes)"
+                ) from None
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -198,6 +257,10 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         if self.auth_token is not None:
             data["auth_token"] = "***"
+        if self.api_keys is not None:
+            data["api_keys"] = "***"
+        if self.push_encryption_key is not None:
+            data["push_encryption_key"] = "***"
         if self.task_store_url:
             data["task_store_url"] = redact_url(self.task_store_url)
         return data

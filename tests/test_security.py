@@ -7,6 +7,7 @@ later, by us or by an a2a-sdk upgrade, fails here until it is classified.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
 import os
@@ -22,7 +23,7 @@ import pytest
 from starlette.routing import Mount, Route
 
 from molecule_runtime.config import Settings
-from molecule_runtime.server import auth
+from molecule_runtime.server import auth, principals
 from molecule_runtime.server.app import build_app
 from molecule_runtime.services import Services
 from tests.support.procs import ServerProcess, free_port, running_server, spawn, stop_process
@@ -163,7 +164,8 @@ async def test_paths_that_look_public_still_need_the_token(secured_app, path: st
 
 
 def test_token_compare_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The check goes through hmac.compare_digest, and nothing else compares the token."""
+    """The check goes through hmac.compare_digest, against every key, and nothing
+    else compares a key."""
     calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
@@ -171,15 +173,26 @@ def test_token_compare_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    middleware = auth.BearerAuthMiddleware(app=None, token=TOKEN)  # type: ignore[arg-type]
-    assert middleware._authorized(f"Bearer {TOKEN}".encode())
-    assert not middleware._authorized(b"Bearer wrong")
-    assert not middleware._authorized(f"Basic {TOKEN}".encode())  # scheme refused first
+    monkeypatch.setattr(principals.hmac, "compare_digest", spy)
+    authenticator = principals.build_authenticator(Settings(auth_token=TOKEN))
+
+    def check(header: str) -> bool:
+        return asyncio.run(authenticator.authenticate(header.encode())) is not None
+
+    assert check(f"Bearer {TOKEN}")
+    assert not check("Bearer wrong")
+    assert not check(f"Basic {TOKEN}")  # scheme refused first
     assert calls == [(TOKEN.encode(), TOKEN.encode()), (b"wrong", TOKEN.encode())]
-    source = inspect.getsource(auth)
-    assert "compare_digest" in source
-    assert "_expected ==" not in source and "== self._expected" not in source
+    calls.clear()
+    keyed = principals.build_authenticator(
+        Settings(auth_token=TOKEN, api_keys="a:0123456789abcdef,b:fedcba9876543210")
+    )
+    assert asyncio.run(keyed.authenticate(f"Bearer {TOKEN}".encode())) is not None
+    assert len(calls) == 3  # a match does not stop the compare: every key is compared
+    for module in (auth, principals):
+        source = inspect.getsource(module)
+        assert "_expected ==" not in source and "== self._expected" not in source
+    assert "compare_digest" in inspect.getsource(principals)
 
 
 def test_settings_redacted_hides_every_secret() -> None:

@@ -19,15 +19,18 @@ from starlette.routing import Route
 
 from molecule_runtime.execution.admission import Admission
 from molecule_runtime.observability import metrics
-from molecule_runtime.server.auth import BearerAuthMiddleware
+from molecule_runtime.server.auth import AuthMiddleware
 from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card
 from molecule_runtime.server.console.routes import PublicConsole, console_routes
 from molecule_runtime.server.executor import RuntimeExecutor
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
+from molecule_runtime.server.principals import build_authenticator
+from molecule_runtime.server.quotas import RequestRate
 from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_ids
 from molecule_runtime.services import Services
+from molecule_runtime.store.push_configs import BoundedPushConfigs
 
 
 def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette:
@@ -53,13 +56,26 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         event_log=stores.event_log,
         durable=durable,
         live_offsets=stores.live_offsets,
-        admission=Admission(settings.max_running_tasks, settings.max_queued_tasks),
+        admission=Admission(
+            settings.max_running_tasks,
+            settings.max_queued_tasks,
+            max_per_principal=settings.principal_max_tasks,
+        ),
         # Notifications are sent by the store's notifier for every write
         # (also headless ones), so the SDK gets no sender of its own.
-        push_config_store=stores.push_configs if notifier is not None else None,
+        push_config_store=(
+            BoundedPushConfigs(stores.push_configs, settings.push_max_configs_per_task)
+            if notifier is not None
+            else None
+        ),
         push_url_validator=notifier.validate_url if notifier is not None else None,
     )
     context_builder = EventIdContextBuilder()
+    rate = (
+        RequestRate(settings.principal_requests_per_minute)
+        if settings.principal_requests_per_minute
+        else None
+    )
 
     # Open SSE streams may finish during shutdown; kept below uvicorn's own
     # graceful timeout so the server still exits in time.
@@ -94,6 +110,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
                 )
             ),
             "rest",
+            rate,
         ),
         *answering_busy(
             with_event_ids(
@@ -106,6 +123,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
                 )
             ),
             "jsonrpc",
+            rate,
         ),
     ]
     middleware = []
@@ -118,9 +136,12 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
     if console:
         # Outside auth: the page loads without the token, then asks for it.
         middleware.append(Middleware(PublicConsole, routes=console))
-    if settings.auth_token is not None:
+    authenticator = build_authenticator(settings)
+    if authenticator.enabled:
         middleware.append(
-            Middleware(BearerAuthMiddleware, token=settings.auth_token.get_secret_value())
+            Middleware(
+                AuthMiddleware, authenticator=authenticator, metrics_public=settings.metrics_public
+            )
         )
     # Innermost: unauthenticated requests are refused before their body is read.
     middleware.append(
@@ -135,6 +156,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
         await handler.aclose()
+        await authenticator.aclose()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.services = services
