@@ -19,6 +19,7 @@ from a2a.types.a2a_pb2 import Task, TaskArtifactUpdateEvent, TaskStatusUpdateEve
 from google.protobuf.json_format import MessageToDict
 
 from molecule_runtime.adapters import BaseAdapter, TaskInput, report_usage
+from molecule_runtime.adapters.langgraph import local_model_available
 from molecule_runtime.execution.attempt import run_attempt
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.execution.usage import UsageLedger, turn_of_artifact
@@ -219,6 +220,28 @@ async def test_fake_model_usage_in_get_task_metrics_and_span(server_factory) -> 
         assert span.attributes["gen_ai.usage.input_tokens"] == 7
         assert span.attributes["gen_ai.usage.output_tokens"] == 2
         assert span.attributes["gen_ai.response.model"] == "scripted-fake"
+
+
+_LOCAL_MISSING = local_model_available()
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(_LOCAL_MISSING is not None, reason=f"local model unavailable: {_LOCAL_MISSING}")
+async def test_the_local_model_reports_its_usage(server_factory) -> None:
+    env = {
+        "RUNTIME": "langgraph",
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "ADAPTER_OPTIONS": json.dumps({"max_tokens": 24}),
+    }
+    server = server_factory(env)
+    async with httpx.AsyncClient(timeout=120) as http:
+        task = await send(http, server.url, "Say hello.")
+        assert task["status"]["state"] == "TASK_STATE_COMPLETED", server.log()
+        stored = await rpc(http, server.url, "GetTask", {"id": task["id"]})
+    usage = stored["metadata"][Meta.USAGE]
+    assert usage["input_tokens"] > 0 and 0 < usage["output_tokens"] <= 24, usage
+    (attempt,) = usage["attempts"]
+    assert attempt["model"].startswith("SmolLM2") and attempt["model"].endswith(".gguf")
 
 
 async def test_a_later_turn_adds_to_the_task_usage(server_factory) -> None:
