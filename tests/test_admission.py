@@ -475,6 +475,8 @@ async def test_durable_task_waits_submitted_before_its_workflow_starts(
                 task = await wait_state(http, task_id, "TASK_STATE_COMPLETED")
                 assert text_of(task) == f"done {name}"
                 handle = temporal.get_workflow_handle(f"molecule:{queue}:{task_id}")
+                # The task's final state is stored before its workflow closes.
+                await asyncio.wait_for(handle.result(), 30)
                 assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
             await wait_slots(http, 0, 0)
     finally:

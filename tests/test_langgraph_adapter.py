@@ -275,6 +275,8 @@ async def test_runs_unchanged_in_durable_mode(
                 {"tool": "write_note", "args": {"path": str(note), "text": "durable note"}},
                 {"text": "Saved it durably."},
             ],
+            # A model's pace: tokens faster than the store takes events are merged.
+            fake_delay=0.02,
         ),
         "TEMPORAL_HOST": temporal_server.address,
         "TEMPORAL_TASK_QUEUE": f"lg-{tmp_path.name}",
