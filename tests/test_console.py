@@ -344,3 +344,43 @@ def test_embedded_temporal_ui_is_served_and_linked(server_factory, browser, tmp_
         page.screenshot(path=str(tmp_path / "temporal-ui.png"))
     finally:
         context.close()
+
+
+@pytest.mark.temporal
+def test_durable_retry_in_the_timeline(temporal_server, server_factory, page, tmp_path: Path) -> None:
+    queue = f"console-{tmp_path.name[-12:]}"
+    server = server_factory(
+        {
+            "ADAPTER_MODULE": str(FIXTURES / "usage_adapter.py"),
+            "ADAPTER_OPTIONS": json.dumps({"fail_attempts": 1, "input_tokens": 10, "output_tokens": 4}),
+            "TEMPORAL_HOST": temporal_server.address,
+            "TEMPORAL_TASK_QUEUE": queue,
+            "WORKSPACE_ID": f"ws-{queue}",
+            "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.2",
+            "TEMPORAL_UI_URL": "http://127.0.0.1:8233",
+        }
+    )
+    open_console(page, server.url)
+    send(page, "fail once")
+    wait_state(page, "completed")
+    answer = last_answer(page)
+    # The retry replaced the first attempt's text instead of appending to it.
+    assert answer.locator("[data-testid=answer-text]").text_content() == "attempt 2 done"
+    assert "20 in / 8 out tokens" in (answer.locator("[data-testid=answer-usage]").text_content() or "")
+    page.wait_for_function(
+        "() => { const r = document.querySelector('[data-testid=task-row]');"
+        " return r && r.children[5].textContent === '2'"
+        " && r.querySelector('[data-testid=task-tokens]').textContent === '28'; }"
+    )
+    page.locator("[data-testid=task-row]").first.click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=timeline-event]')]"
+        ".some(e => e.textContent.includes('Retrying: attempt 2'))"
+    )
+    assert page.locator("[data-testid=timeline-event][data-kind=artifact]", has_text="replace").count() >= 2
+    rows = page.locator("[data-testid=timeline-usage] tbody tr").all_text_contents()
+    assert len(rows) == 2, rows
+    task_id = answer.get_attribute("data-task-id")
+    href = page.locator("[data-testid=temporal-link]").get_attribute("href") or ""
+    assert href == f"http://127.0.0.1:8233/namespaces/default/workflows/molecule%3Aws-{queue}%3A{task_id}"
+    page.screenshot(path=str(tmp_path / "retry-timeline.png"), full_page=True)
