@@ -304,3 +304,32 @@ def test_durable_task_finished_headless_after_a_crash_stays_its_owners(
         assert not_found(call(http, KEY_B, OPERATIONS["rest-get"](task_id, "")))
         rpc_b, rest_b = list_ids(http, KEY_B)
         assert task_id not in rpc_b | rest_b
+
+
+def test_principals_are_isolated_with_the_memory_store(server_factory) -> None:
+    """The in-memory store (live-only subscriptions, in-memory push configs) too."""
+    server = server_factory(
+        base_env(MOLECULE_API_KEYS=f"alice:{KEY_A},bob:{KEY_B}", TASK_STORE_URL="memory")
+    )
+    check_isolation(server.url, KEY_A, KEY_B)
+
+
+def test_tenants_of_a_key_file_issuer_are_isolated(server_factory, tmp_path) -> None:
+    """JWTs checked against a local PEM key; the same `sub` in two tenants is two principals."""
+    from cryptography.hazmat.primitives import serialization
+
+    issuer = Issuer()
+    pem = tmp_path / "issuer.pem"
+    pem.write_bytes(
+        issuer.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    env = {
+        **issuer.env(),
+        "MOLECULE_JWT_KEY_FILE": str(pem),
+        "MOLECULE_JWT_TENANT_CLAIM": "tid",
+    }
+    del env["MOLECULE_JWT_JWKS_URL"]
+    server = server_factory(base_env(**env))
+    check_isolation(server.url, issuer.token("sam", tid="acme"), issuer.token("sam", tid="globex"))
