@@ -53,6 +53,9 @@ OPERATIONS: dict[str, Callable[[str, str], Request]] = {
     "jsonrpc-subscribe": lambda t, c: rpc(
         "SubscribeToTask", {"id": t}, {"Accept": "text/event-stream"}
     ),
+    "jsonrpc-subscribe-replay": lambda t, c: rpc(
+        "SubscribeToTask", {"id": t}, {"Accept": "text/event-stream", "Last-Event-ID": "0"}
+    ),
     "jsonrpc-send": lambda t, c: rpc("SendMessage", {"message": message_json("hi", task_id=t)}),
     "jsonrpc-stream": lambda t, c: rpc(
         "SendStreamingMessage",
@@ -70,6 +73,12 @@ OPERATIONS: dict[str, Callable[[str, str], Request]] = {
     "rest-get": lambda t, c: ("GET", f"/rest/tasks/{t}", None, V1),
     "rest-cancel": lambda t, c: ("POST", f"/rest/tasks/{t}:cancel", {}, V1),
     "rest-subscribe": lambda t, c: ("GET", f"/rest/tasks/{t}:subscribe", None, V1),
+    "rest-subscribe-replay": lambda t, c: (
+        "GET",
+        f"/rest/tasks/{t}:subscribe",
+        None,
+        {**V1, "Last-Event-ID": "0"},
+    ),
     "rest-send": lambda t, c: (
         "POST",
         "/rest/message:send",
