@@ -37,6 +37,8 @@ from molecule_runtime.vocabulary import CONTINUES_CONTEXT
 if TYPE_CHECKING:
     from molecule_runtime.durable.client import DurableTasks
 
+# States of a task that runs (or waits for a slot): it takes no message now.
+RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
 # States after which the client has to act; a subscription ends there.
 INTERRUPTED_STATES = frozenset(
     {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
@@ -128,15 +130,33 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             if ticket is not None:
                 ticket.release_unclaimed()
 
+    async def _refuse_if_running(self, params: SendMessageRequest, context: ServerCallContext) -> None:
+        """A message to a task that is still running (not waiting for input) is
+        refused before anything is stored, the same way in both modes and on every
+        replica: it would otherwise be taken as an answer nobody asked for."""
+        task_id = params.message.task_id
+        if not task_id:
+            return
+        stored = await self._store.get(task_id, context)
+        if stored is not None and stored.task.status.state in RUNNING_STATES:
+            state = TaskState.Name(stored.task.status.state)
+            raise UnsupportedOperationError(
+                message=f"Task {task_id} is {state}: it takes a message only when it asks for "
+                "input. Wait for it to finish (or cancel it), then start a new task in the same "
+                "conversation (contextId)."
+            )
+
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Message | Task:
+        await self._refuse_if_running(params, context)
         with self._admitted(context):
             return await super().on_message_send(params, context)
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
+        await self._refuse_if_running(params, context)
         with self._admitted(context):
             async for event in super().on_message_send_stream(params, context):
                 offset = None
