@@ -146,7 +146,7 @@ class TaskActivities:
                     task,
                     events,
                     # No heartbeat per chunk: each one costs an asyncio task in
-                    # the SDK; the heartbeat loop proves liveness every second.
+                    # the SDK; the heartbeat loop proves liveness twice a second.
                     batch_window=self.batch_window,
                 )
             # Temporal must not hear "done" before the answer is stored.

@@ -31,7 +31,8 @@ class DurableProcess:
             adapter,
             store,
             self.registry,
-            heartbeat_interval=min(1.0, settings.temporal_heartbeat_timeout / 3),
+            # As often as the worker may send them: cancel requests ride on the replies.
+            heartbeat_interval=min(0.5, settings.temporal_heartbeat_timeout / 3),
             workspace_id=settings.workspace_id,
             batch_window=settings.stream_batch_window,
         )
