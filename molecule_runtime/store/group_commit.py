@@ -175,21 +175,21 @@ class GroupCommitTaskStore(VersionedTaskStore):
             # A streamed chunk: stored behind the stream, unless too much is waiting.
             self._wake.set()
             if len(pending.events) >= MAX_UNSTORED:
-                await self._wait(pending, pending.events[0][0], urgent=True)
+                await self._wait(pending, pending.events[0][0])
             return TaskVersion(version)
-        return TaskVersion(await self._wait(pending, version, urgent=True))
+        return TaskVersion(await self._wait(pending, version))
 
     async def wait_stored(self, task_id: str) -> None:
         """Return once everything written to `task_id` so far is in the database."""
         pending = self._tasks.get(task_id)
         if pending is not None and pending.dirty:
-            await self._wait(pending, pending.version, urgent=True)
+            await self._wait(pending, pending.version)
 
-    async def _wait(self, pending: _Pending, version: int, *, urgent: bool) -> int:
+    async def _wait(self, pending: _Pending, version: int) -> int:
+        """Until `version` is committed; a waiter makes the next commit start at once."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         pending.waiters.append((version, future))
-        if urgent:
-            self._urgent = True
+        self._urgent = True
         self._wake.set()
         return await future
 
