@@ -342,3 +342,32 @@ def test_tenants_of_a_key_file_issuer_are_isolated(server_factory, tmp_path) -> 
     del env["MOLECULE_JWT_JWKS_URL"]
     server = server_factory(base_env(**env))
     check_isolation(server.url, issuer.token("sam", tid="acme"), issuer.token("sam", tid="globex"))
+
+
+def test_principals_are_isolated_on_postgresql_durable(
+    server_factory, temporal_server, postgres
+) -> None:
+    """The production store: PostgreSQL, durable mode, two replicas sharing it. The
+    other principal is refused on the replica that does not run the task as well."""
+    queue = f"q-{uuid.uuid4().hex[:10]}"
+    env = base_env(
+        MOLECULE_API_KEYS=f"alice:{KEY_A},bob:{KEY_B}",
+        TASK_STORE_URL=postgres.database(),
+        TEMPORAL_HOST=temporal_server.address,
+        TEMPORAL_TASK_QUEUE=queue,
+        WORKSPACE_ID=f"ws-{queue}",
+    )
+    first = server_factory({**env, "MOLECULE_INSTANCE_ID": f"a-{queue}"})
+    second = server_factory({**env, "MOLECULE_INSTANCE_ID": f"b-{queue}"})
+    check_isolation(first.url, KEY_A, KEY_B)
+    with (
+        httpx.Client(base_url=first.url, timeout=20) as on_first,
+        httpx.Client(base_url=second.url, timeout=20) as on_second,
+    ):
+        task_a, _ = start_slow_task(on_first, KEY_A)
+        try:
+            assert call(on_second, KEY_A, OPERATIONS["rest-get"](task_a, "")).status_code == 200
+            assert not_found(call(on_second, KEY_B, OPERATIONS["rest-get"](task_a, "")))
+            assert not_found(call(on_second, KEY_B, OPERATIONS["jsonrpc-cancel"](task_a, "")))
+        finally:
+            call(on_first, KEY_A, OPERATIONS["rest-cancel"](task_a, ""))
