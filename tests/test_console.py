@@ -16,7 +16,16 @@ from molecule_runtime.config import Settings
 from molecule_runtime.server.app import build_app
 from molecule_runtime.server.console.routes import is_public
 from molecule_runtime.services import Services
-from tests.support.browser import RECORD_ANSWER, find_browser
+from tests.support.browser import (
+    RECORD_ANSWER,
+    console_page,
+    find_browser,
+    last_answer,
+    launched,
+    open_console,
+    send,
+    wait_state,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BROWSER, WHY_NO_BROWSER = find_browser()
@@ -99,53 +108,14 @@ async def test_with_auth_the_page_is_public_and_its_config_is_not(app_for) -> No
 def browser() -> Iterator[Any]:
     if BROWSER is None:
         pytest.skip(WHY_NO_BROWSER)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=BROWSER, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched(BROWSER) as browser:
+        yield browser
 
 
 @pytest.fixture
 def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
+    with console_page(browser, tmp_path) as page:
         yield page
-        assert not errors, f"JavaScript errors on the page: {errors}"
-    finally:
-        page.screenshot(path=str(tmp_path / "final.png"), full_page=True)
-        context.close()
-
-
-def open_console(page: Any, url: str) -> None:
-    page.goto(url + "/console")
-    page.wait_for_selector("#app:not([hidden])")
-
-
-def send(page: Any, text: str) -> None:
-    page.fill("[data-testid=prompt]", text)
-    page.click("[data-testid=send]")
-
-
-def last_answer(page: Any) -> Any:
-    return page.locator("[data-testid=agent-message]").last
-
-
-def wait_state(page: Any, state: str, timeout: float = 30_000) -> None:
-    page.wait_for_function(
-        """state => {
-            const all = document.querySelectorAll('[data-testid=agent-message]');
-            return all.length && all[all.length - 1].dataset.state === state;
-        }""",
-        arg=state,
-        timeout=timeout,
-    )
 
 
 @needs_browser
@@ -301,86 +271,3 @@ def test_with_auth_nothing_shows_before_the_token(server_factory, page, tmp_path
     assert all(TOKEN not in u for u in requests)
     assert TOKEN not in server.log()
 
-
-# -- durable mode: the link to the workflow, the embedded Temporal UI --------------
-
-
-@pytest.mark.temporal
-def test_embedded_temporal_ui_is_served_and_linked(server_factory, browser, tmp_path: Path) -> None:
-    server = server_factory({"RUNTIME": "echo", "TEMPORAL_HOST": "embedded", "TEMPORAL_UI_PORT": "0"})
-    config = httpx.get(server.url + "/console/config", timeout=10).json()
-    ui = config["temporalUi"]
-    assert ui and ui.startswith("http://127.0.0.1:"), config
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(ui, timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"the Temporal UI at {ui} never answered"
-        time.sleep(0.2)
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    try:
-        page = context.new_page()
-        open_console(page, server.url)
-        page.wait_for_selector("[data-testid=temporal-ui-link]")
-        send(page, "durable hello")
-        wait_state(page, "completed")
-        page.locator("[data-testid=task-row]").first.click()
-        link = page.locator("[data-testid=temporal-link]")
-        link.wait_for(state="visible")
-        task_id = page.locator("[data-testid=agent-message]").last.get_attribute("data-task-id")
-        href = link.get_attribute("href") or ""
-        assert href.startswith(f"{ui}/namespaces/default/workflows/"), href
-        assert href.endswith(f"molecule%3Aworkspace-default%3A{task_id}"), href
-        page.screenshot(path=str(tmp_path / "durable.png"), full_page=True)
-        # The link opens the workflow in the Temporal UI.
-        page.goto(href)
-        page.wait_for_function(
-            "id => document.body.innerText.includes(id)", arg=f"molecule:workspace-default:{task_id}",
-            timeout=30_000,
-        )
-        page.screenshot(path=str(tmp_path / "temporal-ui.png"))
-    finally:
-        context.close()
-
-
-@pytest.mark.temporal
-def test_durable_retry_in_the_timeline(temporal_server, server_factory, page, tmp_path: Path) -> None:
-    queue = f"console-{tmp_path.name[-12:]}"
-    server = server_factory(
-        {
-            "ADAPTER_MODULE": str(FIXTURES / "usage_adapter.py"),
-            "ADAPTER_OPTIONS": json.dumps({"fail_attempts": 1, "input_tokens": 10, "output_tokens": 4}),
-            "TEMPORAL_HOST": temporal_server.address,
-            "TEMPORAL_TASK_QUEUE": queue,
-            "WORKSPACE_ID": f"ws-{queue}",
-            "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.2",
-            "TEMPORAL_UI_URL": "http://127.0.0.1:8233",
-        }
-    )
-    open_console(page, server.url)
-    send(page, "fail once")
-    wait_state(page, "completed")
-    answer = last_answer(page)
-    # The retry replaced the first attempt's text instead of appending to it.
-    assert answer.locator("[data-testid=answer-text]").text_content() == "attempt 2 done"
-    assert "20 in / 8 out tokens" in (answer.locator("[data-testid=answer-usage]").text_content() or "")
-    page.wait_for_function(
-        "() => { const r = document.querySelector('[data-testid=task-row]');"
-        " return r && r.children[5].textContent === '2'"
-        " && r.querySelector('[data-testid=task-tokens]').textContent === '28'; }"
-    )
-    page.locator("[data-testid=task-row]").first.click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=timeline-event]')]"
-        ".some(e => e.textContent.includes('Retrying: attempt 2'))"
-    )
-    assert page.locator("[data-testid=timeline-event][data-kind=artifact]", has_text="replace").count() >= 2
-    rows = page.locator("[data-testid=timeline-usage] tbody tr").all_text_contents()
-    assert len(rows) == 2, rows
-    task_id = answer.get_attribute("data-task-id")
-    href = page.locator("[data-testid=temporal-link]").get_attribute("href") or ""
-    assert href == f"http://127.0.0.1:8233/namespaces/default/workflows/molecule%3Aws-{queue}%3A{task_id}"
-    page.screenshot(path=str(tmp_path / "retry-timeline.png"), full_page=True)
