@@ -109,3 +109,14 @@ async def test_requests_per_minute_per_principal(server_factory) -> None:
     assert rpc.json()["error"]["code"] == -32000
     assert rpc.json()["error"]["data"][0]["reason"] == "PRINCIPAL_RATE_LIMIT"
     assert other.status_code == 200
+
+
+async def test_refusals_are_counted_by_reason(server_factory) -> None:
+    server = server_factory(
+        {"RUNTIME": "echo", "MOLECULE_API_KEYS": KEYS, "MOLECULE_PRINCIPAL_REQUESTS_PER_MINUTE": "2"}
+    )
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        codes = [(await http.get("/rest/tasks", headers=auth(KEY_A))).status_code for _ in range(4)]
+        metrics = (await http.get("/metrics")).text
+    assert codes == [200, 200, 429, 429]
+    assert 'molecule_principal_refused_total{reason="PRINCIPAL_RATE_LIMIT"} 2.0' in metrics

@@ -188,7 +188,7 @@ class Admission:
         """A place for the request of `context`, or ServerBusyError when the line is full."""
         owner = resolve_user_scope(context)
         if self.max_per_principal and self._by_owner[owner] >= self.max_per_principal:
-            metrics.ADMISSION_REFUSED.inc()
+            metrics.PRINCIPAL_REFUSED.labels(PrincipalTasksError.reason).inc()
             raise PrincipalTasksError(self)
         if self.max_running and self._admitted >= self.max_running + self.max_queued:
             metrics.ADMISSION_REFUSED.inc()

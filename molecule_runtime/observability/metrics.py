@@ -48,6 +48,11 @@ ADMISSION_REFUSED = Counter(
     "molecule_admission_refused_total",
     "Requests refused because the running slots and the line were full (nothing created)",
 )
+PRINCIPAL_REFUSED = Counter(
+    "molecule_principal_refused_total",
+    "Requests refused by a per-principal limit (nothing created or done)",
+    ["reason"],
+)
 # Usage the adapters reported (report_usage), counted where each attempt ran:
 # retried attempts count too, since they were paid for.
 USAGE_INPUT_TOKENS = Counter(

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from starlette.requests import Request
 
 from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.observability import metrics
 
 # Principals whose bucket is remembered; the least recently seen are dropped
 # (a dropped bucket is full again, which only ever errs on the generous side).
@@ -62,6 +63,7 @@ class RequestRate:
         if tokens < 1.0:
             self._buckets[owner] = (tokens, now)
             retry_after = max(1, math.ceil((1.0 - tokens) / self._rate))
+            metrics.PRINCIPAL_REFUSED.labels(RateLimitedError.reason).inc()
             raise RateLimitedError(self.per_minute, retry_after)
         self._buckets[owner] = (tokens - 1.0, now)
         self._buckets.move_to_end(owner)
