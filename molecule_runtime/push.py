@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
@@ -56,10 +57,18 @@ class PushNotifier(PushNotificationSender):
         timeout: float = 10.0,
         max_concurrent: int = 4,
         resolver: Resolver = system_resolver,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         # Redirects are not followed: a public URL must not bounce the POST to
-        # an address the policy would refuse.
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        # an address the policy would refuse. No kept-alive connections: POSTs go
+        # to an address, so the pool would hand a TLS connection checked for one
+        # name to another name on the same address.
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            verify=verify,
+        )
         self._config_store = config_store
         self.policy = WebhookPolicy(allow_private=allow_private, resolver=resolver)
         self.validate_url = self.policy.validate

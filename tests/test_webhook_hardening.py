@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -370,3 +371,78 @@ def test_encryption_asked_without_a_usable_key_stops_start_up(
     assert result.returncode == 2
     assert expected in result.stderr
     assert "not-a-fernet-key" not in result.stderr
+
+
+def tls_listener(tmp_path: Path, name: str) -> tuple[ThreadingHTTPServer, ssl.SSLContext]:
+    """An https listener on 127.0.0.1 with a self-signed certificate for `name`, and a
+    client context that trusts exactly that certificate."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    served = Listener()
+    served.server.socket = ssl_server_context(cert_path, key_path).wrap_socket(
+        served.server.socket, server_side=True
+    )
+    return served, ssl.create_default_context(cafile=str(cert_path))
+
+
+def ssl_server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_https_webhook_checks_the_certificate_for_the_name(tmp_path: Path) -> None:
+    """Connected to the resolved address, the TLS check still uses the URL's name:
+    the certificate's name passes, another name on the same address does not."""
+    served, trust = tls_listener(tmp_path, "hooks.test")
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    store = InMemoryPushNotificationConfigStore()
+    notifier = PushNotifier(
+        store, resolver=resolver, allow_private=True, max_attempts=1, verify=trust
+    )
+    try:
+        await registered(store, "t-tls", f"https://hooks.test:{served.port}/ok")
+        await store.set_info(
+            "t-tls",
+            TaskPushNotificationConfig(
+                task_id="t-tls", id="wrong-name", url=f"https://other.test:{served.port}/no"
+            ),
+            ServerCallContext(),
+        )
+        notifier.notify("t-tls", status_event("t-tls"))
+        await settle(notifier)
+    finally:
+        await notifier.aclose()
+        served.close()
+    assert [path for path, _, _ in served.requests] == ["/ok"]
