@@ -16,27 +16,11 @@ if have_browser; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=""
-elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-else
-    echo "ensure-browser: no Chromium here and this user cannot apt-get install it;" \
-        "the console's browser tests will be skipped" >&2
-    exit 0
-fi
-
-if ! command -v apt-get >/dev/null; then
-    echo "ensure-browser: no apt-get here; install Chromium yourself (or set" \
-        "CONSOLE_TEST_BROWSER) or the console's browser tests will be skipped" >&2
-    exit 0
-fi
-
-echo "== installing Chromium (apt-get install chromium)"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
 # Not fatal: where the package is missing (e.g. Ubuntu's snap-only Chromium) the
 # browser tests skip and say why.
-if ! $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; then
+status=0
+bash "$(dirname "$0")/apt-install.sh" "the console's browser tests" chromium || status=$?
+if [ "$status" -ne 0 ] && [ "$status" -ne 3 ]; then
     echo "ensure-browser: apt-get install chromium failed; the console's browser tests will be skipped" >&2
 fi
+exit 0

@@ -15,24 +15,8 @@ if have_server; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=""
-elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-else
-    echo "ensure-postgres: PostgreSQL is not installed and this user cannot apt-get install it;" \
-        "the PostgreSQL tests will be skipped" >&2
-    exit 0
-fi
-
-if ! command -v apt-get >/dev/null; then
-    echo "ensure-postgres: no apt-get here; install PostgreSQL (initdb, postgres) yourself" \
-        "or the PostgreSQL tests will be skipped" >&2
-    exit 0
-fi
-
-echo "== installing PostgreSQL (apt-get install postgresql)"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+status=0
+bash "$(dirname "$0")/apt-install.sh" "the PostgreSQL tests" postgresql || status=$?
+[ "$status" -eq 3 ] && exit 0  # cannot install here: the PostgreSQL tests skip
+[ "$status" -eq 0 ] || exit "$status"
 have_server
