@@ -33,7 +33,7 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 
 
-def _blocked_v4(addr: ipaddress.IPv4Address) -> bool:
+def _not_public(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return (
         not addr.is_global
         or addr.is_loopback
@@ -41,6 +41,7 @@ def _blocked_v4(addr: ipaddress.IPv4Address) -> bool:
         or addr.is_multicast
         or addr.is_reserved
         or addr.is_unspecified
+        or (isinstance(addr, ipaddress.IPv6Address) and addr.is_site_local)
     )
 
 
@@ -68,21 +69,13 @@ def is_public(text: str) -> bool:
     except ValueError:
         return False
     if isinstance(addr, ipaddress.IPv4Address):
-        return not _blocked_v4(addr)
+        return not _not_public(addr)
     if addr in _LOCAL_NAT64:
         return False
     inner = embedded_ipv4(addr)
     if inner:
-        return not any(_blocked_v4(v4) for v4 in inner)
-    return not (
-        not addr.is_global
-        or addr.is_loopback
-        or addr.is_link_local
-        or addr.is_multicast
-        or addr.is_reserved
-        or addr.is_unspecified
-        or addr.is_site_local
-    )
+        return not any(_not_public(v4) for v4 in inner)
+    return not _not_public(addr)
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

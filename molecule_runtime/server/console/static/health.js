@@ -2,6 +2,7 @@
 // tasks in flight and waiting, tokens used (this process, since it started).
 
 import { get } from "./api.js";
+import { Poller } from "./poller.js";
 import { el } from "./format.js";
 
 const POLL_MS = 5000;
@@ -10,21 +11,16 @@ export class Health {
   constructor({ config }) {
     this.config = config;
     this.box = document.getElementById("health");
-    this.timer = null;
+    this.poller = new Poller(() => this.refresh(), POLL_MS);
   }
 
   start() {
     this.box.hidden = false;
-    const tick = async () => {
-      if (!document.hidden) await this.refresh();
-      this.timer = setTimeout(tick, POLL_MS);
-    };
-    tick();
+    this.poller.start();
   }
 
   stop() {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
+    this.poller.stop();
   }
 
   async refresh() {

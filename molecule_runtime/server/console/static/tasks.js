@@ -2,6 +2,7 @@
 // tab is visible (the list is ordered by last update, newest first).
 
 import { rpc } from "./api.js";
+import { Poller } from "./poller.js";
 import { META, TERMINAL, el, seconds, shortId, stateBadge, usageOf, when } from "./format.js";
 
 const POLL_MS = 1500;
@@ -15,23 +16,17 @@ export class TaskList {
     this.state = document.getElementById("filter-state");
     this.context = document.getElementById("filter-context");
     this.selected = null;
-    this.timer = null;
+    this.poller = new Poller(() => this.refresh(), POLL_MS);
     this.state.addEventListener("change", () => this.refresh());
     this.context.addEventListener("input", () => this.refresh());
   }
 
   start() {
-    this.stop();
-    const tick = async () => {
-      if (!document.hidden) await this.refresh();
-      this.timer = setTimeout(tick, POLL_MS);
-    };
-    tick();
+    this.poller.start();
   }
 
   stop() {
-    if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = null;
+    this.poller.stop();
   }
 
   filterContext(contextId) {
