@@ -110,6 +110,11 @@ def test_durable_retry_in_the_timeline(temporal_server, server_factory, page, tm
         "() => [...document.querySelectorAll('[data-testid=timeline-event]')]"
         ".some(e => e.textContent.includes('Retrying: attempt 2'))"
     )
+    # The replay renders event by event: wait for both attempts' restarts of the answer.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=timeline-event][data-kind=artifact]')]"
+        ".filter(e => /replace/i.test(e.textContent)).length >= 2"
+    )
     assert page.locator("[data-testid=timeline-event][data-kind=artifact]", has_text="replace").count() >= 2
     rows = page.locator("[data-testid=timeline-usage] tbody tr").all_text_contents()
     assert len(rows) == 2, rows
