@@ -15,18 +15,11 @@ from temporalio.client import Client
 
 from tests.fixtures.scripted_adapter import read_records
 from tests.support.durable import durable_env
-from tests.support.sse import A2A, read_frames, stream_request, task_id_of
+from tests.support.sse import get_task_json, read_frames, stream_request, task_id_of
 
 
 def expected(chunks: int) -> str:
     return "".join(f"c{i} " for i in range(chunks))
-
-
-async def get_task(http: httpx.AsyncClient, base: str, task_id: str) -> dict[str, Any]:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": task_id}}
-    payload = (await http.post(f"{base}/", json=body, headers=A2A)).json()
-    assert "result" in payload, payload
-    return payload["result"]
 
 
 async def completed(http: httpx.AsyncClient, base: str, task_id: str, timeout: float) -> dict[str, Any]:
@@ -34,7 +27,7 @@ async def completed(http: httpx.AsyncClient, base: str, task_id: str, timeout: f
     task: dict[str, Any] = {}
     while time.monotonic() < deadline:
         try:
-            task = await get_task(http, base, task_id)
+            task = await get_task_json(http, base, task_id)
         except httpx.HTTPError:
             task = {}
         state = task.get("status", {}).get("state")
@@ -132,7 +125,7 @@ async def test_sigterm_in_direct_mode_fails_an_unfinished_task_saying_why(
     server.stop()
     restarted = server_factory(env, workdir=workdir, port=server.port)
     async with httpx.AsyncClient(timeout=10) as http:
-        task = await get_task(http, restarted.url, task_id)
+        task = await get_task_json(http, restarted.url, task_id)
     assert task["status"]["state"] == "TASK_STATE_FAILED"
     message = "".join(p.get("text", "") for p in task["status"]["message"]["parts"])
     assert message.startswith("The server shut down before this task finished"), message
