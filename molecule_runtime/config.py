@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_REQUEST_BYTES"), ge=1
     )
     request_timeout: float = Field(30.0, validation_alias=_env("MOLECULE_REQUEST_TIMEOUT"), gt=0)
+    # Bytes of conversation history (UTF-8 text) handed to an adapter; newest kept.
+    history_bytes: int = Field(
+        256 * 1024, validation_alias=_env("MOLECULE_HISTORY_BYTES"), ge=0
+    )
 
     # Admission control: tasks running at once (0: no limit), and accepted
     # tasks waiting for a slot; past both, new messages are refused (503).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from a2a.helpers.proto_helpers import get_message_text
 from a2a.server.agent_execution import RequestContext
 from a2a.types.a2a_pb2 import Message, Role, Task
@@ -9,9 +11,37 @@ from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.events import artifact_id_for
+from molecule_runtime.execution.parts import input_parts
 from molecule_runtime.vocabulary import Meta
 
 MAX_HISTORY_MESSAGES = 40
+# The history handed to an adapter holds at most this many bytes (UTF-8 text):
+# the newest whole messages that fit (MOLECULE_HISTORY_BYTES).
+DEFAULT_HISTORY_BYTES = 256 * 1024
+
+
+def text_bytes(text: str) -> int:
+    """UTF-8 size of `text`, without copying ASCII text."""
+    return len(text) if text.isascii() else len(text.encode())
+
+
+def bounded_history(
+    turns: list[tuple[str, str]], budget: int, max_messages: int = MAX_HISTORY_MESSAGES
+) -> list[tuple[str, str]]:
+    """The newest messages of `turns` that fit in `budget` bytes, oldest first.
+
+    The cut falls between whole messages: the first (newest-first) message that
+    does not fit ends the history, so it never has a gap.
+    """
+    kept: list[tuple[str, str]] = []
+    used = 0
+    for role, text in reversed(turns[-max_messages:]):
+        used += text_bytes(text)
+        if used > budget:
+            break
+        kept.append((role, text))
+    kept.reverse()
+    return kept
 
 
 def _role(message: Message) -> str:
@@ -77,20 +107,52 @@ def turn_of(task: Task | None, skip_message_id: str) -> int:
     return len(earlier) + 1
 
 
-def build_task_input(context: RequestContext, history: list[tuple[str, str]]) -> TaskInput:
-    message = context.message
+def build_task_input(
+    message: Message | None,
+    *,
+    task_id: str,
+    context_id: str,
+    current_task: Task | None,
+    history: list[tuple[str, str]],
+    request_metadata: dict[str, Any],
+    history_bytes: int = DEFAULT_HISTORY_BYTES,
+) -> TaskInput:
+    """The adapter's input for `message`, the user's message of this turn.
+
+    The request path and the durable stages (which rebuild it from the task
+    store) both call this, so an adapter sees the same input in every mode.
+    `current_task` is the task the message continues (None for a new task),
+    `history` the conversation's earlier tasks, oldest first.
+    """
     metadata: dict = {}
     if message is not None and message.HasField("metadata"):
         metadata.update(json_format.MessageToDict(message.metadata))
-    metadata.update(context.metadata)
-    if context.current_task is not None:
+    metadata.update(request_metadata)
+    if current_task is not None:
         skip = message.message_id if message is not None else ""
-        history = history + earlier_turns(context.current_task, skip)
+        history = history + earlier_turns(current_task, skip)
     return TaskInput(
-        task_id=str(context.task_id),
-        context_id=str(context.context_id),
-        text=context.get_user_input(),
-        history=history[-MAX_HISTORY_MESSAGES:],
+        task_id=task_id,
+        context_id=context_id,
+        text=get_message_text(message) if message is not None else "",
+        history=bounded_history(history, history_bytes),
         metadata=metadata,
         attempt=1,
+        message_id=message.message_id if message is not None else "",
+        parts=input_parts(message.parts) if message is not None else [],
+    )
+
+
+def request_task_input(
+    context: RequestContext, history: list[tuple[str, str]], history_bytes: int
+) -> TaskInput:
+    """The adapter's input for an A2A request."""
+    return build_task_input(
+        context.message,
+        task_id=str(context.task_id),
+        context_id=str(context.context_id),
+        current_task=context.current_task,
+        history=history,
+        request_metadata=context.metadata,
+        history_bytes=history_bytes,
     )

@@ -47,6 +47,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         batch_window=settings.stream_batch_window,
         instance_id=settings.resolved_instance_id,
         draining=services.draining,
+        history_bytes=settings.history_bytes,
     )
     notifier = services.notifier
     handler = RuntimeRequestHandler(

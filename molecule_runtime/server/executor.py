@@ -22,7 +22,12 @@ from molecule_runtime.execution.admission import claim
 from molecule_runtime.execution.direct import run_direct
 from molecule_runtime.execution.events import EventsDropped, TaskEvents, artifact_id_for
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events
-from molecule_runtime.execution.inputs import build_task_input, history_from_tasks, turn_of
+from molecule_runtime.execution.inputs import (
+    DEFAULT_HISTORY_BYTES,
+    history_from_tasks,
+    request_task_input,
+    turn_of,
+)
 from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
@@ -104,7 +109,9 @@ class RuntimeExecutor(AgentExecutor):
         batch_window: float = 0.0,
         instance_id: str = "",
         draining: asyncio.Event | None = None,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
+        self.history_bytes = history_bytes
         self.draining = draining or asyncio.Event()
         self.batch_window = batch_window
         self.instance_id = instance_id
@@ -201,7 +208,7 @@ class RuntimeExecutor(AgentExecutor):
                         raise
                 continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
                 history = await self._history(context) if continues else []
-                task = build_task_input(context, history)
+                task = request_task_input(context, history, self.history_bytes)
                 metrics.IN_FLIGHT.labels(label).inc()
                 in_flight = True
                 mode_used = await self._run(task, events, route, started_working)
