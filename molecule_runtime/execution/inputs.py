@@ -11,7 +11,6 @@ from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.events import artifact_id_for
-from molecule_runtime.execution.parts import input_parts
 from molecule_runtime.vocabulary import Meta
 
 MAX_HISTORY_MESSAGES = 40
@@ -138,8 +137,6 @@ def build_task_input(
         history=bounded_history(history, history_bytes),
         metadata=metadata,
         attempt=1,
-        message_id=message.message_id if message is not None else "",
-        parts=input_parts(message.parts) if message is not None else [],
     )
 
 
