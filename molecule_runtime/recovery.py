@@ -16,14 +16,12 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 
-from a2a.helpers.proto_helpers import get_message_text
 from a2a.server.cluster import VersionedTaskStore
-from a2a.types.a2a_pb2 import ListTasksRequest, Role, Task, TaskState
-from google.protobuf import json_format
+from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskState
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.headless import headless_events
-from molecule_runtime.execution.inputs import MAX_HISTORY_MESSAGES, history_from_tasks
+from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES, load_task_input
 from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.store.owners import runtime_context
 from molecule_runtime.vocabulary import Meta, Mode
@@ -54,27 +52,9 @@ async def _unfinished(store: VersionedTaskStore, before: datetime) -> AsyncItera
                 break
 
 
-async def task_input_of(store: VersionedTaskStore, task: Task) -> TaskInput:
-    """The adapter input rebuilt from a stored task as the request path builds it:
-    its latest user message (text, metadata) and the conversation so far."""
-    users = [m for m in task.history if m.role == Role.ROLE_USER]
-    message = users[-1] if users else None
-    metadata = json_format.MessageToDict(message.metadata) if message is not None else {}
-    context = runtime_context()
-    if isinstance(store, ObservedTaskStore):
-        # Only the owner's turns: conversations are owner-scoped.
-        context = await store.as_owner(task.id, context)
-    page = await store.list(
-        ListTasksRequest(context_id=task.context_id, include_artifacts=True), context
-    )
-    earlier = sorted(page.tasks, key=lambda t: t.status.timestamp.ToNanoseconds())
-    return TaskInput(
-        task_id=task.id,
-        context_id=task.context_id,
-        text=get_message_text(message) if message is not None else "",
-        history=history_from_tasks(list(earlier), task.id)[-MAX_HISTORY_MESSAGES:],
-        metadata=metadata,
-    )
+async def task_input_of(store: ObservedTaskStore, task: Task) -> TaskInput:
+    """The adapter input rebuilt from a stored task as the request path builds it."""
+    return await load_task_input(store, task.id, "", DEFAULT_HISTORY_BYTES)
 
 
 async def sweep(

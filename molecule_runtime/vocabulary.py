@@ -61,6 +61,9 @@ class Meta:
     USAGE = "molecule.usage"  # tokens/cost the attempts reported (execution/usage.py)
     CREATED = "molecule.created"  # when the task was created (ISO 8601, UTC)
     ATTEMPT = "molecule.attempt"  # the attempt running now, from the second on (retries)
+    # The request metadata of the task's latest turn: {"message_id", "metadata"}
+    # (durable stages rebuild the adapter's input from the store).
+    REQUEST = "molecule.request"
     MESSAGE_KIND = "molecule.kind"  # on agent messages: "question" for input-required
     QUESTION = "question"
 

@@ -1,4 +1,5 @@
-"""Builds the serialisable `TaskInput` from an A2A request."""
+"""Builds the serialisable `TaskInput`: from an A2A request, or from the task store
+(durable stages and the start-up sweep rebuild it from ids)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,15 @@ from typing import Any
 
 from a2a.helpers.proto_helpers import get_message_text
 from a2a.server.agent_execution import RequestContext
+from a2a.server.context import ServerCallContext
 from a2a.types.a2a_pb2 import Message, Role, Task
 from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.events import artifact_id_for
+from molecule_runtime.store.conversation import bounded_history, conversation_turns
+from molecule_runtime.store.observed import ObservedTaskStore
+from molecule_runtime.store.owners import runtime_context
 from molecule_runtime.vocabulary import Meta
 
 MAX_HISTORY_MESSAGES = 40
@@ -19,51 +24,8 @@ MAX_HISTORY_MESSAGES = 40
 DEFAULT_HISTORY_BYTES = 256 * 1024
 
 
-def text_bytes(text: str) -> int:
-    """UTF-8 size of `text`, without copying ASCII text."""
-    return len(text) if text.isascii() else len(text.encode())
-
-
-def bounded_history(
-    turns: list[tuple[str, str]], budget: int, max_messages: int = MAX_HISTORY_MESSAGES
-) -> list[tuple[str, str]]:
-    """The newest messages of `turns` that fit in `budget` bytes, oldest first.
-
-    The cut falls between whole messages: the first (newest-first) message that
-    does not fit ends the history, so it never has a gap.
-    """
-    kept: list[tuple[str, str]] = []
-    used = 0
-    for role, text in reversed(turns[-max_messages:]):
-        used += text_bytes(text)
-        if used > budget:
-            break
-        kept.append((role, text))
-    kept.reverse()
-    return kept
-
-
 def _role(message: Message) -> str:
     return "assistant" if message.role == Role.ROLE_AGENT else "user"
-
-
-def history_from_tasks(tasks: list[Task], current_task_id: str) -> list[tuple[str, str]]:
-    """Earlier turns of a conversation: each task's user text and its answer."""
-    turns: list[tuple[str, str]] = []
-    for task in tasks:
-        if task.id == current_task_id:
-            continue
-        for message in task.history:
-            if message.role == Role.ROLE_USER:
-                text = get_message_text(message)
-                if text:
-                    turns.append(("user", text))
-        answer = "".join(
-            part.text for artifact in task.artifacts for part in artifact.parts if part.text
-        )
-        if answer:
-            turns.append(("assistant", answer))
-    return turns[-MAX_HISTORY_MESSAGES:]
 
 
 def _is_question(message: Message) -> bool:
@@ -134,7 +96,7 @@ def build_task_input(
         task_id=task_id,
         context_id=context_id,
         text=get_message_text(message) if message is not None else "",
-        history=bounded_history(history, history_bytes),
+        history=bounded_history(history, history_bytes, MAX_HISTORY_MESSAGES),
         metadata=metadata,
         attempt=1,
     )
@@ -151,5 +113,79 @@ def request_task_input(
         current_task=context.current_task,
         history=history,
         request_metadata=context.metadata,
+        history_bytes=history_bytes,
+    )
+
+
+async def conversation_history(
+    store: ObservedTaskStore,
+    context_id: str,
+    task_id: str,
+    call_context: ServerCallContext,
+    history_bytes: int,
+) -> list[tuple[str, str]]:
+    """The conversation's earlier tasks (A2A context), newest that fit the budget."""
+    return await conversation_turns(
+        store,
+        context_id,
+        task_id,
+        call_context,
+        budget=history_bytes,
+        max_messages=MAX_HISTORY_MESSAGES,
+    )
+
+
+class InputNotStored(LookupError):
+    """The task, or the user's message of this turn, is not in the store (yet)."""
+
+
+def request_metadata_record(message_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Task metadata keeping a turn's request metadata for inputs rebuilt from the store."""
+    return {Meta.REQUEST: {"message_id": message_id, "metadata": metadata}}
+
+
+def _stored_request_metadata(task: Task, message_id: str) -> dict[str, Any]:
+    if Meta.REQUEST not in task.metadata:
+        return {}
+    record = json_format.MessageToDict(task.metadata[Meta.REQUEST])
+    if not isinstance(record, dict) or record.get("message_id") != message_id:
+        return {}
+    metadata = record.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+async def load_task_input(
+    store: ObservedTaskStore, task_id: str, message_id: str, history_bytes: int
+) -> TaskInput:
+    """The adapter's input for one turn of a stored task, rebuilt as the request
+    path built it: the user's message `message_id` (empty: the task's latest),
+    the turns before it, the conversation and the request's metadata."""
+    stored = await store.get(task_id, runtime_context())
+    if stored is None:
+        raise InputNotStored(f"task {task_id} is not in the task store")
+    task = stored.task
+    users = [
+        i
+        for i, m in enumerate(task.history)
+        if m.role == Role.ROLE_USER and (m.message_id == message_id or not message_id)
+    ]
+    if not users:
+        raise InputNotStored(f"task {task_id} has no stored message {message_id!r}")
+    index = users[-1]
+    message = task.history[index]
+    # The task as it stood when this message arrived.
+    before = Task()
+    before.CopyFrom(task)
+    del before.history[index:]
+    history = await conversation_history(
+        store, task.context_id, task.id, runtime_context(), history_bytes
+    )
+    return build_task_input(
+        message,
+        task_id=task.id,
+        context_id=task.context_id,
+        current_task=before if index > 0 else None,
+        history=history,
+        request_metadata=_stored_request_metadata(task, message.message_id),
         history_bytes=history_bytes,
     )

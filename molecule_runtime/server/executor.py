@@ -15,7 +15,7 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.context import ServerCallContext
 from a2a.server.events import EventQueue
 from a2a.server.events.event_queue import Event
-from a2a.types.a2a_pb2 import ListTasksRequest, TaskState
+from a2a.types.a2a_pb2 import TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.admission import claim
@@ -24,7 +24,7 @@ from molecule_runtime.execution.events import EventsDropped, TaskEvents, artifac
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events
 from molecule_runtime.execution.inputs import (
     DEFAULT_HISTORY_BYTES,
-    history_from_tasks,
+    conversation_history,
     request_task_input,
     turn_of,
 )
@@ -121,17 +121,18 @@ class RuntimeExecutor(AgentExecutor):
         self.span_attributes = {"workspace_id": workspace_id, "adapter": adapter.name()}
 
     async def _history(self, context: RequestContext) -> list[tuple[str, str]]:
-        """Earlier tasks of the same conversation (A2A context)."""
+        """Earlier tasks of the same conversation (A2A context), within the byte budget."""
         try:
-            page = await self.store.list(
-                ListTasksRequest(context_id=str(context.context_id), include_artifacts=True),
+            return await conversation_history(
+                self.store,
+                str(context.context_id),
+                str(context.task_id),
                 context.call_context,
+                self.history_bytes,
             )
         except Exception:
             log.exception("could not read the history of context %s", context.context_id)
             return []
-        tasks = sorted(page.tasks, key=lambda t: t.status.timestamp.ToNanoseconds())
-        return history_from_tasks(list(tasks), str(context.task_id))
 
     async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
         task_id = str(context.task_id)

@@ -66,6 +66,11 @@ class TaskOwners:
         self._memory = memory
         self._known: OrderedDict[str, str] = OrderedDict()
 
+    @property
+    def engine(self) -> AsyncEngine | None:
+        """The database (None for the memory store)."""
+        return self._engine
+
     def remember(self, task_id: str, owner: str) -> None:
         self._known[task_id] = owner
         self._known.move_to_end(task_id)
