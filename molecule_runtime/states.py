@@ -51,3 +51,17 @@ def outcome_of(state: TaskState) -> Outcome | None:
 def is_terminal(event: object) -> bool:
     """True for a Task or status update that ends the task."""
     return isinstance(event, Task | TaskStatusUpdateEvent) and event.status.state in TERMINAL_STATES
+
+
+# States in which the task waits for the client (an answer, credentials).
+INTERRUPTED_STATES = frozenset(
+    {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
+)
+
+
+def is_interrupted(event: object) -> bool:
+    """True for a Task or status update that leaves the task waiting for the client."""
+    return (
+        isinstance(event, Task | TaskStatusUpdateEvent)
+        and event.status.state in INTERRUPTED_STATES
+    )

@@ -43,6 +43,9 @@ RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE
 INTERRUPTED_STATES = frozenset(
     {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
 )
+# Seconds a task waiting for input keeps its live producer in this process
+# (an answer within that time skips one store read).
+PARKED_RELEASE_AFTER = 1.0
 
 
 def _task_id_of(event: object) -> str:
@@ -101,6 +104,9 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("request_context_builder", ConversationContextBuilder())
+        # A task waiting for input keeps nothing in memory: the SDK drops its
+        # live producer, and the answer rebuilds it from the store.
+        kwargs.setdefault("interrupted_task_timeout", PARKED_RELEASE_AFTER)
         # The in-memory store is wrapped as a versioned store only so that its
         # writes can be observed (push); it serves one process, which the SDK
         # would otherwise warn about at every start.

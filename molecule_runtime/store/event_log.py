@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.sdk_seam import version_number
-from molecule_runtime.states import is_terminal
+from molecule_runtime.states import is_interrupted, is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,18 @@ class LiveEventOffsets:
     objects written) or, for Task snapshots (streamed as copies), by status.
     """
 
-    def __init__(self, per_task: int = 256, tasks: int = 2048, forget_after: float = 60.0) -> None:
+    def __init__(
+        self,
+        per_task: int = 256,
+        tasks: int = 2048,
+        forget_after: float = 60.0,
+        forget_waiting_after: float = 5.0,
+    ) -> None:
         self._recent: OrderedDict[str, deque[tuple[object, bytes | None, int]]] = OrderedDict()
         self._per_task = per_task
         self._tasks = tasks
         self._forget_after = forget_after
+        self._forget_waiting_after = forget_waiting_after
 
     def record(self, task_id: str, event: object, version: TaskVersion) -> None:
         number = version_number(version)
@@ -51,12 +58,24 @@ class LiveEventOffsets:
         status = (
             event.status.SerializeToString(deterministic=True) if isinstance(event, Task) else None
         )
-        entries.append((event, status, number))
+        entry = (event, status, number)
+        entries.append(entry)
         if is_terminal(event):
             # Live subscribers read the last events within moments.
             asyncio.get_running_loop().call_later(
                 self._forget_after, self._recent.pop, task_id, None
             )
+        elif is_interrupted(event):
+            # A task may wait for its answer for hours: keep nothing for it.
+            asyncio.get_running_loop().call_later(
+                self._forget_waiting_after, self._forget_if_last, task_id, entry
+            )
+
+    def _forget_if_last(self, task_id: str, entry: tuple[object, bytes | None, int]) -> None:
+        """Forget the task unless it was written again (answered) meanwhile."""
+        entries = self._recent.get(task_id)
+        if entries and entries[-1] is entry:
+            del self._recent[task_id]
 
     def lookup(self, task_id: str, event: object) -> int | None:
         entries = self._recent.get(task_id)
