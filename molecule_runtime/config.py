@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         3.0, validation_alias=_env("TEMPORAL_CONNECT_TIMEOUT"), gt=0
     )
     input_timeout: float = Field(86400.0, validation_alias=_env("MOLECULE_INPUT_TIMEOUT"), gt=0)
+    # How long a client stream keeps trying to reach Temporal beyond the longest a
+    # task may run (activity timeout x attempts) before reporting lost contact.
+    lost_contact_grace: float = Field(
+        60.0, validation_alias=_env("MOLECULE_LOST_CONTACT_GRACE"), ge=0
+    )
     temporal_max_concurrent_activities: int = Field(
         1000, validation_alias=_env("TEMPORAL_MAX_CONCURRENT_ACTIVITIES"), ge=1
     )

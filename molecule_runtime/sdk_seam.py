@@ -69,3 +69,38 @@ def single_process_note_silenced() -> Iterator[None]:
 async def runs_here(handler: DefaultRequestHandler, task_id: str) -> bool:
     """True when this process holds the task's live producer (its stream and executor)."""
     return await handler._active_task_registry.get(task_id) is not None
+
+
+# The SDK's consumer, handed a `Task` for a task it already has, passes it to the
+# stream's subscribers without storing it, and logs that at ERROR level.
+_REPLACEMENT_NOTE = "already exists. Ignoring task replacement"
+_ACTIVE_TASK_LOG = logging.getLogger("a2a.server.agent_execution.active_task")
+
+
+class _RelayNoteFilter(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.expected: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _REPLACEMENT_NOTE not in record.getMessage():
+            return True
+        task_id = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        left = self.expected.get(task_id, 0)
+        if not left:
+            return True
+        if left == 1:
+            del self.expected[task_id]
+        else:
+            self.expected[task_id] = left - 1
+        return False
+
+
+_relay_notes = _RelayNoteFilter()
+_ACTIVE_TASK_LOG.addFilter(_relay_notes)
+
+
+def expect_snapshot_relay(task_id: str) -> None:
+    """Before a stored `Task` is enqueued on the live queue of an existing task, to be
+    streamed as it is (another process stored it): its note is not an error here."""
+    _relay_notes.expected[task_id] = _relay_notes.expected.get(task_id, 0) + 1

@@ -89,7 +89,11 @@ class Services:
                 from molecule_runtime.durable.process import DurableProcess
 
                 durable = await DurableProcess.open(
-                    settings, adapter, stores.tasks, accept_tasks=accept_tasks
+                    settings,
+                    adapter,
+                    stores.tasks,
+                    accept_tasks=accept_tasks,
+                    offsets=stores.live_offsets,
                 )
         except BaseException:
             await _close_quietly(adapter, stores, notifier)

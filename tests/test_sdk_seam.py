@@ -10,6 +10,8 @@ import warnings
 from datetime import UTC, datetime
 
 import pytest
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.agent_execution.active_task import ActiveTask
 from a2a.server.cluster import LegacyTaskStoreAdapter, TaskVersion, VersionedDatabaseTaskStore
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue_v2 import EventQueueSource
@@ -31,6 +33,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from molecule_runtime.sdk_seam import (
     events_taken,
+    expect_snapshot_relay,
     runs_here,
     single_process_note_silenced,
     version_number,
@@ -133,3 +136,39 @@ async def test_task_rows_are_written_as_the_sdk_writes_them(tmp_path) -> None:
         assert ours["metadata"] == sdk.task_metadata
     finally:
         await engine.dispose()
+
+
+async def test_a_task_snapshot_of_an_existing_task_is_streamed_not_stored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`TaskEvents.relay` relies on it: a question another process stored reaches this
+    process's stream without a second write (and without an error in the log)."""
+    question = Message(message_id="q", role=Role.ROLE_AGENT, parts=[Part(text="q?")])
+
+    class Relaying(AgentExecutor):
+        async def execute(self, context: RequestContext, event_queue: object) -> None:
+            working = TaskStatus(state=TaskState.TASK_STATE_WORKING)
+            asking = TaskStatus(state=TaskState.TASK_STATE_INPUT_REQUIRED, message=question)
+            await event_queue.enqueue_event(Task(id="t", context_id="c", status=working))  # type: ignore[attr-defined]
+            expect_snapshot_relay("t")
+            await event_queue.enqueue_event(Task(id="t", context_id="c", status=asking))  # type: ignore[attr-defined]
+
+        async def cancel(self, context: RequestContext, event_queue: object) -> None:
+            return None
+
+    store = InMemoryTaskStore()
+    call = ServerCallContext()
+    active = ActiveTask(Relaying(), "t", TaskManager(store, call, "t", "c", None))
+    await active.start(call, create_task_if_missing=True)
+    with caplog.at_level(logging.ERROR):
+        streamed = [
+            event
+            async for event in active.subscribe(request=RequestContext(call, task_id="t", context_id="c"))
+        ]
+    assert [e.status.state for e in streamed] == [
+        TaskState.TASK_STATE_WORKING,
+        TaskState.TASK_STATE_INPUT_REQUIRED,
+    ]
+    stored = await store.get("t", call)
+    assert stored is not None and stored.status.state == TaskState.TASK_STATE_WORKING
+    assert not [r for r in caplog.records if "Ignoring task replacement" in r.getMessage()]

@@ -13,6 +13,8 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from a2a.server.cluster import StoredTask, VersionedTaskStore
+from a2a.types.a2a_pb2 import TaskState
 from temporalio.client import (
     Client,
     RPCError,
@@ -40,6 +42,8 @@ from molecule_runtime.durable.workflow import root_message
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.observability.spans import inject_trace_context
 from molecule_runtime.states import state_of
+from molecule_runtime.store import LiveEventOffsets
+from molecule_runtime.store.owners import runtime_context
 from molecule_runtime.vocabulary import Meta, Outcome
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,9 @@ START_DEADLINE = 60.0
 # many at once, starts wait here instead.
 MAX_CONCURRENT_STARTS = 32
 START_GATE_HOLD = 10.0
+# How often a followed task's stored state is read while no chunk streams
+# here: a question stored by another process reaches the client within this.
+ELSEWHERE_POLL = 0.25
 
 
 class StartRefused(Exception):
@@ -71,8 +78,14 @@ class DurableTasks:
         registry: LiveTaskRegistry,
         *,
         accept_tasks: bool,
+        store: VersionedTaskStore | None = None,
+        offsets: LiveEventOffsets | None = None,
     ) -> None:
         self.settings = settings
+        # Where a question asked by another process shows (None: one process only),
+        # and the log offsets of what this process streams, for relaying it.
+        self.store = store
+        self.offsets = offsets
         self.connection = connection
         self.registry = registry
         self.accept_tasks = accept_tasks
@@ -242,15 +255,25 @@ class DurableTasks:
         """Stream until the workflow ends or stops to wait for the user's input."""
         result = asyncio.ensure_future(self._result(handle))
         paused = asyncio.ensure_future(events.input_required.wait())
+        elsewhere = asyncio.ensure_future(self._asked_elsewhere(events))
         try:
             # Cancelled here is not a cancel of the task: CancelTask reaches the
             # workflow through cancel(), and at shutdown the workflow must go on
             # (another worker, or this process after a restart, finishes it).
-            await asyncio.wait({result, paused}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({result, paused, elsewhere}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for future in (result, paused):
+            for future in (result, paused, elsewhere):
                 if not future.done():
                     future.cancel()
+        if elsewhere.done() and not elsewhere.cancelled() and not events.input_required.is_set():
+            # The question was stored by the process that ran the workflow's
+            # task_complete: this stream ends with it, as if asked here.
+            stored = elsewhere.result()
+            log.info("task %s: question stored by another process, relayed to this stream", events.task_id)
+            if self.offsets is not None:
+                self.offsets.record(events.task_id, stored.task, stored.version)
+            await events.relay(stored.task)
+            return
         if not result.done() or result.cancelled():
             return  # waiting for input: the workflow goes on without this request
         outcome = result.result()
@@ -263,10 +286,39 @@ class DurableTasks:
                 metadata={Meta.LOST_CONTACT: True} if outcome.state == Outcome.LOST else None,
             )
 
+    async def _asked_elsewhere(self, events: TaskEvents) -> StoredTask:
+        """The stored task once another process stored a question for it.
+
+        The workflow's `task_complete`, which stores the question, is a local
+        activity: it runs in whichever process holds the workflow, maybe not
+        this one. Checked while no chunk streams here, from the task store.
+        """
+        if self.store is None:
+            await asyncio.Event().wait()  # an in-memory store serves one process
+        assert self.store is not None
+        # Once this stream's own events are stored, a question in the store is
+        # one asked after them (an answer's turn starts with `working`).
+        with contextlib.suppress(Exception):
+            await events.persisted()
+        streamed = -1
+        while True:
+            if events.chunks_sent == streamed:
+                try:
+                    stored = await self.store.get(events.task_id, runtime_context())
+                except Exception as exc:  # the store is busy: the workflow's end still counts
+                    log.debug("task %s: could not read its state: %s", events.task_id, exc)
+                    stored = None
+                if stored is not None and stored.task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
+                    return stored
+            streamed = events.chunks_sent
+            await asyncio.sleep(ELSEWHERE_POLL)
+
     async def _result(self, handle: WorkflowHandle) -> TaskOutcome:
         loop = asyncio.get_running_loop()
         s = self.settings
-        deadline = loop.time() + s.temporal_activity_timeout * s.temporal_max_attempts + 60
+        deadline = (
+            loop.time() + s.temporal_activity_timeout * s.temporal_max_attempts + s.lost_contact_grace
+        )
         delay = 0.5
         while True:
             try:

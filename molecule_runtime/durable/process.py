@@ -13,7 +13,7 @@ from molecule_runtime.durable.client import DurableTasks
 from molecule_runtime.durable.connection import TemporalConnection
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.worker import TaskWorkers
-from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore
 from molecule_runtime.vocabulary import ServiceMode
 
 
@@ -25,6 +25,7 @@ class DurableProcess:
         store: ObservedTaskStore,
         *,
         accept_tasks: bool,
+        offsets: LiveEventOffsets | None = None,
     ) -> None:
         self.registry = LiveTaskRegistry()
         activities = TaskActivities(
@@ -39,14 +40,22 @@ class DurableProcess:
         self.connection = TemporalConnection(
             settings, TaskWorkers(settings, activities, accept_tasks=accept_tasks)
         )
-        self.tasks = DurableTasks(settings, self.connection, self.registry, accept_tasks=accept_tasks)
+        self.tasks = DurableTasks(
+            settings, self.connection, self.registry, accept_tasks=accept_tasks, store=store, offsets=offsets
+        )
 
     @classmethod
     async def open(
-        cls, settings: Settings, adapter: BaseAdapter, store: ObservedTaskStore, *, accept_tasks: bool
+        cls,
+        settings: Settings,
+        adapter: BaseAdapter,
+        store: ObservedTaskStore,
+        *,
+        accept_tasks: bool,
+        offsets: LiveEventOffsets | None = None,
     ) -> DurableProcess:
         """Connect (or note that Temporal is out of reach: tasks then run directly)."""
-        durable = cls(settings, adapter, store, accept_tasks=accept_tasks)
+        durable = cls(settings, adapter, store, accept_tasks=accept_tasks, offsets=offsets)
         await durable.connection.open()
         return durable
 

@@ -27,6 +27,7 @@ from a2a.types.a2a_pb2 import (
 )
 
 from molecule_runtime.execution.usage import UsageLedger
+from molecule_runtime.sdk_seam import expect_snapshot_relay
 from molecule_runtime.states import TERMINAL_STATES
 from molecule_runtime.vocabulary import Meta
 
@@ -152,6 +153,14 @@ class TaskEvents:
             self.input_required.set()
         elif state == TaskState.TASK_STATE_WORKING:
             self.working.set()
+
+    async def relay(self, task: Task) -> None:
+        """Stream the task as another process stored it (e.g. its question): the
+        SDK passes a `Task` of an existing task to the client without storing it again."""
+        expect_snapshot_relay(self.task_id)
+        await self._deliver(task)
+        if task.status.state == TaskState.TASK_STATE_INPUT_REQUIRED:
+            self.input_required.set()
 
     async def chunk(self, text: str, *, append: bool, last: bool = False) -> None:
         await self._deliver(

@@ -151,6 +151,17 @@ class GroupCommitTaskStore(VersionedTaskStore):
             raise pending.error
         if pending is not None and pending.owner != owner:
             raise ConcurrentTaskModificationError(task.id)
+        if (
+            pending is not None
+            and not pending.dirty
+            and not pending.waiters
+            and version_number(prev_version) > pending.version
+        ):
+            # Everything this process wrote is stored, and the writer read a later
+            # version: another process wrote the task since (a turn or stage on
+            # another replica). Take it over as a task not written here before.
+            del self._tasks[task.id]
+            pending = None
         if pending is None:
             known = version_number(prev_version)
             if prev_version.is_missing:
