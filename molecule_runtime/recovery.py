@@ -17,12 +17,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from a2a.server.cluster import VersionedTaskStore
-from a2a.types.a2a_pb2 import ListTasksRequest, Task, TaskState
+from a2a.types.a2a_pb2 import ListTasksRequest, Role, Task, TaskState
 
-from molecule_runtime.adapters.base import TaskInput
+from molecule_runtime.durable.types import TaskRef
 from molecule_runtime.execution.headless import headless_events
-from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES, load_task_input
-from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.store.owners import runtime_context
 from molecule_runtime.vocabulary import Meta, Mode
 
@@ -52,9 +50,12 @@ async def _unfinished(store: VersionedTaskStore, before: datetime) -> AsyncItera
                 break
 
 
-async def task_input_of(store: ObservedTaskStore, task: Task) -> TaskInput:
-    """The adapter input rebuilt from a stored task as the request path builds it."""
-    return await load_task_input(store, task.id, "", DEFAULT_HISTORY_BYTES)
+def turn_of_stored(task: Task) -> TaskRef:
+    """The stored task's latest turn, by reference: its workflow rebuilds the
+    adapter's input from the store exactly as the request path builds it
+    (the message, the conversation's history, the request's metadata)."""
+    users = [m for m in task.history if m.role == Role.ROLE_USER]
+    return TaskRef(task.id, task.context_id, users[-1].message_id if users else "")
 
 
 async def sweep(
@@ -66,7 +67,7 @@ async def sweep(
 ) -> dict[str, int]:
     """Settle this instance's unfinished tasks; return counts of what was done.
 
-    `start_workflow(task_input) -> bool` (durable mode) starts a task's
+    `start_workflow(task_ref) -> bool` (durable mode) starts a task's
     workflow unless it exists; without it durable tasks are left alone.
     """
     counts = {"failed_direct": 0, "started": 0, "left_to_temporal": 0}
@@ -81,7 +82,7 @@ async def sweep(
             counts["failed_direct"] += 1
             log.warning("task %s: interrupted in direct mode; marked failed", task.id)
         elif callable(start_workflow):
-            if await start_workflow(await task_input_of(store, task)):
+            if await start_workflow(turn_of_stored(task)):
                 counts["started"] += 1
                 log.warning("task %s: its workflow never started; started it now", task.id)
             else:

@@ -2,9 +2,13 @@
 
 A change to AgentTaskWorkflow that is not replay-safe (e.g. an unguarded new
 activity) fails here; guard such changes with `workflow.patched()`. Refresh the
-fixtures with `MOLECULE_RECORD_HISTORIES=1 pytest tests/test_durable.py`.
+fixtures of today's shape with `MOLECULE_RECORD_HISTORIES=1 pytest tests/test_durable.py
+tests/test_payloads_by_reference.py`; keep the older shapes (v1-*, v2-*): workflows
+started by older versions may still be running.
 """
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -22,6 +26,48 @@ def test_fixtures_exist() -> None:
     assert {"completed", "retried", "canceled", "non_retryable"} <= names
     # Recorded when llm_call returned a bare count: workflows started then must still replay.
     assert {"v1-completed", "v1-retried", "v1-canceled", "v1-non_retryable"} <= names
+    # Recorded when the whole TaskInput (text, history) travelled in the payloads.
+    assert {"v2-completed", "v2-retried", "v2-canceled", "v2-non_retryable"} <= names
+    assert {"v2-input_required", "input_required"} <= names
+
+
+def _decode(payloads: dict) -> object:
+    return json.loads(base64.b64decode(payloads["payloads"][0]["data"]))
+
+
+def _started_input(path: Path) -> dict:
+    events = json.loads(path.read_text())["events"]
+    started = _decode(events[0]["workflowExecutionStartedEventAttributes"]["input"])
+    assert isinstance(started, dict)
+    return started
+
+
+def _patches(path: Path) -> list[str]:
+    markers = [
+        e["markerRecordedEventAttributes"]
+        for e in json.loads(path.read_text())["events"]
+        if "markerRecordedEventAttributes" in e
+    ]
+    return [
+        str(_decode(m["details"]["patch-data"])["id"])  # type: ignore[index]
+        for m in markers
+        if m["markerName"] == "core_patch"
+    ]
+
+
+@pytest.mark.parametrize("name", ["completed", "retried", "canceled", "non_retryable", "input_required"])
+def test_todays_fixtures_carry_ids_only(name: str) -> None:
+    path = FIXTURES[0].parent / f"{name}.json"
+    started = _started_input(path)
+    assert started["task"] is None and set(started["ref"]) == {"task_id", "context_id", "message_id"}
+    assert _patches(path) == ["payloads-by-reference"]
+
+
+def test_older_fixtures_carry_the_whole_input() -> None:
+    for name in ("v2-completed", "v2-input_required"):
+        started = _started_input(FIXTURES[0].parent / f"{name}.json")
+        assert "ref" not in started and started["task"]["text"]
+        assert _patches(FIXTURES[0].parent / f"{name}.json") == []
 
 
 def test_llm_call_results_of_every_version_decode() -> None:

@@ -23,10 +23,12 @@ from molecule_runtime.durable.types import (
     LlmCallInput,
     LlmCallResult,
     ReceiveResult,
+    TaskRef,
 )
 from molecule_runtime.execution.attempt import describe_error, run_attempt
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
+from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES, InputNotStored, load_task_input
 from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
@@ -74,7 +76,9 @@ class TaskActivities:
         heartbeat_interval: float,
         workspace_id: str = "",
         batch_window: float = 0.0,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
+        self.history_bytes = history_bytes
         self.workspace_id = workspace_id
         self.batch_window = batch_window
         self.adapter = adapter
@@ -103,8 +107,9 @@ class TaskActivities:
         }
 
     @activity.defn(name=Stage.TASK_RECEIVE)
-    async def task_receive(self, task: TaskInput) -> ReceiveResult:
-        current_task_id.set(task.task_id)
+    async def task_receive(self, ref: TaskRef) -> ReceiveResult:
+        current_task_id.set(ref.task_id)
+        task = TaskInput(task_id=ref.task_id, context_id=ref.context_id, text="")
         events, delivery = self._events(task.task_id, task.context_id)
         with stage_span(Stage.TASK_RECEIVE, task, self._span_attrs(delivery)):
             if delivery == Delivery.HEADLESS:
@@ -121,11 +126,18 @@ class TaskActivities:
     @activity.defn(name=Stage.LLM_CALL)
     async def llm_call(self, inp: LlmCallInput) -> LlmCallResult:
         info = activity.info()
-        task = replace(inp.task, attempt=inp.attempt_base + info.attempt)
-        current_task_id.set(task.task_id)
+        ref = inp.ref
+        if ref is None:  # scheduled by a workflow from before inputs went by reference
+            assert inp.task is not None
+            ref = TaskRef(inp.task.task_id, inp.task.context_id)
+        current_task_id.set(ref.task_id)
+        events, delivery = self._events(ref.task_id, ref.context_id, inp.artifact_id)
+        task = replace(
+            inp.task or await self._stored_input(ref, events, delivery),
+            attempt=inp.attempt_base + info.attempt,
+        )
         if task.attempt > 1:
             metrics.RETRIES.inc()
-        events, delivery = self._events(task.task_id, task.context_id, inp.artifact_id)
         if delivery == Delivery.HEADLESS or task.attempt > 1:
             # Live first attempts were seeded by the executor from the stored task.
             await _add_stored_usage(self.store, events)
@@ -177,6 +189,17 @@ class TaskActivities:
                 await heartbeats
             if self._attempts.get(task.task_id) is asyncio.current_task():
                 del self._attempts[task.task_id]
+
+    async def _stored_input(self, ref: TaskRef, events: TaskEvents, delivery: Delivery) -> TaskInput:
+        """The adapter's input, rebuilt from the task store as the request path built it."""
+        try:
+            if delivery == Delivery.LIVE:
+                # The request that accepted the message may still be storing it.
+                await events.persisted()
+            return await load_task_input(self.store, ref.task_id, ref.message_id, self.history_bytes)
+        except InputNotStored as exc:
+            # Not stored yet (another process is still writing it): retried.
+            raise ApplicationError(str(exc), type=type(exc).__name__) from exc
 
     async def _take_over(self, task_id: str) -> None:
         """Cancel and await an earlier attempt of this task still running here."""

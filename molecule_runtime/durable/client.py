@@ -26,7 +26,6 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCStatusCode
 
-from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry
@@ -35,6 +34,7 @@ from molecule_runtime.durable.types import (
     WORKFLOW_NAME,
     InputReply,
     TaskOutcome,
+    TaskRef,
     WorkflowInput,
     workflow_id,
 )
@@ -97,10 +97,10 @@ class DurableTasks:
         c = self.connection
         return self.accept_tasks and c.healthy and c.client is not None
 
-    def _workflow_input(self, task: TaskInput) -> WorkflowInput:
+    def _workflow_input(self, ref: TaskRef) -> WorkflowInput:
         s = self.settings
         return WorkflowInput(
-            task=task,
+            ref=ref,
             workspace_id=s.workspace_id,
             process_queue=s.process_task_queue,
             shared_queue=s.temporal_task_queue,
@@ -117,8 +117,12 @@ class DurableTasks:
         wf_id = workflow_id(self.settings.workspace_id, task_id)
         return client.get_workflow_handle(wf_id, result_type=TaskOutcome)
 
-    async def run(self, task: TaskInput, events: TaskEvents) -> bool:
-        """Run `task` as a workflow; False if Temporal refused it before anything ran."""
+    async def run(self, ref: TaskRef, events: TaskEvents) -> bool:
+        """Run the task as a workflow; False if Temporal refused it before anything ran.
+
+        The task, with the user's message, must be in the task store (or on its
+        way through `events`): the workflow carries ids only.
+        """
         client = self.connection.client
         if client is None:
             self.fallbacks += 1
@@ -126,7 +130,7 @@ class DurableTasks:
         with self.registry.register(events) as entry:
             try:
                 async with self._start_gate:
-                    handle = await self._start(client, task, events)
+                    handle = await self._start(client, ref, events)
                     # Hold the gate until the workflow's first task has run here.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(events.working.wait(), START_GATE_HOLD)
@@ -137,7 +141,7 @@ class DurableTasks:
             await self._follow(handle, events)
             return True
 
-    async def _start(self, client: Client, task: TaskInput, events: TaskEvents) -> WorkflowHandle:
+    async def _start(self, client: Client, ref: TaskRef, events: TaskEvents) -> WorkflowHandle:
         """Start (or join) the task's workflow.
 
         Retrying is safe: the workflow id is the task's and USE_EXISTING joins a
@@ -150,12 +154,12 @@ class DurableTasks:
         delay = 0.2
         ambiguous = False
         told = False
-        wf_id = workflow_id(self.settings.workspace_id, task.task_id)
+        wf_id = workflow_id(self.settings.workspace_id, ref.task_id)
         while True:
             try:
                 return await client.start_workflow(
                     WORKFLOW_NAME,
-                    self._workflow_input(task),
+                    self._workflow_input(ref),
                     id=wf_id,
                     task_queue=self.settings.temporal_task_queue,
                     result_type=TaskOutcome,
@@ -169,7 +173,7 @@ class DurableTasks:
             except WorkflowAlreadyStartedError:
                 # The same task was submitted before and has finished: its
                 # result stands, it is not run again.
-                return self._handle(client, task.task_id)
+                return self._handle(client, ref.task_id)
             except (RPCError, RPCTimeoutOrCancelledError) as exc:
                 status = getattr(exc, "status", None)
                 if isinstance(exc, RPCError) and status not in _TRANSIENT:
@@ -192,12 +196,12 @@ class DurableTasks:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def ensure_started(self, task: TaskInput) -> bool:
+    async def ensure_started(self, ref: TaskRef) -> bool:
         """Start the workflow of a stored task unless one exists; True if started now."""
         client = self.connection.client
         if client is None:
             return False
-        wf_id = workflow_id(self.settings.workspace_id, task.task_id)
+        wf_id = workflow_id(self.settings.workspace_id, ref.task_id)
         try:
             await client.get_workflow_handle(wf_id).describe()
             return False
@@ -206,7 +210,7 @@ class DurableTasks:
                 raise
         await client.start_workflow(
             WORKFLOW_NAME,
-            self._workflow_input(task),
+            self._workflow_input(ref),
             id=wf_id,
             task_queue=self.settings.temporal_task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -214,17 +218,18 @@ class DurableTasks:
         )
         return True
 
-    async def resume(self, task: TaskInput, events: TaskEvents) -> bool:
+    async def resume(self, ref: TaskRef, events: TaskEvents) -> bool:
         """Hand the user's answer to a task waiting for input; follow the new turn here.
 
-        False if Temporal cannot be reached (nothing was sent).
+        The answer must be stored (the turn's `working` event) before: the
+        signal names it by id. False if Temporal cannot be reached (nothing was sent).
         """
         client = self.connection.client
         if client is None or not self.connection.healthy:
             return False
-        handle = self._handle(client, task.task_id)
+        handle = self._handle(client, ref.task_id)
         reply = InputReply(
-            task=task, process_queue=self.settings.process_task_queue, artifact_id=events.artifact_id
+            ref=ref, process_queue=self.settings.process_task_queue, artifact_id=events.artifact_id
         )
         with self.registry.register(events) as entry:
             entry.handle = handle
@@ -246,8 +251,6 @@ class DurableTasks:
                 return True
             except RPCTimeoutOrCancelledError:
                 return False
-            # The next turn runs now, as in direct mode.
-            await events.status(state_of(Outcome.WORKING))
             await self._follow(handle, events)
             return True
 

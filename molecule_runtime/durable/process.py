@@ -36,6 +36,7 @@ class DurableProcess:
             heartbeat_interval=min(0.5, settings.temporal_heartbeat_timeout / 3),
             workspace_id=settings.workspace_id,
             batch_window=settings.stream_batch_window,
+            history_bytes=settings.history_bytes,
         )
         self.connection = TemporalConnection(
             settings, TaskWorkers(settings, activities, accept_tasks=accept_tasks)

@@ -13,8 +13,19 @@ WORKER_SHUTDOWN_TYPE = "WorkerShutdown"
 
 
 @dataclass
+class TaskRef:
+    """One turn of a task, by reference: ids only. The stage that runs the
+    adapter rebuilds its input (the message, history, metadata) from the task
+    store, so a workflow's history does not grow with what users send."""
+
+    task_id: str
+    context_id: str
+    # The user's message of this turn ("": the task's latest).
+    message_id: str = ""
+
+
+@dataclass
 class WorkflowInput:
-    task: TaskInput
     workspace_id: str
     # llm_call goes first to the queue of the process that holds the client's
     # stream; if that process is gone it moves to the shared queue.
@@ -28,27 +39,41 @@ class WorkflowInput:
     trace_carrier: dict[str, str] = field(default_factory=dict)
     # How long the task may wait for the user's answer to a question.
     input_timeout: float = 86400.0
+    ref: TaskRef | None = None
+    # Workflows started before inputs went by reference carry the whole input.
+    task: TaskInput | None = None
+
+    def task_ref(self) -> TaskRef:
+        if self.ref is not None:
+            return self.ref
+        if self.task is None:
+            raise ValueError("workflow input names no task")
+        return TaskRef(self.task.task_id, self.task.context_id)
 
 
 @dataclass
 class LlmCallInput:
-    task: TaskInput
+    # Set by workflows started before inputs went by reference (`ref` otherwise).
+    task: TaskInput | None = None
     # Attempts used by earlier llm_call executions of this workflow (after a
     # move to the shared queue), so the adapter sees one running count.
     attempt_base: int = 0
     trace_carrier: dict[str, str] = field(default_factory=dict)
     # The artifact this turn streams into (empty: the task's first answer).
     artifact_id: str = ""
+    ref: TaskRef | None = None
 
 
 @dataclass
 class InputReply:
     """The user's answer to an input-required question (signal `provide_input`)."""
 
-    task: TaskInput
     # The process holding the client's stream for the new turn.
     process_queue: str
     artifact_id: str
+    ref: TaskRef | None = None
+    # Sent by servers from before inputs went by reference.
+    task: TaskInput | None = None
 
 
 PROVIDE_INPUT_SIGNAL = "provide_input"

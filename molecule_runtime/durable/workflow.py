@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         LlmCallResult,
         ReceiveResult,
         TaskOutcome,
+        TaskRef,
         WorkflowInput,
     )
     from molecule_runtime.vocabulary import Outcome, Stage
@@ -44,6 +45,9 @@ COMPLETE_RETRY = RetryPolicy(
     maximum_attempts=0,
 )
 COMPLETE_DEADLINE = timedelta(hours=24)
+# Activities get ids, not the user's text and history (they read those from the
+# task store). Histories recorded before sent the whole input and replay so.
+BY_REFERENCE_PATCH = "payloads-by-reference"
 
 
 def root_message(error: BaseException) -> str:
@@ -67,10 +71,14 @@ class AgentTaskWorkflow:
 
     @workflow.run
     async def run(self, inp: WorkflowInput) -> TaskOutcome:
+        by_reference = workflow.patched(BY_REFERENCE_PATCH)
+        first: TaskInput | TaskRef = inp.task_ref()
+        if not by_reference and inp.task is not None:
+            first = inp.task
         try:
             received = await workflow.execute_local_activity(
                 Stage.TASK_RECEIVE,
-                inp.task,
+                first,
                 result_type=ReceiveResult,
                 start_to_close_timeout=BOOKKEEPING_TIMEOUT,
                 retry_policy=BOOKKEEPING_RETRY,
@@ -85,7 +93,7 @@ class AgentTaskWorkflow:
             # Already finished (e.g. a re-sent task): never run it again.
             return TaskOutcome(state=received.state, message="already finished")
         try:
-            outcome = await self._turns(inp)
+            outcome = await self._turns(inp, first)
         except asyncio.CancelledError:
             await self._complete(inp, TaskOutcome(Outcome.CANCELED, "Canceled."))
             raise
@@ -97,9 +105,9 @@ class AgentTaskWorkflow:
         await self._complete(inp, outcome)
         return outcome
 
-    async def _turns(self, inp: WorkflowInput) -> TaskOutcome:
+    async def _turns(self, inp: WorkflowInput, first: TaskInput | TaskRef) -> TaskOutcome:
         """Run the adapter; after each question wait for the user's answer, then run it again."""
-        task, queue, artifact_id = inp.task, inp.process_queue, ""
+        task, queue, artifact_id = first, inp.process_queue, ""
         while True:
             question = await self._llm_call(inp, task, queue, artifact_id)
             if question is None:
@@ -119,12 +127,16 @@ class AgentTaskWorkflow:
                 self._waiting_for_input = False
             reply, self._reply = self._reply, None
             assert reply is not None
-            task, queue, artifact_id = reply.task, reply.process_queue, reply.artifact_id
+            answer = reply.ref if reply.ref is not None else reply.task
+            assert answer is not None
+            task, queue, artifact_id = answer, reply.process_queue, reply.artifact_id
 
     async def _llm_call(
-        self, inp: WorkflowInput, task: TaskInput, queue: str, artifact_id: str
+        self, inp: WorkflowInput, task: TaskInput | TaskRef, queue: str, artifact_id: str
     ) -> str | None:
         """One turn of the adapter; the question it asked, if any."""
+        inline = task if isinstance(task, TaskInput) else None
+        ref = task if isinstance(task, TaskRef) else None
         # Always set a heartbeat timeout for long-running activities: it bounds
         # crash detection and carries cancellation to the adapter.
         common = {
@@ -141,7 +153,9 @@ class AgentTaskWorkflow:
         try:
             result = await workflow.execute_activity(
                 Stage.LLM_CALL,
-                LlmCallInput(task=task, trace_carrier=inp.trace_carrier, artifact_id=artifact_id),
+                LlmCallInput(
+                    task=inline, trace_carrier=inp.trace_carrier, artifact_id=artifact_id, ref=ref
+                ),
                 task_queue=queue,
                 schedule_to_start_timeout=timedelta(seconds=inp.schedule_to_start_timeout),
                 retry_policy=retry,
@@ -158,10 +172,11 @@ class AgentTaskWorkflow:
             result = await workflow.execute_activity(
                 Stage.LLM_CALL,
                 LlmCallInput(
-                    task=task,
+                    task=inline,
                     attempt_base=1,
                     trace_carrier=inp.trace_carrier,
                     artifact_id=artifact_id,
+                    ref=ref,
                 ),
                 task_queue=inp.shared_queue,
                 retry_policy=RetryPolicy(
@@ -175,11 +190,12 @@ class AgentTaskWorkflow:
         return LlmCallResult.decode(result).question
 
     async def _complete(self, inp: WorkflowInput, outcome: TaskOutcome) -> None:
+        ref = inp.task_ref()
         await workflow.execute_local_activity(
             Stage.TASK_COMPLETE,
             CompleteInput(
-                task_id=inp.task.task_id,
-                context_id=inp.task.context_id,
+                task_id=ref.task_id,
+                context_id=ref.context_id,
                 state=outcome.state,
                 message=outcome.message,
                 trace_carrier=inp.trace_carrier,

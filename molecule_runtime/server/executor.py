@@ -18,6 +18,7 @@ from a2a.server.events.event_queue import Event
 from a2a.types.a2a_pb2 import TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
+from molecule_runtime.durable.types import TaskRef
 from molecule_runtime.execution.admission import claim
 from molecule_runtime.execution.direct import run_direct
 from molecule_runtime.execution.events import EventsDropped, TaskEvents, artifact_id_for
@@ -25,6 +26,7 @@ from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_
 from molecule_runtime.execution.inputs import (
     DEFAULT_HISTORY_BYTES,
     conversation_history,
+    request_metadata_record,
     request_task_input,
     turn_of,
 )
@@ -96,6 +98,10 @@ async def events_stored(
         stored = await store.get(task_id, context)
         if stored is None or stored.task.status.state not in TERMINAL_STATES:
             raise EventsDropped("the task's event stream closed before its events were stored")
+
+
+def _message_id(context: RequestContext) -> str:
+    return context.message.message_id if context.message is not None else ""
 
 
 class RuntimeExecutor(AgentExecutor):
@@ -183,6 +189,9 @@ class RuntimeExecutor(AgentExecutor):
                 if has_text and route is _Route.DIRECT:
                     # Also while it waits: if the process dies, the start-up sweep fails it.
                     metadata[Meta.MODE] = Mode.DIRECT
+                elif context.metadata:
+                    # Durable stages rebuild the input from the store, this included.
+                    metadata.update(request_metadata_record(_message_id(context), context.metadata))
                 await events.created(
                     context.message,
                     TaskState.TASK_STATE_WORKING if started_working else TaskState.TASK_STATE_SUBMITTED,
@@ -207,12 +216,9 @@ class RuntimeExecutor(AgentExecutor):
                     except asyncio.CancelledError:
                         await events.status(TaskState.TASK_STATE_CANCELED, CANCELED_WAITING)
                         raise
-                continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
-                history = await self._history(context) if continues else []
-                task = request_task_input(context, history, self.history_bytes)
                 metrics.IN_FLIGHT.labels(label).inc()
                 in_flight = True
-                mode_used = await self._run(task, events, route, started_working)
+                mode_used = await self._run(context, events, route, started_working)
             finally:
                 if in_flight:
                     metrics.IN_FLIGHT.labels(label).dec()
@@ -228,10 +234,17 @@ class RuntimeExecutor(AgentExecutor):
             if ticket is not None:
                 ticket.release()
 
+    async def _input(self, context: RequestContext) -> TaskInput:
+        """The adapter's input for a run in this process (durable runs get ids)."""
+        continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
+        history = await self._history(context) if continues else []
+        return request_task_input(context, history, self.history_bytes)
+
     async def _run(
-        self, task: TaskInput, events: TaskEvents, route: _Route, started_working: bool
+        self, context: RequestContext, events: TaskEvents, route: _Route, started_working: bool
     ) -> Mode:
         """Run the task; return the mode it actually ran in."""
+        ref = TaskRef(str(context.task_id), str(context.context_id), _message_id(context))
         if route is _Route.RESUME:
             if self.durable is None:
                 await events.status(
@@ -240,7 +253,14 @@ class RuntimeExecutor(AgentExecutor):
                     "(TEMPORAL_HOST); send the answer to a durable server.",
                 )
                 return Mode.DIRECT
-            if not await self.durable.resume(task, events):
+            # The next turn runs now, as in direct mode. The answer (and the
+            # request's metadata) is stored before the workflow is told its id.
+            record = request_metadata_record(ref.message_id, context.metadata)
+            await events.status(
+                TaskState.TASK_STATE_WORKING, metadata=record if context.metadata else None
+            )
+            await events.persisted()
+            if not await self.durable.resume(ref, events):
                 await events.status(
                     TaskState.TASK_STATE_INPUT_REQUIRED,
                     "Temporal is unreachable right now, so this answer was not taken; "
@@ -248,10 +268,11 @@ class RuntimeExecutor(AgentExecutor):
                 )
             return Mode.DURABLE
         if route is _Route.DURABLE and self.durable is not None:
-            if await self.durable.run(task, events):
+            if await self.durable.run(ref, events):
                 return Mode.DURABLE
             metrics.FALLBACKS.inc()
             log.warning("Temporal unreachable before the task started: running it directly")
+        task = await self._input(context)
         try:
             await run_direct(
                 self.adapter,
