@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_REQUEST_BYTES"), ge=1
     )
     request_timeout: float = Field(30.0, validation_alias=_env("MOLECULE_REQUEST_TIMEOUT"), gt=0)
+    # Largest file an adapter may output as bytes (FileOutput.data); stored with the task.
+    max_file_bytes: int = Field(
+        10 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_FILE_BYTES"), ge=1
+    )
     # Bytes of conversation history (UTF-8 text) handed to an adapter; newest kept.
     history_bytes: int = Field(
         256 * 1024, validation_alias=_env("MOLECULE_HISTORY_BYTES"), ge=0

@@ -6,10 +6,13 @@ resolves these dataclass hints at run time, also inside the workflow sandbox.
 
 
 import abc
+import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from molecule_runtime.adapters.outputs import Output
 
 
 class NonRetryableError(Exception):
@@ -29,9 +32,66 @@ class InputRequired:
     question: str
 
 
+# Input parts: the parts of the user's message as plain data. Each carries a
+# `kind` so JSON (Temporal's converter, a queue) can tell them apart again.
+
+
+@dataclass
+class TextPart:
+    """A text part of the user's message."""
+
+    text: str
+    kind: Literal["text"] = "text"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FilePart:
+    """A file the user sent: its bytes (base64 in `data_base64`, as A2A's JSON
+    carries them, so the input stays JSON) or a `url` to fetch it from."""
+
+    name: str = ""
+    media_type: str = ""
+    data_base64: str = ""
+    url: str = ""
+    kind: Literal["file"] = "file"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> bytes | None:
+        """The file's bytes; None when it was sent by URL."""
+        if self.url:
+            return None
+        return base64.b64decode(self.data_base64)
+
+    @property
+    def size(self) -> int | None:
+        """Size in bytes without decoding; None when sent by URL."""
+        if self.url:
+            return None
+        padding = self.data_base64[-2:].count("=")
+        return len(self.data_base64) * 3 // 4 - padding
+
+
+@dataclass
+class DataPart:
+    """Structured data the user sent: any JSON value."""
+
+    data: Any
+    kind: Literal["data"] = "data"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+InputPart = TextPart | FilePart | DataPart
+
+
 @dataclass
 class TaskInput:
-    """Everything an adapter gets about one task; plain data, serialisable as JSON."""
+    """Everything an adapter gets about one task; plain data, serialisable as JSON.
+
+    `text` is the message's text parts joined; `parts` is the whole message,
+    text, files and data in the order sent.
+    """
 
     task_id: str
     context_id: str
@@ -39,6 +99,17 @@ class TaskInput:
     history: list[tuple[str, str]] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
+    message_id: str = ""
+    parts: list[TextPart | FilePart | DataPart] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[FilePart]:
+        return [p for p in self.parts if isinstance(p, FilePart)]
+
+    @property
+    def data(self) -> list[Any]:
+        """The values of the message's data parts."""
+        return [p.data for p in self.parts if isinstance(p, DataPart)]
 
 
 @dataclass
@@ -70,11 +141,21 @@ class BaseAdapter(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Called once at shutdown; release what `setup` acquired."""
 
-    @abc.abstractmethod
-    def stream(self, task: TaskInput) -> AsyncIterator[str | InputRequired]:
-        """Yield the answer as text chunks (implement as an async generator).
+    # True: the adapter answers with a plain Message instead of a Task (quick,
+    # stateless answers). Such replies are not stored (no GetTask, no history),
+    # run directly even in durable mode, and are not retried.
+    replies_with_message: bool = False
 
-        Yield `InputRequired("question")` last to ask the user for more input.
+    @abc.abstractmethod
+    def stream(self, task: TaskInput) -> AsyncIterator[str | Output | InputRequired]:
+        """Yield the answer (implement as an async generator).
+
+        Text chunks (`str`) stream into the answer artifact; `TextOutput`,
+        `FileOutput` and `DataOutput` (molecule_runtime.adapters.outputs) add
+        text, files and data, to the answer or to a named `Artifact`. Yield
+        last `InputRequired("question")` to ask the user for more input,
+        `Done("message")` to complete with a status message, or
+        `Reject("reason")` to refuse the request.
         """
 
     def description(self) -> str:

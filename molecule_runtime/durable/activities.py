@@ -26,7 +26,7 @@ from molecule_runtime.durable.types import (
     TaskRef,
 )
 from molecule_runtime.execution.attempt import describe_error, run_attempt
-from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES, InputNotStored, load_task_input
 from molecule_runtime.execution.usage import UsageLedger
@@ -77,7 +77,9 @@ class TaskActivities:
         workspace_id: str = "",
         batch_window: float = 0.0,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
+        self.max_file_bytes = max_file_bytes
         self.history_bytes = history_bytes
         self.workspace_id = workspace_id
         self.batch_window = batch_window
@@ -96,7 +98,9 @@ class TaskActivities:
         entry = self.registry.get(task_id)
         if entry is not None:
             return entry.events, Delivery.LIVE
-        return headless_events(self.store, task_id, context_id, artifact_id), Delivery.HEADLESS
+        events = headless_events(self.store, task_id, context_id, artifact_id)
+        events.max_file_bytes = self.max_file_bytes
+        return events, Delivery.HEADLESS
 
     def _span_attrs(self, delivery: Delivery) -> dict[str, str]:
         return {

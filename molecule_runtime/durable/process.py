@@ -37,6 +37,7 @@ class DurableProcess:
             workspace_id=settings.workspace_id,
             batch_window=settings.stream_batch_window,
             history_bytes=settings.history_bytes,
+            max_file_bytes=settings.max_file_bytes,
         )
         self.connection = TemporalConnection(
             settings, TaskWorkers(settings, activities, accept_tasks=accept_tasks)

@@ -9,9 +9,16 @@ from dataclasses import dataclass
 
 from a2a.types.a2a_pb2 import TaskState
 
-from molecule_runtime.adapters.base import BaseAdapter, InputRequired, TaskInput
-from molecule_runtime.execution.batching import ChunkBatcher
+from molecule_runtime.adapters.base import (
+    BaseAdapter,
+    InputRequired,
+    NonRetryableError,
+    TaskInput,
+)
+from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reject, TextOutput
+from molecule_runtime.execution.artifacts import ArtifactWriter
 from molecule_runtime.execution.events import TaskEvents, TaskStopped
+from molecule_runtime.execution.parts import data_part, file_part
 from molecule_runtime.execution.usage import AttemptUsage, turn_of_artifact
 from molecule_runtime.vocabulary import Meta
 
@@ -23,13 +30,20 @@ def describe_error(exc: BaseException) -> str:
 
 
 class AdapterProtocolError(TypeError):
-    """The adapter broke the contract (e.g. yielded something that is not `str`)."""
+    """The adapter broke the contract (e.g. yielded something it may not)."""
+
+
+class FileTooLarge(NonRetryableError):
+    """A file output is larger than MOLECULE_MAX_FILE_BYTES (no retry makes it smaller)."""
 
 
 @dataclass
 class AttemptResult:
     produced: int  # characters streamed
     question: str | None = None  # set when the adapter asked for input
+    # Set when the adapter ended the task itself (Done, Reject): the attempt
+    # already stored that final state.
+    ended: TaskState | None = None
 
 
 async def run_attempt(
@@ -42,20 +56,23 @@ async def run_attempt(
 ) -> AttemptResult:
     """Stream one attempt; return what it produced.
 
-    The answer artifact has a stable id. A later attempt starts by replacing
-    whatever an earlier attempt streamed (`append=False`), so the finished
-    artifact holds one execution's text only. Chunks arriving within
-    `batch_window` seconds of the last event are merged (see batching.py).
+    Every artifact has a stable id. A later attempt starts by replacing
+    whatever an earlier attempt wrote (`append=False` on its first event to
+    each artifact; an earlier attempt's artifact this one does not write is
+    emptied), so the finished task holds one execution's output only. Text
+    chunks arriving within `batch_window` seconds of the last event are merged
+    (see batching.py). When the adapter ends with `Done` or `Reject`, the
+    attempt stores that final state itself, after everything it streamed.
     """
+    writer = ArtifactWriter(events, batch_window)
     if task.attempt > 1:
         await events.status(
             TaskState.TASK_STATE_WORKING,
             f"Retrying: attempt {task.attempt} restarts the answer.",
             metadata={Meta.ATTEMPT: task.attempt},
         )
-    batcher = ChunkBatcher(events, batch_window)
+        await writer.clear_earlier(await events.earlier_artifacts())
     usage = AttemptUsage(events.usage, turn_of_artifact(task.task_id, events.artifact_id), task.attempt)
-    sent_last = False
     agen = adapter.stream(task)
     if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
         if asyncio.iscoroutine(agen):
@@ -66,8 +83,8 @@ async def run_attempt(
         )
     try:
         with usage.recording():
-            produced, question = await _pull(adapter, agen, batcher, on_chunk)
-        sent_last = await batcher.close(flush=True)
+            produced, last = await _pull(adapter, agen, writer, events.max_file_bytes, on_chunk)
+        await writer.close(flush=True)
         # Once per attempt, after its text: a state change mid-stream would
         # hold up the chunks behind it (each waits for the store to take it).
         await _tell_usage(events, usage)
@@ -81,50 +98,95 @@ async def run_attempt(
                 await events.persisted()
         raise
     finally:
-        await batcher.close(flush=False)
+        await writer.close(flush=False)
         # Release a generator abandoned by an error of ours (not the adapter's).
         with contextlib.suppress(BaseException):
             await agen.aclose()
-    if not batcher.sent_any and task.attempt > 1:
+    answer_id = events.artifact_id
+    if not writer.answer_started and task.attempt > 1:
         # Nothing streamed this time: still clear an earlier attempt's partial text.
         await events.chunk("", append=False)
-    if (batcher.sent_any or task.attempt > 1) and not sent_last:
+    if (writer.answer_started or task.attempt > 1) and answer_id not in writer.last_sent:
         await events.chunk("", append=True, last=True)
-    return AttemptResult(produced, question)
+    if isinstance(last, InputRequired):
+        return AttemptResult(produced, last.question)
+    if isinstance(last, Done):
+        await events.status(TaskState.TASK_STATE_COMPLETED, last.message or None)
+        return AttemptResult(produced, ended=TaskState.TASK_STATE_COMPLETED)
+    if isinstance(last, Reject):
+        await events.status(TaskState.TASK_STATE_REJECTED, last.reason or "Rejected.")
+        return AttemptResult(produced, ended=TaskState.TASK_STATE_REJECTED)
+    return AttemptResult(produced)
+
+
+Last = InputRequired | Done | Reject
+
+
+def checked_file(output: FileOutput, max_bytes: int) -> FileOutput:
+    if output.data is not None and len(output.data) > max_bytes:
+        raise FileTooLarge(
+            f"file {output.name!r} has {len(output.data)} bytes, more than the "
+            f"{max_bytes} a file output may have (MOLECULE_MAX_FILE_BYTES); "
+            "yield a FileOutput with a url for large files"
+        )
+    return output
+
+
+async def _put(writer: ArtifactWriter, item: object, max_file_bytes: int) -> int:
+    """Write one output; the characters of text it carried."""
+    if isinstance(item, str):
+        if item:
+            await writer.text(item)
+        return len(item)
+    if isinstance(item, TextOutput):
+        if item.text:
+            await writer.text(item.text, item.artifact)
+        return len(item.text)
+    if isinstance(item, FileOutput):
+        await writer.part(file_part(checked_file(item, max_file_bytes)), item.artifact)
+        return 0
+    if isinstance(item, DataOutput):
+        try:
+            part = data_part(item)
+        except TypeError as exc:
+            raise AdapterProtocolError(str(exc)) from None
+        await writer.part(part, item.artifact)
+        return 0
+    raise AdapterProtocolError(
+        f"yielded {type(item).__name__}, expected str, TextOutput, FileOutput, DataOutput, "
+        "or last InputRequired, Done or Reject"
+    )
 
 
 async def _pull(
     adapter: BaseAdapter,
     agen: AsyncIterator[object],
-    batcher: ChunkBatcher,
+    writer: ArtifactWriter,
+    max_file_bytes: int,
     on_chunk: Callable[[], None] | None,
-) -> tuple[int, str | None]:
-    """Pull the adapter's stream into the batcher: (characters streamed, question asked)."""
+) -> tuple[int, Last | None]:
+    """Pull the adapter's stream into its artifacts: (characters streamed, how it ended)."""
     produced = 0
     while True:
         try:
-            chunk = await agen.__anext__()
+            item = await agen.__anext__()
         except StopAsyncIteration:
             return produced, None
-        if isinstance(chunk, InputRequired):
-            # The turn ends here; the user's answer starts the next one.
-            return produced, chunk.question
-        if not isinstance(chunk, str):
-            raise AdapterProtocolError(
-                f"adapter {adapter.name()!r} yielded {type(chunk).__name__}, "
-                "expected str or InputRequired"
-            )
-        if not chunk:
+        if isinstance(item, InputRequired | Done | Reject):
+            # The turn ends here (for InputRequired the user's answer starts the next one).
+            return produced, item
+        if isinstance(item, str) and not item:
             continue
         try:
-            await batcher.add(chunk)
+            produced += await _put(writer, item, max_file_bytes)
+        except AdapterProtocolError as exc:
+            raise AdapterProtocolError(f"adapter {adapter.name()!r}: {exc}") from None
         except (asyncio.CancelledError, TaskStopped):
-            # Cancelled between two chunks: the generator is parked at its
+            # Cancelled between two outputs: the generator is parked at its
             # `yield`; deliver the cancellation there, as the contract says.
             with contextlib.suppress(BaseException):
                 await agen.athrow(asyncio.CancelledError())  # type: ignore[attr-defined]
             raise
-        produced += len(chunk)
         if on_chunk is not None:
             on_chunk()
 

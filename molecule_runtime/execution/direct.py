@@ -12,6 +12,7 @@ from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.attempt import describe_error, run_attempt
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.observability.spans import stage_span
+from molecule_runtime.states import outcome_of
 from molecule_runtime.vocabulary import Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ async def run_direct(
         log.warning("task %s failed: %s", task.task_id, describe_error(exc))
         with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.FAILED}):
             await events.status(TaskState.TASK_STATE_FAILED, describe_error(exc))
+        return
+    if result.ended is not None:
+        # The adapter ended the task (Done, Reject); the attempt stored that state.
+        outcome = outcome_of(result.ended) or Outcome.COMPLETED
+        with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": outcome}):
+            pass
         return
     if result.question is not None:
         with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.INPUT_REQUIRED}):

@@ -8,6 +8,7 @@ which streams them to the client and persists them) and the headless path
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,9 +32,18 @@ from molecule_runtime.sdk_seam import expect_snapshot_relay
 from molecule_runtime.states import TERMINAL_STATES
 from molecule_runtime.vocabulary import Meta
 
-__all__ = ["TERMINAL_STATES", "TaskEvents", "TaskStopped", "artifact_id_for"]
+__all__ = [
+    "TERMINAL_STATES",
+    "TaskEvents",
+    "TaskStopped",
+    "artifact_id_for",
+    "named_artifact_id",
+    "of_turn",
+]
 
 Deliver = Callable[[Any], Awaitable[None]]
+
+DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
 
 
 class TaskStopped(Exception):
@@ -50,6 +60,22 @@ def artifact_id_for(task_id: str, turn: int = 1) -> str:
     return f"{task_id}-answer" if turn <= 1 else f"{task_id}-answer-{turn}"
 
 
+def named_artifact_id(answer_id: str, name: str) -> str:
+    """The id of a turn's artifact called `name`: derived from the turn's answer
+    artifact id, so every attempt agrees on it and the turn's artifacts share a prefix."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name.strip()).strip("-") or "artifact"
+    return f"{answer_id}.{slug}"
+
+
+def of_turn(answer_id: str, artifact_id: str) -> bool:
+    """True for the answer artifact of a turn and the turn's named artifacts."""
+    return artifact_id == answer_id or artifact_id.startswith(answer_id + ".")
+
+
+
+
+def _has_content(part: Part) -> bool:
+    return bool(part.text) if part.WhichOneof("content") == "text" else True
 
 
 def _status(state: TaskState, message: Message | None = None) -> TaskStatus:
@@ -88,11 +114,24 @@ class TaskEvents:
         # What the task's attempts reported (report_usage); seeded from the
         # stored task by whoever knows it, written back with status updates.
         self.usage = UsageLedger()
+        # Artifacts (id: name) this emitter wrote, and a reader of the stored
+        # task's, so a retry can empty the ones it does not write again.
+        self.artifact_names: dict[str, str] = {}
+        self.stored_artifacts: Callable[[], Awaitable[dict[str, str]]] | None = None
+        # Largest file (bytes) an adapter may output; the executor sets the configured one.
+        self.max_file_bytes = DEFAULT_MAX_FILE_BYTES
 
     async def persisted(self) -> None:
         """Return once every event delivered so far is in the task store."""
         if self._persisted is not None:
             await self._persisted()
+
+    async def earlier_artifacts(self) -> dict[str, str]:
+        """The artifacts (id: name) written to this task so far, as far as known here."""
+        known = dict(self.artifact_names)
+        if self.stored_artifacts is not None:
+            known.update(await self.stored_artifacts())
+        return known
 
     async def settled(self) -> None:
         """Return once every event delivered so far has been taken by the store
@@ -163,19 +202,34 @@ class TaskEvents:
             self.input_required.set()
 
     async def chunk(self, text: str, *, append: bool, last: bool = False) -> None:
+        """A text chunk of the turn's answer artifact."""
+        await self.artifact(
+            self.artifact_id, "answer", [Part(text=text)], append=append, last=last
+        )
+
+    async def artifact(
+        self,
+        artifact_id: str,
+        name: str,
+        parts: list[Part],
+        *,
+        append: bool,
+        last: bool = False,
+        description: str = "",
+    ) -> None:
+        """Parts for an artifact: appended to it, or (append=False) replacing it whole."""
         await self._deliver(
             TaskArtifactUpdateEvent(
                 task_id=self.task_id,
                 context_id=self.context_id,
                 artifact=Artifact(
-                    artifact_id=self.artifact_id,
-                    name="answer",
-                    parts=[Part(text=text)],
+                    artifact_id=artifact_id, name=name, description=description, parts=parts
                 ),
                 append=append,
                 last_chunk=last,
             )
         )
+        self.artifact_names[artifact_id] = name
         self.chunks_sent += 1
-        if self.first_chunk_at is None and text:
+        if self.first_chunk_at is None and any(_has_content(p) for p in parts):
             self.first_chunk_at = time.monotonic()

@@ -48,7 +48,13 @@ def headless_events(
         if isinstance(store, ObservedTaskStore):
             await store.wait_stored(task_id)
 
-    return TaskEvents(task_id, context_id, deliver, artifact_id or None, persisted=persisted)
+    async def stored_artifacts() -> dict[str, str]:
+        task = await manager.get_task()
+        return {a.artifact_id: a.name for a in task.artifacts} if task is not None else {}
+
+    events = TaskEvents(task_id, context_id, deliver, artifact_id or None, persisted=persisted)
+    events.stored_artifacts = stored_artifacts
+    return events
 
 
 async def stored_task(store: VersionedTaskStore, task_id: str) -> Task | None:

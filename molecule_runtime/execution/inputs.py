@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.events import artifact_id_for
+from molecule_runtime.execution.parts import input_parts
 from molecule_runtime.store.conversation import bounded_history, conversation_turns
 from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.store.owners import runtime_context
@@ -99,6 +100,8 @@ def build_task_input(
         history=bounded_history(history, history_bytes, MAX_HISTORY_MESSAGES),
         metadata=metadata,
         attempt=1,
+        message_id=message.message_id if message is not None else "",
+        parts=input_parts(message.parts) if message is not None else [],
     )
 
 

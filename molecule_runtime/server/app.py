@@ -48,6 +48,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         instance_id=settings.resolved_instance_id,
         draining=services.draining,
         history_bytes=settings.history_bytes,
+        max_file_bytes=settings.max_file_bytes,
     )
     notifier = services.notifier
     handler = RuntimeRequestHandler(

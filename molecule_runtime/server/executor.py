@@ -21,7 +21,12 @@ from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.durable.types import TaskRef
 from molecule_runtime.execution.admission import claim
 from molecule_runtime.execution.direct import run_direct
-from molecule_runtime.execution.events import EventsDropped, TaskEvents, artifact_id_for
+from molecule_runtime.execution.events import (
+    DEFAULT_MAX_FILE_BYTES,
+    EventsDropped,
+    TaskEvents,
+    artifact_id_for,
+)
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events
 from molecule_runtime.execution.inputs import (
     DEFAULT_HISTORY_BYTES,
@@ -30,6 +35,8 @@ from molecule_runtime.execution.inputs import (
     request_task_input,
     turn_of,
 )
+from molecule_runtime.execution.message_reply import collect_reply, reply_message
+from molecule_runtime.execution.parts import has_usable_part
 from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
@@ -51,9 +58,9 @@ class _Route(Enum):
 
 CANCELED_WAITING = "Canceled while it waited for a free slot; it never ran."
 
-REJECT_NO_TEXT = (
-    "This agent accepts text: the message has no text part (or only empty text). "
-    "Send a message with at least one non-empty text part."
+REJECT_NO_INPUT = (
+    "The message has nothing to act on: no non-empty text, no file and no data part. "
+    "Send a message with at least one of them."
 )
 
 
@@ -100,6 +107,16 @@ async def events_stored(
             raise EventsDropped("the task's event stream closed before its events were stored")
 
 
+async def stored_artifacts(
+    store: ObservedTaskStore, task_id: str, context: ServerCallContext
+) -> dict[str, str]:
+    """The stored task's artifacts (id: name): a retry replaces its turn's."""
+    stored = await store.get(task_id, context)
+    if stored is None:
+        return {}
+    return {a.artifact_id: a.name for a in stored.task.artifacts}
+
+
 def _message_id(context: RequestContext) -> str:
     return context.message.message_id if context.message is not None else ""
 
@@ -116,7 +133,9 @@ class RuntimeExecutor(AgentExecutor):
         instance_id: str = "",
         draining: asyncio.Event | None = None,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     ) -> None:
+        self.max_file_bytes = max_file_bytes
         self.history_bytes = history_bytes
         self.draining = draining or asyncio.Event()
         self.batch_window = batch_window
@@ -159,14 +178,21 @@ class RuntimeExecutor(AgentExecutor):
         )
         # A later turn adds to the usage of the earlier ones.
         events.usage = UsageLedger.from_task(current)
-        has_text = bool(context.get_user_input().strip())
+        events.max_file_bytes = self.max_file_bytes
+        events.stored_artifacts = functools.partial(
+            stored_artifacts, self.store, task_id, context.call_context
+        )
+        has_input = has_usable_part(context.message)
+        if current is None and has_input and self.adapter.replies_with_message:
+            await self._reply(context, events, event_queue)
+            return
         if current is not None:
             # A later turn (the user answers a question) continues in the
             # mode the task started in: a durable task's workflow is waiting.
             durable = dict(current.metadata).get(Meta.MODE) == Mode.DURABLE
             route = _Route.RESUME if durable else _Route.DIRECT
-            if not has_text:
-                await events.status(TaskState.TASK_STATE_INPUT_REQUIRED, REJECT_NO_TEXT)
+            if not has_input:
+                await events.status(TaskState.TASK_STATE_INPUT_REQUIRED, REJECT_NO_INPUT)
                 return
         elif self.durable is not None and self.durable.accepting():
             route = _Route.DURABLE
@@ -175,7 +201,7 @@ class RuntimeExecutor(AgentExecutor):
         # Admission control (execution/admission.py): the request handler
         # admitted this message; it runs once it holds a running slot, which
         # it keeps until this run ends (not while the task waits for input).
-        ticket = claim(context.call_context) if has_text else None
+        ticket = claim(context.call_context) if has_input else None
         try:
             started_working = False
             if current is None:
@@ -183,10 +209,10 @@ class RuntimeExecutor(AgentExecutor):
                 # task that can start at once starts out working: one event (and
                 # store write) fewer. One that must wait is submitted until then.
                 started_working = (
-                    has_text and route is _Route.DIRECT and (ticket is None or ticket.try_start())
+                    has_input and route is _Route.DIRECT and (ticket is None or ticket.try_start())
                 )
                 metadata = {Meta.INSTANCE: self.instance_id}
-                if has_text and route is _Route.DIRECT:
+                if has_input and route is _Route.DIRECT:
                     # Also while it waits: if the process dies, the start-up sweep fails it.
                     metadata[Meta.MODE] = Mode.DIRECT
                 elif context.metadata:
@@ -197,8 +223,8 @@ class RuntimeExecutor(AgentExecutor):
                     TaskState.TASK_STATE_WORKING if started_working else TaskState.TASK_STATE_SUBMITTED,
                     metadata,
                 )
-            if not has_text:
-                await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_TEXT)
+            if not has_input:
+                await events.status(TaskState.TASK_STATE_REJECTED, REJECT_NO_INPUT)
                 return
             if self.durable is not None and route is _Route.DIRECT and current is None:
                 metrics.FALLBACKS.inc()
@@ -233,6 +259,31 @@ class RuntimeExecutor(AgentExecutor):
         finally:
             if ticket is not None:
                 ticket.release()
+
+    async def _reply(
+        self, context: RequestContext, events: TaskEvents, event_queue: EventQueue
+    ) -> None:
+        """An adapter that replies with a Message: run it here, in any mode (there
+        is no task to make durable), and send its Message; a Task only when it
+        could not answer that way (rejected, failed)."""
+        ticket = claim(context.call_context)
+        try:
+            if ticket is not None and not ticket.try_start():
+                await ticket.start()
+            continues = context.call_context.state.get(CONTINUES_CONTEXT, True)
+            history = await self._history(context) if continues else []
+            task = request_task_input(context, history, self.history_bytes)
+            reply = await collect_reply(self.adapter, task, self.max_file_bytes)
+        finally:
+            if ticket is not None:
+                ticket.release()
+        if reply.state is None:
+            await event_queue.enqueue_event(reply_message(task, reply.parts))
+            metrics.TASKS.labels(Outcome.COMPLETED, Mode.DIRECT).inc()
+            return
+        await events.created(context.message, metadata={Meta.INSTANCE: self.instance_id})
+        await events.status(reply.state, reply.text)
+        metrics.TASKS.labels(outcome_of(reply.state) or Outcome.FAILED, Mode.DIRECT).inc()
 
     async def _input(self, context: RequestContext) -> TaskInput:
         """The adapter's input for a run in this process (durable runs get ids)."""

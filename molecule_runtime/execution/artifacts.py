@@ -1,0 +1,122 @@
+"""Routes an attempt's outputs into artifact events: text through a batcher per
+artifact, files and data as whole parts, each to the artifact it names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from a2a.types.a2a_pb2 import Part
+
+from molecule_runtime.adapters.outputs import ANSWER, Artifact
+from molecule_runtime.execution.batching import ChunkBatcher
+from molecule_runtime.execution.events import TaskEvents, named_artifact_id, of_turn
+
+
+@dataclass
+class _Target:
+    artifact_id: str
+    name: str
+    description: str = ""
+    started: bool = False  # written by this attempt: later parts append
+    batcher: ChunkBatcher | None = None
+
+
+class _TextSink:
+    """What a target's ChunkBatcher writes to (it expects a TaskEvents' `chunk`)."""
+
+    def __init__(self, writer: ArtifactWriter, target: _Target) -> None:
+        self.writer = writer
+        self.target = target
+
+    async def chunk(self, text: str, *, append: bool, last: bool = False) -> None:
+        # The batcher marks its tail as the last chunk; that is only true when
+        # the attempt ends, not when a file interrupts the artifact's text.
+        await self.writer.send(self.target, [Part(text=text)], last=last and self.writer.closing)
+
+    async def settled(self) -> None:
+        await self.writer.events.settled()
+
+
+class ArtifactWriter:
+    """The artifacts of one attempt. The first event an attempt sends to an
+    artifact replaces it (append=False), so nothing of an earlier attempt stays."""
+
+    def __init__(self, events: TaskEvents, batch_window: float) -> None:
+        self.events = events
+        self.batch_window = batch_window
+        self.answer = _Target(events.artifact_id, ANSWER)
+        self._targets: dict[str, _Target] = {events.artifact_id: self.answer}
+        self.closing = False
+        self.last_sent: set[str] = set()
+
+    def target(self, artifact: Artifact | None) -> _Target:
+        if artifact is None or artifact.name == ANSWER:
+            return self.answer
+        artifact_id = named_artifact_id(self.events.artifact_id, artifact.name)
+        target = self._targets.get(artifact_id)
+        if target is None:
+            target = _Target(artifact_id, artifact.name, artifact.description)
+            self._targets[artifact_id] = target
+        return target
+
+    @property
+    def answer_started(self) -> bool:
+        return self.answer.started
+
+    async def text(self, text: str, artifact: Artifact | None = None) -> None:
+        target = self.target(artifact)
+        if target.batcher is None:
+            target.batcher = ChunkBatcher(_TextSink(self, target), self.batch_window)  # type: ignore[arg-type]
+        await target.batcher.add(text)
+
+    async def part(self, part: Part, artifact: Artifact | None = None) -> None:
+        """A whole part (file, data): after the text already streamed to its artifact."""
+        target = self.target(artifact)
+        if target.batcher is not None:
+            batcher, target.batcher = target.batcher, None
+            await batcher.close(flush=True)
+        await self.send(target, [part])
+
+    async def send(self, target: _Target, parts: list[Part], *, last: bool = False) -> None:
+        await self.events.artifact(
+            target.artifact_id,
+            target.name,
+            parts,
+            append=target.started,
+            last=last,
+            description=target.description,
+        )
+        target.started = True
+        if last:
+            self.last_sent.add(target.artifact_id)
+        else:
+            self.last_sent.discard(target.artifact_id)
+
+    async def close(self, *, flush: bool) -> None:
+        """When `flush` (the stream ended normally) send what is buffered as each
+        artifact's last chunk; otherwise drop it and stop the senders."""
+        self.closing = flush
+        error: BaseException | None = None
+        for target in self._targets.values():
+            batcher, target.batcher = target.batcher, None
+            if batcher is None:
+                continue
+            try:
+                await batcher.close(flush=flush)
+            except BaseException as exc:  # close the others before raising
+                error = error or exc
+                flush = False
+        if error is not None:
+            raise error
+
+    async def clear_earlier(self, known: dict[str, str]) -> None:
+        """Empty the artifacts an earlier attempt of this turn wrote, except the
+        answer (its first chunk replaces it, or the attempt's end clears it)."""
+        for artifact_id in sorted(known):
+            if artifact_id == self.answer.artifact_id or not of_turn(self.answer.artifact_id, artifact_id):
+                continue
+            if artifact_id in self._targets and self._targets[artifact_id].started:
+                continue
+            await self.events.artifact(
+                artifact_id, known[artifact_id], [Part(text="")], append=False, last=True
+            )
