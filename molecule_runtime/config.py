@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,6 +90,13 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_REQUEST_BYTES"), ge=1
     )
     request_timeout: float = Field(30.0, validation_alias=_env("MOLECULE_REQUEST_TIMEOUT"), gt=0)
+    # The gRPC binding (server/grpc_server.py): off unless a port is set.
+    grpc_port: int | None = Field(None, validation_alias=_env("MOLECULE_GRPC_PORT"), ge=1, le=65535)
+    grpc_public_url: str | None = Field(None, validation_alias=_env("MOLECULE_GRPC_PUBLIC_URL"))
+    # Agent card: how long clients and caches may reuse it without asking again.
+    card_max_age: int = Field(300, validation_alias=_env("MOLECULE_CARD_MAX_AGE"), ge=0)
+    # A2A 0.3 clients: method names on JSON-RPC, the 0.3 gRPC service, the card's 0.3 fields.
+    a2a_v03_compat: bool = Field(True, validation_alias=_env("MOLECULE_A2A_V03_COMPAT"))
     # Largest file an adapter may output as bytes (FileOutput.data); stored with the task.
     max_file_bytes: int = Field(
         10 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_FILE_BYTES"), ge=1
@@ -248,6 +256,18 @@ class Settings(BaseSettings):
     @property
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def resolved_grpc_url(self) -> str | None:
+        """The gRPC target the card advertises (`host:port`), None when gRPC is off."""
+        if self.grpc_port is None:
+            return None
+        if self.grpc_public_url:
+            return self.grpc_public_url
+        host = urlsplit(self.resolved_public_url).hostname or self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.grpc_port}"
 
     @property
     def resolved_task_store_url(self) -> str:

@@ -69,7 +69,24 @@ async def run_server(settings: Settings) -> int:
             # Slow clients: a deadline for the request headers (the body has its own).
             http=http_protocol(settings.request_timeout),
         )
-        server = _Server(config, on_exit=services.begin_drain)
+        grpc = None
+        if settings.grpc_port is not None:
+            # Imported only when on (grpcio loads a native library).
+            from molecule_runtime.server.grpc_server import GrpcBinding
+
+            grpc = GrpcBinding(
+                settings, app.state.request_handler, app.state.authenticator, app.state.request_rate
+            )
+            await grpc.start()
+            services.listener_checks["grpc"] = grpc.check
+            app.state.before_close.append(grpc.stop)
+
+        def on_exit() -> None:
+            services.begin_drain()
+            if grpc is not None:
+                grpc.begin_stop()
+
+        server = _Server(config, on_exit=on_exit)
         log.info(
             "molecule-runtime serving adapter=%s mode=%s store=%s address=http://%s:%s card=%s/.well-known/agent-card.json",
             services.adapter.name(),
@@ -79,9 +96,15 @@ async def run_server(settings: Settings) -> int:
             settings.port,
             settings.resolved_public_url,
         )
+        if grpc is not None:
+            log.info("gRPC binding on %s, advertised as %s", grpc.address, settings.resolved_grpc_url)
         if settings.console:
             log.info("console: open %s/console in a browser", settings.resolved_public_url)
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            if grpc is not None:
+                await grpc.stop()
         return 0 if server.started or not server.should_exit else 1
     finally:
         if services is not None:

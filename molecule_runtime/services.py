@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,9 @@ class Services:
         self._sweep: asyncio.Task[None] | None = None
         self.sweep = "not started"  # the start-up sweep, as /readyz reports it
         self.watchdog = LoopWatchdog(adapter.name())
+        # More listeners of this process (the gRPC port), each reported in
+        # /readyz under its name: (ready, what it says).
+        self.listener_checks: dict[str, Callable[[], Awaitable[tuple[bool, str]]]] = {}
 
     def begin_drain(self) -> None:
         self.draining.set()
@@ -166,6 +170,9 @@ class Services:
         if self.durable is not None:
             # Ready when the worker runs, or when the fallback to direct is active.
             body["temporal"] = self.durable.status()
+        for name, check in self.listener_checks.items():
+            listening, body[name] = await check()
+            ok = ok and listening
         body["sweep"] = self.sweep
         body["status"] = (
             "draining" if self.draining.is_set() else "ready" if ok else "not ready"

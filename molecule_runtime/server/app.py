@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from a2a.server.routes import (
-    create_agent_card_routes,
-    create_jsonrpc_routes,
-    create_rest_routes,
-)
+from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,7 +17,7 @@ from molecule_runtime.execution.admission import Admission
 from molecule_runtime.observability import metrics
 from molecule_runtime.server.auth import AuthMiddleware
 from molecule_runtime.server.busy import answering_busy
-from molecule_runtime.server.card import REST_PREFIX, build_agent_card
+from molecule_runtime.server.card import REST_PREFIX, build_agent_card, card_routes
 from molecule_runtime.server.console.routes import PublicConsole, console_routes
 from molecule_runtime.server.executor import RuntimeExecutor
 from molecule_runtime.server.handler import RuntimeRequestHandler
@@ -101,7 +97,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *create_agent_card_routes(card),
+        *card_routes(card, settings),
         *answering_busy(
             with_event_ids(
                 create_rest_routes(
@@ -120,7 +116,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
                     handler,
                     rpc_url="/",
                     context_builder=context_builder,
-                    enable_v0_3_compat=True,
+                    enable_v0_3_compat=settings.a2a_v03_compat,
                     shutdown_grace_period=sse_grace,
                 )
             ),
@@ -154,13 +150,22 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         )
     )
 
+    # Other bindings of the handler (gRPC): their calls end before it closes.
+    before_close: list[Callable[[], Awaitable[None]]] = []
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         yield
+        for wait in before_close:
+            await wait()
         await handler.aclose()
         await authenticator.aclose()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.services = services
     app.state.request_handler = handler
+    # The gRPC binding (process.py) serves the same handler under the same guards.
+    app.state.authenticator = authenticator
+    app.state.request_rate = rate
+    app.state.before_close = before_close
     return app

@@ -1,0 +1,308 @@
+"""The gRPC binding through the a2a-sdk client (GRPC transport) against a real server
+process: send, stream, get, cancel, subscribe (live and replayed from the event log),
+auth (UNAUTHENTICATED), owner isolation (NOT_FOUND), per-principal limits and the
+request size limit, the card and /readyz, SIGTERM, and durable mode on real Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import grpc.aio
+import httpx
+import pytest
+from a2a.client.client import ClientCallContext
+from a2a.client.errors import A2AClientError
+from a2a.types import a2a_pb2_grpc
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    SendMessageConfiguration,
+    SendMessageRequest,
+    StreamResponse,
+    SubscribeToTaskRequest,
+    TaskState,
+)
+from a2a.utils.errors import TaskNotFoundError
+from google.rpc import error_details_pb2, status_pb2
+
+from tests.support.a2a import event_task_id, user_message
+from tests.support.durable import durable_env, scripted_env, scripted_message, streamed_text
+from tests.support.grpc_client import grpc_env, make_grpc_client
+from tests.support.procs import ServerProcess, running_server
+
+KEY_A = "alice-key-" + uuid.uuid4().hex
+KEY_B = "bob-key-" + uuid.uuid4().hex
+KEY_C = "carol-key-" + uuid.uuid4().hex
+MAX_REQUEST = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    workdir = tmp_path_factory.mktemp("grpc")
+    env = {
+        **scripted_env(workdir / "records"),
+        **grpc_env(),
+        "MOLECULE_API_KEYS": f"alice:{KEY_A},bob:{KEY_B},carol:{KEY_C}",
+        "MOLECULE_PRINCIPAL_MAX_TASKS": "1",
+        "MOLECULE_MAX_REQUEST_BYTES": str(MAX_REQUEST),
+        "STREAM_BATCH_WINDOW": "0",
+    }
+    with running_server(workdir, env) as started:
+        yield started
+
+
+def grpc_target(server: ServerProcess) -> str:
+    return f"127.0.0.1:{server.env['MOLECULE_GRPC_PORT']}"
+
+
+def status_code(error: BaseException) -> grpc.StatusCode:
+    """The gRPC status of a failed client call (the SDK client wraps it)."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, grpc.aio.AioRpcError):
+        cause = cause.__cause__
+    assert isinstance(cause, grpc.aio.AioRpcError), repr(error)
+    return cause.code()
+
+
+async def test_card_lists_grpc_and_readyz_reports_it(server: ServerProcess) -> None:
+    async with httpx.AsyncClient() as http:
+        card = (await http.get(server.url + "/.well-known/agent-card.json")).json()
+        ready = (await http.get(server.url + "/readyz")).json()
+    bindings = {i["protocolBinding"]: i for i in card["supportedInterfaces"]}
+    assert set(bindings) == {"JSONRPC", "HTTP+JSON", "GRPC"}
+    assert bindings["GRPC"]["url"] == grpc_target(server)
+    assert bindings["GRPC"]["protocolVersion"] == "1.0"
+    assert ready["grpc"].startswith("serving")
+    assert ready["status"] == "ready"
+
+
+async def test_send_stream_get(server: ServerProcess) -> None:
+    client = await make_grpc_client(server.url, token=KEY_A)
+    unary = await make_grpc_client(server.url, token=KEY_A, streaming=False)
+    try:
+        events = [e async for e in client.send_message(SendMessageRequest(message=scripted_message(chunks=3)))]
+        assert events[0].HasField("task")
+        assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+        assert streamed_text(events) == "c0 c1 c2 "
+        task_id = event_task_id(events[0])
+
+        answers = [
+            e
+            async for e in unary.send_message(
+                SendMessageRequest(message=scripted_message(chunks=2, label="u"))
+            )
+        ]
+        assert len(answers) == 1
+        assert answers[0].task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert "".join(p.text for a in answers[0].task.artifacts for p in a.parts) == "u0 u1 "
+
+        stored = await unary.get_task(GetTaskRequest(id=task_id))
+        assert stored.status.state == TaskState.TASK_STATE_COMPLETED
+        assert "".join(p.text for a in stored.artifacts for p in a.parts) == "c0 c1 c2 "
+    finally:
+        await client.close()
+        await unary.close()
+
+
+async def _start_slow(client, *, chunks: int = 200) -> tuple[str, asyncio.Task[list[StreamResponse]], asyncio.Event]:
+    """A streaming task that runs for a while: its id once its first chunk arrived."""
+    first_chunk = asyncio.Event()
+    ids: list[str] = []
+
+    async def read() -> list[StreamResponse]:
+        seen: list[StreamResponse] = []
+        request = SendMessageRequest(message=scripted_message(chunks=chunks, delay=0.05))
+        async for event in client.send_message(request):
+            seen.append(event)
+            ids.append(event_task_id(event))
+            if event.HasField("artifact_update"):
+                first_chunk.set()
+        return seen
+
+    reader = asyncio.create_task(read())
+    await asyncio.wait_for(first_chunk.wait(), 20)
+    return ids[0], reader, first_chunk
+
+
+async def test_cancel_and_subscribe(server: ServerProcess) -> None:
+    streaming = await make_grpc_client(server.url, token=KEY_A)
+    follower = await make_grpc_client(server.url, token=KEY_A)
+    unary = await make_grpc_client(server.url, token=KEY_A, streaming=False)
+    try:
+        task_id, reader, _ = await _start_slow(streaming)
+        followed: list[StreamResponse] = []
+        following = asyncio.Event()
+
+        async def follow() -> None:
+            async for event in follower.subscribe(SubscribeToTaskRequest(id=task_id)):
+                followed.append(event)
+                if event.HasField("artifact_update"):
+                    following.set()
+
+        subscription = asyncio.create_task(follow())
+        await asyncio.wait_for(following.wait(), 20)
+        canceled = await unary.cancel_task(CancelTaskRequest(id=task_id))
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        await asyncio.wait_for(subscription, 20)
+        assert followed[0].task.id == task_id
+        assert followed[-1].status_update.status.state == TaskState.TASK_STATE_CANCELED
+        streamed = await asyncio.wait_for(reader, 20)
+        assert streamed[-1].status_update.status.state == TaskState.TASK_STATE_CANCELED
+        stored = await unary.get_task(GetTaskRequest(id=task_id))
+        assert stored.status.state == TaskState.TASK_STATE_CANCELED
+
+        # Replay from the event log: `last-event-id` metadata, as Last-Event-ID on HTTP.
+        replay = [
+            e
+            async for e in follower.subscribe(
+                SubscribeToTaskRequest(id=task_id),
+                context=ClientCallContext(service_parameters={"last-event-id": "0"}),
+            )
+        ]
+        assert replay[-1].status_update.status.state == TaskState.TASK_STATE_CANCELED
+        assert streamed_text(replay) == streamed_text(streamed)
+    finally:
+        for client in (streaming, follower, unary):
+            await client.close()
+
+
+async def test_unauthenticated(server: ServerProcess) -> None:
+    for token in (None, "not-a-key-" + uuid.uuid4().hex):
+        client = await make_grpc_client(server.url, token=token, streaming=False)
+        try:
+            with pytest.raises(A2AClientError) as refused:
+                await client.get_task(GetTaskRequest(id=str(uuid.uuid4())))
+            assert status_code(refused.value) == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(A2AClientError) as refused:
+                async for _ in client.send_message(SendMessageRequest(message=user_message("hi"))):
+                    pass
+            assert status_code(refused.value) == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            await client.close()
+    # Streaming methods too.
+    client = await make_grpc_client(server.url)
+    try:
+        with pytest.raises(A2AClientError) as refused:
+            async for _ in client.send_message(SendMessageRequest(message=user_message("hi"))):
+                pass
+        assert status_code(refused.value) == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await client.close()
+
+
+async def test_another_principal_gets_not_found(server: ServerProcess) -> None:
+    owner = await make_grpc_client(server.url, token=KEY_A)
+    other = await make_grpc_client(server.url, token=KEY_B, streaming=False)
+    other_streaming = await make_grpc_client(server.url, token=KEY_B)
+    try:
+        task_id, reader, _ = await _start_slow(owner)
+        with pytest.raises(TaskNotFoundError):
+            await other.get_task(GetTaskRequest(id=task_id))
+        with pytest.raises(TaskNotFoundError):
+            await other.cancel_task(CancelTaskRequest(id=task_id))
+        for context in (None, ClientCallContext(service_parameters={"last-event-id": "0"})):
+            with pytest.raises(TaskNotFoundError):
+                async for _ in other_streaming.subscribe(
+                    SubscribeToTaskRequest(id=task_id), context=context
+                ):
+                    pass
+        with pytest.raises(TaskNotFoundError):
+            async for _ in other.send_message(
+                SendMessageRequest(message=user_message("mine now", task_id=task_id))
+            ):
+                pass
+        # Untouched by all of it: still running for its owner.
+        owner_unary = await make_grpc_client(server.url, token=KEY_A, streaming=False)
+        try:
+            stored = await owner_unary.get_task(GetTaskRequest(id=task_id))
+            assert stored.status.state == TaskState.TASK_STATE_WORKING
+            await owner_unary.cancel_task(CancelTaskRequest(id=task_id))
+        finally:
+            await owner_unary.close()
+        await asyncio.wait_for(reader, 20)
+    finally:
+        for client in (owner, other, other_streaming):
+            await client.close()
+
+
+async def test_refusals_and_request_size(server: ServerProcess) -> None:
+    """A principal past MOLECULE_PRINCIPAL_MAX_TASKS is refused with RESOURCE_EXHAUSTED,
+    ErrorInfo and RetryInfo; a message over MOLECULE_MAX_REQUEST_BYTES too."""
+    client = await make_grpc_client(server.url, token=KEY_C)
+    channel = grpc.aio.insecure_channel(grpc_target(server))
+    stub = a2a_pb2_grpc.A2AServiceStub(channel)
+    metadata = (("authorization", f"Bearer {KEY_C}"), ("a2a-version", "1.0"))
+    try:
+        task_id, reader, _ = await _start_slow(client)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SendMessage(
+                SendMessageRequest(
+                    message=user_message("one more"),
+                    configuration=SendMessageConfiguration(return_immediately=True),
+                ),
+                metadata=metadata,
+            )
+        error = refused.value
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        trailing = dict(error.trailing_metadata() or ())
+        assert trailing["retry-after"].isdigit()
+        status = status_pb2.Status.FromString(trailing["grpc-status-details-bin"])
+        info = error_details_pb2.ErrorInfo()
+        assert status.details[0].Unpack(info)
+        assert info.reason == "PRINCIPAL_TASK_LIMIT"
+        assert status.details[1].Is(error_details_pb2.RetryInfo.DESCRIPTOR)
+        await stub.CancelTask(CancelTaskRequest(id=task_id), metadata=metadata)
+        await asyncio.wait_for(reader, 20)
+
+        with pytest.raises(grpc.aio.AioRpcError) as too_big:
+            await stub.SendMessage(
+                SendMessageRequest(message=user_message("x" * (MAX_REQUEST + 1))), metadata=metadata
+            )
+        assert too_big.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await client.close()
+        await channel.close()
+
+
+async def test_sigterm_lets_a_grpc_stream_finish(tmp_path: Path) -> None:
+    """SIGTERM: the gRPC port takes no new calls, a stream in flight ends normally
+    within the grace period, and the process exits 0."""
+    env = {**scripted_env(tmp_path / "records"), **grpc_env(), "MOLECULE_SHUTDOWN_GRACE": "10"}
+    with running_server(tmp_path, env) as server:
+        client = await make_grpc_client(server.url)
+        try:
+            _, reader, _ = await _start_slow(client, chunks=20)
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            events = await asyncio.wait_for(reader, 20)
+            assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+            assert streamed_text(events) == "".join(f"c{i} " for i in range(20))
+            assert await asyncio.to_thread(server.proc.wait, 20) == 0
+        finally:
+            await client.close()
+
+
+@pytest.mark.temporal
+async def test_durable_send_and_stream(temporal_server, tmp_path: Path) -> None:
+    env = {**durable_env(temporal_server.address, tmp_path / "records"), **grpc_env()}
+    with running_server(tmp_path, env) as server:
+        client = await make_grpc_client(server.url)
+        unary = await make_grpc_client(server.url, streaming=False)
+        try:
+            events = [e async for e in client.send_message(SendMessageRequest(message=scripted_message(chunks=3)))]
+            assert events[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+            assert streamed_text(events) == "c0 c1 c2 "
+            answers = [e async for e in unary.send_message(SendMessageRequest(message=scripted_message(chunks=2)))]
+            task = answers[0].task
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            stored = await unary.get_task(GetTaskRequest(id=event_task_id(events[0])))
+            for done in (task, stored):
+                assert done.metadata["molecule.mode"] == "durable"
+        finally:
+            await client.close()
+            await unary.close()
