@@ -118,6 +118,16 @@ class Settings(BaseSettings):
     # The web console at /console (server/console/)
     console: bool = Field(True, validation_alias=_env("MOLECULE_CONSOLE"))
 
+    # Submission rules (server/submission.py): how long a message id is
+    # remembered (0: forever), and what a message to a conversation whose
+    # earlier task still runs does.
+    idempotency_retention: float = Field(
+        86400.0, validation_alias=_env("MOLECULE_IDEMPOTENCY_RETENTION"), ge=0
+    )
+    concurrent_messages: Literal["reject", "enqueue", "interrupt", "parallel"] = Field(
+        "enqueue", validation_alias=_env("MOLECULE_CONCURRENT_MESSAGES")
+    )
+
     # Resumable streams and push notifications
     event_retention: float = Field(
         7 * 86400.0, validation_alias=_env("MOLECULE_EVENT_RETENTION"), ge=0

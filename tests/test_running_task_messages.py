@@ -1,5 +1,6 @@
-"""A message to a task that is still running is refused at once, in both modes, and
-the running task goes on untouched (real HTTP, real Temporal for durable mode)."""
+"""With MOLECULE_CONCURRENT_MESSAGES=reject a message to a task that is still running is
+refused at once, in both modes, and the running task goes on untouched (real HTTP, real
+Temporal for durable mode). The other policies: test_double_texting.py."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ async def test_a_message_to_a_running_task_is_refused_and_the_task_goes_on(
         env = durable_env(request.getfixturevalue("temporal_server").address, records)
     else:
         env = {"ADAPTER_MODULE": str(SCRIPTED), "ADAPTER_OPTIONS": json.dumps({"record_dir": str(records)})}
-    server = server_factory(env)
+    server = server_factory({**env, "MOLECULE_CONCURRENT_MESSAGES": "reject"})
     chunks = 15
     async with httpx.AsyncClient(timeout=30) as http:
         streaming = asyncio.create_task(
@@ -54,7 +55,7 @@ async def test_a_message_to_a_running_task_is_refused_and_the_task_goes_on(
         rpc = {"jsonrpc": "2.0", "id": 7, "method": "SendMessage", "params": {"message": follow_up(task_id, context_id)}}
         refused = (await http.post(f"{server.url}/", json=rpc, headers=A2A)).json()
         assert "error" in refused, refused
-        assert "takes a message only when it asks for input" in refused["error"]["message"]
+        assert f"Task {task_id} of this conversation is still running" in refused["error"]["message"]
         rest = await http.post(
             f"{server.url}/rest/message:send", json={"message": follow_up(task_id, context_id)}, headers=A2A
         )

@@ -114,15 +114,29 @@ class Ticket:
         self._admission = admission
         self._state = _State.ADMITTED
         self.owner = owner  # the principal's owner scope (per-principal limit)
+        self._hold: asyncio.Future[None] | None = None
+
+    def hold_until(self, ready: asyncio.Future[None]) -> None:
+        """The task may take a slot only once `ready` is done: it waits for an
+        earlier task of its conversation (server/submission.py, `enqueue`)."""
+        self._hold = ready
 
     def try_start(self) -> bool:
         """Take a free slot now; False when the task has to wait for one."""
         if self._state is _State.RUNNING:
             return True
+        if self._hold is not None and not self._hold.done():
+            return False
         return self._admission._take_slot(self)
 
     async def start(self) -> None:
         """Wait for a running slot (in arrival order)."""
+        if self._hold is not None and not self._hold.done():
+            try:
+                await self._hold
+            except asyncio.CancelledError:
+                self._hold.cancel()
+                raise
         if self.try_start():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()

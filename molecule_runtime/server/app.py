@@ -25,6 +25,7 @@ from molecule_runtime.server.limits import RequestLimitsMiddleware
 from molecule_runtime.server.principals import build_authenticator
 from molecule_runtime.server.quotas import RequestRate
 from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_ids
+from molecule_runtime.server.submission import SubmissionRules
 from molecule_runtime.services import Services
 from molecule_runtime.store.push_configs import BoundedPushConfigs
 
@@ -58,6 +59,12 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             settings.max_running_tasks,
             settings.max_queued_tasks,
             max_per_principal=settings.principal_max_tasks,
+        ),
+        submissions=SubmissionRules(
+            stores.tasks,
+            stores.message_ids,
+            settings.concurrent_messages,
+            event_log=stores.event_log,
         ),
         # Notifications are sent by the store's notifier for every write
         # (also headless ones), so the SDK gets no sender of its own.

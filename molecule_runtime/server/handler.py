@@ -4,7 +4,7 @@ and streams that resume from an offset in the task's event log."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Iterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
@@ -25,11 +25,18 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
+from a2a.utils.task import apply_history_length
 
 from molecule_runtime.execution.admission import Admission, RetryLater, Ticket
 from molecule_runtime.sdk_seam import runs_here, single_process_note_silenced, version_number
 from molecule_runtime.server.busy import note_refusal
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
+from molecule_runtime.server.submission import (
+    ASSIGNED_TASK_ID,
+    StaleClaim,
+    Submission,
+    SubmissionRules,
+)
 from molecule_runtime.states import TERMINAL_STATES, is_terminal
 from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore, TaskEventLog
 from molecule_runtime.vocabulary import CONTINUES_CONTEXT
@@ -37,8 +44,6 @@ from molecule_runtime.vocabulary import CONTINUES_CONTEXT
 if TYPE_CHECKING:
     from molecule_runtime.durable.client import DurableTasks
 
-# States of a task that runs (or waits for a slot): it takes no message now.
-RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
 # States after which the client has to act; a subscription ends there.
 INTERRUPTED_STATES = frozenset(
     {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
@@ -64,7 +69,8 @@ def _interrupted(event: object) -> bool:
 
 
 class ConversationContextBuilder(SimpleRequestContextBuilder):
-    """Notes whether the client named an existing conversation (context id).
+    """Notes whether the client named an existing conversation (context id),
+    and gives a new task the id its message was claimed for (submission.py).
 
     A new conversation has no earlier turns, so the executor can skip the
     history look-up in the task store for it.
@@ -78,7 +84,9 @@ class ConversationContextBuilder(SimpleRequestContextBuilder):
         context_id: str | None = None,
         task: Task | None = None,
     ) -> RequestContext:
-        context.state[CONTINUES_CONTEXT] = bool(context_id or task_id)
+        # The submission rules fill in ids, so they note it first.
+        context.state.setdefault(CONTINUES_CONTEXT, bool(context_id or task_id))
+        task_id = task_id or context.state.get(ASSIGNED_TASK_ID)
         return await super().build(context, params, task_id, context_id, task)
 
 
@@ -101,6 +109,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         durable: DurableTasks | None = None,
         live_offsets: LiveEventOffsets | None = None,
         admission: Admission | None = None,
+        submissions: SubmissionRules | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("request_context_builder", ConversationContextBuilder())
@@ -117,9 +126,12 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         self._durable = durable
         self._live_offsets = live_offsets
         self._admission = admission
+        self._submissions = submissions
+        if submissions is not None:
+            submissions.cancel = self._interrupt
 
     @contextlib.contextmanager
-    def _admitted(self, context: ServerCallContext) -> Iterator[None]:
+    def _admitted(self, context: ServerCallContext) -> Iterator[Ticket | None]:
         """A place in line for this message, taken before the SDK creates or
         stores anything (a full line refuses it, see server/busy.py), and given
         back if the executor did not take it over."""
@@ -131,45 +143,116 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 note_refusal(exc)
                 raise
         try:
-            yield
+            yield ticket
         finally:
             if ticket is not None:
                 ticket.release_unclaimed()
 
-    async def _refuse_if_running(self, params: SendMessageRequest, context: ServerCallContext) -> None:
-        """A message to a task that is still running (not waiting for input) is
-        refused before anything is stored, the same way in both modes and on every
-        replica: it would otherwise be taken as an answer nobody asked for."""
-        task_id = params.message.task_id
-        if not task_id:
+    async def _interrupt(self, task_id: str, context: ServerCallContext) -> None:
+        await self.on_cancel_task(CancelTaskRequest(id=task_id), context)
+
+    async def _submit(self, params: SendMessageRequest, context: ServerCallContext) -> Submission:
+        """The submission rules (server/submission.py) before anything is created."""
+        if self._submissions is None:
+            return Submission()
+        context.state[CONTINUES_CONTEXT] = bool(
+            params.message.context_id or params.message.task_id
+        )
+        return await self._submissions.submit(params, context)
+
+    async def _refused(
+        self, submission: Submission, params: SendMessageRequest, context: ServerCallContext
+    ) -> None:
+        """The SDK refused the message: its id is given back unless it was taken
+        after all (its task exists, or the answer reached the task's history)."""
+        claim = submission.claim
+        if self._submissions is None or claim is None:
             return
-        stored = await self._store.get(task_id, context)
-        if stored is not None and stored.task.status.state in RUNNING_STATES:
-            state = TaskState.Name(stored.task.status.state)
-            raise UnsupportedOperationError(
-                message=f"Task {task_id} is {state}: it takes a message only when it asks for "
-                "input. Wait for it to finish (or cancel it), then start a new task in the same "
-                "conversation (contextId)."
-            )
+        stored = await self._store.get(claim.task_id, context)
+        if stored is not None and (
+            claim.task_id != params.message.task_id
+            or any(m.message_id == claim.message_id for m in stored.task.history)
+        ):
+            return
+        await submission.refused(self._submissions.message_ids)
+
+    @staticmethod
+    def _held(ticket: Ticket | None, submission: Submission) -> Awaitable[None] | None:
+        """Hand the policy's wait to the task's ticket (it waits `submitted`);
+        without admission control the request waits before the task exists."""
+        if submission.hold is None:
+            return None
+        if ticket is not None:
+            ticket.hold_until(submission.hold)
+            return None
+        return submission.hold
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Message | Task:
-        await self._refuse_if_running(params, context)
-        with self._admitted(context):
-            return await super().on_message_send(params, context)
+        sent = Message()
+        sent.CopyFrom(params.message)
+        for attempt in (1, 2):
+            params.message.CopyFrom(sent)
+            submission = await self._submit(params, context)
+            if submission.repeat_of is None:
+                break
+            assert self._submissions is not None
+            try:
+                task = await self._submissions.repeated_result(
+                    submission.repeat_of, params, context
+                )
+            except StaleClaim as exc:
+                if attempt == 2:
+                    raise UnsupportedOperationError(message=str(exc)) from exc
+                continue
+            return apply_history_length(task, params.configuration)
+        try:
+            with self._admitted(context) as ticket:
+                if (wait := self._held(ticket, submission)) is not None:
+                    await wait
+                return await super().on_message_send(params, context)
+        except Exception:
+            await self._refused(submission, params, context)
+            raise
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        await self._refuse_if_running(params, context)
-        with self._admitted(context):
-            async for event in super().on_message_send_stream(params, context):
-                offset = None
-                if self._live_offsets is not None:
-                    offset = self._live_offsets.lookup(_task_id_of(event), event)
-                set_offset(context, offset)
-                yield event
+        sent = Message()
+        sent.CopyFrom(params.message)
+        for attempt in (1, 2):
+            params.message.CopyFrom(sent)
+            submission = await self._submit(params, context)
+            if submission.repeat_of is None:
+                break
+            assert self._submissions is not None
+            try:
+                # A repeat attaches to the live stream of the first send's task.
+                async for event in self._submissions.repeated_stream(
+                    submission.repeat_of, context, lambda offset: set_offset(context, offset)
+                ):
+                    yield event  # type: ignore[misc]
+                return
+            except StaleClaim as exc:
+                if attempt == 2:
+                    raise UnsupportedOperationError(message=str(exc)) from exc
+        started = False
+        try:
+            with self._admitted(context) as ticket:
+                if (wait := self._held(ticket, submission)) is not None:
+                    await wait
+                async for event in super().on_message_send_stream(params, context):
+                    started = True
+                    offset = None
+                    if self._live_offsets is not None:
+                        offset = self._live_offsets.lookup(_task_id_of(event), event)
+                    set_offset(context, offset)
+                    yield event
+        except Exception:
+            if not started:
+                await self._refused(submission, params, context)
+            raise
 
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext

@@ -22,9 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from molecule_runtime.config import Settings, redact_url
 from molecule_runtime.store.event_log import LiveEventOffsets, TaskEventLog
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
+from molecule_runtime.store.message_ids import MessageIds
 from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.store.owners import TaskOwners
-from molecule_runtime.store.retention import prune_periodically
+from molecule_runtime.store.retention import (
+    prune_message_ids_periodically,
+    prune_periodically,
+)
 
 # How often a subscriber to a task running in another process (or being
 # recovered headless) polls the shared event log.
@@ -52,8 +56,11 @@ class Stores:
     engine: AsyncEngine | None
     description: str
     live_offsets: LiveEventOffsets = field(default_factory=LiveEventOffsets)
+    # Which task each (sender, messageId) was taken into: exactly-once sends.
+    message_ids: MessageIds = field(default_factory=MessageIds)
     _group_commit: GroupCommitTaskStore | None = None
     _pruner: asyncio.Task[None] | None = None
+    _message_id_pruner: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
         """Raise if the store cannot be reached."""
@@ -62,10 +69,11 @@ class Stores:
                 await conn.execute(text("SELECT 1"))
 
     async def aclose(self) -> None:
-        if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+        for pruner in (self._pruner, self._message_id_pruner):
+            if pruner is not None:
+                pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruner
         if self._group_commit is not None:
             await self._group_commit.aclose()
         if self.engine is not None:
@@ -134,10 +142,15 @@ def _engine(url: str) -> AsyncEngine:
 
 
 async def open_stores(
-    url: str, *, event_retention: float = 7 * 86400.0, push_encryption_key: str | None = None
+    url: str,
+    *,
+    event_retention: float = 7 * 86400.0,
+    push_encryption_key: str | None = None,
+    idempotency_retention: float = 86400.0,
 ) -> Stores:
     """Open (and create the schema of) the store; `event_retention` 0 keeps events forever;
-    with `push_encryption_key` (Fernet) push configs are encrypted in the database."""
+    with `push_encryption_key` (Fernet) push configs are encrypted in the database;
+    message ids are remembered for `idempotency_retention` seconds (0: forever)."""
     if url == "memory":
         tasks_in_memory = InMemoryTaskStore()
         memory = ObservedTaskStore(
@@ -149,6 +162,7 @@ async def open_stores(
             InMemoryPushNotificationConfigStore(),
             None,
             "memory (lost on restart)",
+            message_ids=MessageIds(retention=idempotency_retention),
         )
     engine = _engine(url)
     database = VersionedDatabaseTaskStore(engine)
@@ -157,21 +171,35 @@ async def open_stores(
         engine, poll_interval_s=EVENT_POLL_INTERVAL, unstored=group_commit.unstored_events
     )
     push_configs = DatabasePushNotificationConfigStore(engine, encryption_key=push_encryption_key)
+    message_ids = MessageIds(engine, retention=idempotency_retention)
     try:
         async with _schema_lock(engine, url):
             await database.initialize()
             await event_log.initialize()
             await push_configs.initialize()
+            await message_ids.initialize()
     except Exception:
         await engine.dispose()
         raise
     tasks = ObservedTaskStore(group_commit, TaskOwners(engine=engine))
     stores = Stores(
-        tasks, event_log, push_configs, engine, redact_url(url), _group_commit=group_commit
+        tasks,
+        event_log,
+        push_configs,
+        engine,
+        redact_url(url),
+        message_ids=message_ids,
+        _group_commit=group_commit,
     )
+    loop = asyncio.get_running_loop()
     if event_retention > 0:
-        stores._pruner = asyncio.get_running_loop().create_task(
+        stores._pruner = loop.create_task(
             prune_periodically(engine, event_retention), name="prune-task-events"
+        )
+    if idempotency_retention > 0:
+        stores._message_id_pruner = loop.create_task(
+            prune_message_ids_periodically(message_ids, idempotency_retention),
+            name="prune-message-ids",
         )
     # Live offsets and follower wake-ups see every write, whoever made it.
     tasks.observe(stores.live_offsets.record)
@@ -185,4 +213,5 @@ async def open_configured_stores(settings: Settings) -> Stores:
         settings.resolved_task_store_url,
         event_retention=settings.event_retention,
         push_encryption_key=key.get_secret_value() if key is not None else None,
+        idempotency_retention=settings.idempotency_retention,
     )

@@ -1,4 +1,5 @@
-"""Event-log retention: the replay of long-finished tasks is deleted, the tasks stay."""
+"""Retention: the replay of long-finished tasks is deleted (the tasks stay), and old
+message-id claims are forgotten."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.states import TERMINAL_STATE_NAMES
+from molecule_runtime.store.message_ids import MessageIds, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +61,16 @@ async def prune_periodically(engine: AsyncEngine, retention: float) -> None:
                 log.info("pruned %d logged events of tasks finished before %s", deleted, cutoff)
         except Exception:
             log.exception("pruning the task event log failed; retrying later")
+
+
+async def prune_message_ids_periodically(message_ids: MessageIds, retention: float) -> None:
+    """Forget message-id claims older than `retention` (MOLECULE_IDEMPOTENCY_RETENTION)."""
+    interval = min(max(retention / 4, 1.0), 3600.0)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            deleted = await message_ids.prune(now_utc() - timedelta(seconds=retention))
+            if deleted:
+                log.info("forgot %d message ids older than %.0f s", deleted, retention)
+        except Exception:
+            log.exception("pruning message ids failed; retrying later")

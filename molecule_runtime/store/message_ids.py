@@ -1,0 +1,190 @@
+"""Which task each message (sender, messageId) was taken into: the idempotency key.
+
+A message is claimed before anything runs. The claim is a row with a unique key
+(owner, message id), so of two concurrent sends of one message — on one
+replica or on two sharing the database — exactly one inserts it; the other
+reads the winner's row and is answered with the winner's task. The in-memory
+store keeps the same map per process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    and_,
+    delete,
+    insert,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_METADATA = MetaData()
+MESSAGE_IDS = Table(
+    "molecule_message_ids",
+    _METADATA,
+    Column("owner", Text, nullable=False),
+    Column("message_id", Text, nullable=False),
+    Column("task_id", Text, nullable=False),
+    Column("context_id", Text, nullable=False),
+    # What the message said (role, taskId as sent, parts): a repeat must match it.
+    Column("digest", Text, nullable=False),
+    # Naive UTC, like the SDK's timestamps.
+    Column("created_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("owner", "message_id", name="pk_molecule_message_ids"),
+    Index("ix_molecule_message_ids_created_at", "created_at"),
+    Index("ix_molecule_message_ids_context", "owner", "context_id", "created_at"),
+)
+
+
+@dataclass(frozen=True)
+class MessageClaim:
+    owner: str
+    message_id: str
+    task_id: str
+    context_id: str
+    digest: str
+    created_at: datetime  # naive UTC
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class MessageIds:
+    """The claims, in the database (`engine`) or in this process's memory."""
+
+    def __init__(self, engine: AsyncEngine | None = None, retention: float = 86400.0) -> None:
+        self._engine = engine
+        self._retention = retention
+        self._memory: dict[tuple[str, str], MessageClaim] = {}
+        self._memory_pruned = time.monotonic()
+
+    async def initialize(self) -> None:
+        if self._engine is not None:
+            async with self._engine.begin() as conn:
+                await conn.run_sync(_METADATA.create_all)
+
+    async def claim(self, claim: MessageClaim) -> MessageClaim | None:
+        """Take the message id for `claim`: None when taken now, else the earlier claim."""
+        if self._engine is None:
+            self._prune_memory()
+            key = (claim.owner, claim.message_id)
+            earlier = self._memory.get(key)
+            if earlier is not None and not self._expired(earlier):
+                return earlier
+            self._memory[key] = claim
+            return None
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(MESSAGE_IDS).values(**_row(claim)))
+            return None
+        except IntegrityError:
+            pass
+        earlier = await self.get(claim.owner, claim.message_id)
+        if earlier is None:
+            # Released (or pruned) between the insert and the read: try once more.
+            return await self.claim(claim)
+        return earlier
+
+    async def get(self, owner: str, message_id: str) -> MessageClaim | None:
+        if self._engine is None:
+            return self._memory.get((owner, message_id))
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(MESSAGE_IDS).where(
+                        and_(MESSAGE_IDS.c.owner == owner, MESSAGE_IDS.c.message_id == message_id)
+                    )
+                )
+            ).first()
+        return MessageClaim(**row._mapping) if row is not None else None
+
+    async def release(self, claim: MessageClaim) -> None:
+        """Give the id back: the message was refused before its task was created."""
+        if self._engine is None:
+            if self._memory.get((claim.owner, claim.message_id)) == claim:
+                del self._memory[(claim.owner, claim.message_id)]
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(MESSAGE_IDS).where(
+                    and_(
+                        MESSAGE_IDS.c.owner == claim.owner,
+                        MESSAGE_IDS.c.message_id == claim.message_id,
+                        MESSAGE_IDS.c.task_id == claim.task_id,
+                    )
+                )
+            )
+
+    async def recent_in_context(
+        self, owner: str, context_id: str, since: datetime
+    ) -> list[MessageClaim]:
+        """Claims of one conversation made after `since` (tasks perhaps not created yet)."""
+        if self._engine is None:
+            return [
+                c
+                for c in self._memory.values()
+                if c.owner == owner and c.context_id == context_id and c.created_at >= since
+            ]
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(MESSAGE_IDS).where(
+                        and_(
+                            MESSAGE_IDS.c.owner == owner,
+                            MESSAGE_IDS.c.context_id == context_id,
+                            MESSAGE_IDS.c.created_at >= since,
+                        )
+                    )
+                )
+            ).all()
+        return [MessageClaim(**row._mapping) for row in rows]
+
+    async def prune(self, older_than: datetime) -> int:
+        """Forget claims made before `older_than` (naive UTC): their ids may be used again."""
+        if self._engine is None:
+            expired = [k for k, c in self._memory.items() if c.created_at < older_than]
+            for key in expired:
+                del self._memory[key]
+            return len(expired)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(MESSAGE_IDS).where(MESSAGE_IDS.c.created_at < older_than)
+            )
+        return result.rowcount or 0
+
+    def _expired(self, claim: MessageClaim) -> bool:
+        return bool(self._retention) and claim.created_at < now_utc() - timedelta(
+            seconds=self._retention
+        )
+
+    def _prune_memory(self) -> None:
+        # Memory has no pruning task of its own: now and then, on a claim.
+        if not self._retention or time.monotonic() - self._memory_pruned < 60:
+            return
+        self._memory_pruned = time.monotonic()
+        cutoff = now_utc() - timedelta(seconds=self._retention)
+        for key in [k for k, c in self._memory.items() if c.created_at < cutoff]:
+            del self._memory[key]
+
+
+def _row(claim: MessageClaim) -> dict[str, object]:
+    return {
+        "owner": claim.owner,
+        "message_id": claim.message_id,
+        "task_id": claim.task_id,
+        "context_id": claim.context_id,
+        "digest": claim.digest,
+        "created_at": claim.created_at,
+    }
