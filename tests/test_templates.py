@@ -17,9 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    Part,
+    SendMessageRequest,
+    TaskState,
+)
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Value
 
-from tests.support.a2a import make_client, run_task, stream_until_chunks, task_text
+from tests.support.a2a import (
+    make_client,
+    run_task,
+    stream_until_chunks,
+    task_text,
+    user_message,
+)
 from tests.support.procs import processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +57,7 @@ def template_env(**options: Any) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("template", ["echo", "langgraph", "cli"])
+@pytest.mark.parametrize("template", ["echo", "langgraph", "cli", "report"])
 def test_template_folder_is_complete(template: str) -> None:
     folder = TEMPLATES / template
     for name in ("adapter.py", "requirements.txt", "README.md"):
@@ -163,3 +177,34 @@ async def test_cli_template_cancel_kills_process_group(
     finally:
         await client.close()
         await canceller.close()
+
+
+async def test_report_template_returns_a_csv_file_and_data(server_factory, tmp_path: Path) -> None:
+    cwd = lone_adapter(tmp_path, "report")
+    server = server_factory(env=template_env(filename="stock.csv"), cwd=cwd)
+    client = await make_client(server.url, streaming=False)
+    try:
+        message = user_message("apples 3, pears 5")
+        rows = Part()
+        rows.data.CopyFrom(json_format.ParseDict({"rows": [{"item": "plums", "qty": 7}]}, Value()))
+        message.parts.append(rows)
+        message.parts.append(Part(raw=b"item,qty\nfigs,1\n", filename="in.csv", media_type="text/csv"))
+        (response,) = [r async for r in client.send_message(SendMessageRequest(message=message))]
+        task = await client.get_task(GetTaskRequest(id=response.task.id))
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert task.status.message.parts[0].text == "Report ready."
+        artifacts = {a.name: a for a in task.artifacts}
+        assert artifacts["answer"].parts[0].text == "4 items, 16 in all."
+        csv_part = artifacts["report"].parts[0]
+        assert (csv_part.filename, csv_part.media_type) == ("stock.csv", "text/csv")
+        assert csv_part.raw == b"item,qty\nplums,7\nfigs,1\napples,3\npears,5\n"
+        summary = json_format.MessageToDict(artifacts["summary"].parts[0].data)
+        assert summary == {"items": 4, "total": 16, "largest": {"item": "plums", "qty": 7}}
+
+        (refused,) = [
+            r async for r in client.send_message(SendMessageRequest(message=user_message("hello")))
+        ]
+        assert refused.task.status.state == TaskState.TASK_STATE_REJECTED
+        assert "apples 3, pears 5" in refused.task.status.message.parts[0].text
+    finally:
+        await client.close()

@@ -19,6 +19,7 @@ from molecule_runtime.adapters.base import (
     TaskInput,
 )
 from molecule_runtime.adapters.genai import set_genai_attributes
+from molecule_runtime.adapters.langgraph.content import ModelInputs, model_inputs, user_content
 from molecule_runtime.adapters.langgraph.imports import load_target
 from molecule_runtime.adapters.langgraph.models import choose_model
 from molecule_runtime.adapters.langgraph.options import (
@@ -55,6 +56,8 @@ class LangGraphAdapter(BaseAdapter):
         self._local_server: LocalModelServer | None = None
         # Characters of conversation the model's context can take (local model only).
         self._history_char_budget: int | None = None
+        # What the model reads besides text (images), from its profile.
+        self._inputs = ModelInputs()
 
     @staticmethod
     def name() -> str:
@@ -101,6 +104,11 @@ class LangGraphAdapter(BaseAdapter):
             )
         return chosen.model
 
+    def model_inputs(self, model: BaseChatModel) -> ModelInputs:
+        """What the model reads besides text, from its LangChain profile; override
+        when the profile does not say (then image parts reach it as image blocks)."""
+        return model_inputs(model)
+
     def build_agent(self, model: BaseChatModel, tools: list[Any], system_prompt: str) -> Any:
         """A compiled LangGraph graph whose state has a `messages` list."""
         from langchain.agents import create_agent
@@ -114,6 +122,7 @@ class LangGraphAdapter(BaseAdapter):
         system_prompt = self.load_system_prompt(config)
         tools = self.load_tools(config)
         model = await self.load_model(config)
+        self._inputs = self.model_inputs(model)
         try:
             self._agent = self.build_agent(model, tools, system_prompt)
         except BaseException:
@@ -145,7 +154,7 @@ class LangGraphAdapter(BaseAdapter):
         if self._history_char_budget is not None:
             task = trim_history(task, self._history_char_budget)
         events = self._agent.astream_events(
-            {"messages": to_messages(task)}, config=run_config, version="v2"
+            {"messages": to_messages(task, self._inputs)}, config=run_config, version="v2"
         )
         usage = {"input_tokens": 0, "output_tokens": 0}
         try:
@@ -192,8 +201,9 @@ def trim_history(task: TaskInput, char_budget: int) -> TaskInput:
     return dataclasses.replace(task, history=history)
 
 
-def to_messages(task: TaskInput) -> list[BaseMessage]:
-    """Earlier turns of the conversation, then the new user message."""
+def to_messages(task: TaskInput, inputs: ModelInputs | None = None) -> list[BaseMessage]:
+    """Earlier turns of the conversation, then the new user message (its data
+    parts as JSON text, files as notes or, for a model that reads them, images)."""
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     messages: list[BaseMessage] = []
@@ -204,7 +214,7 @@ def to_messages(task: TaskInput) -> list[BaseMessage]:
             messages.append(SystemMessage(content=text))
         else:
             messages.append(HumanMessage(content=text))
-    messages.append(HumanMessage(content=task.text))
+    messages.append(HumanMessage(content=user_content(task, inputs or ModelInputs())))  # type: ignore[arg-type]
     return messages
 
 
