@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,8 @@ import pytest
 from a2a.client import Client
 from a2a.types.a2a_pb2 import Message, SendMessageRequest, StreamResponse, TaskState
 
+from molecule_runtime.store import open_stores
+from molecule_runtime.store.message_ids import MessageClaim, now_utc
 from tests.fixtures.submission_adapter import runs
 from tests.support.a2a import make_client, task_text, user_message
 from tests.support.procs import ServerProcess, running_server
@@ -248,3 +251,60 @@ async def test_a_contradicting_context_is_refused_and_the_task_is_untouched(
         done = (await rpc_send(http, server.url, answer))["result"]["task"]
         assert done["status"]["state"] == "TASK_STATE_COMPLETED"
     assert [r["text"] for r in runs(records) if r["task_id"] == asked["id"]] == ["ask x", "bye"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_one_of_many_concurrent_claims_wins(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The unique key decides between concurrent claims of one message id (two engines:
+    as two replicas would); a released id can be claimed again, an old one is pruned."""
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/tasks.db"
+    else:
+        url = request.getfixturevalue("postgres").database()
+    replicas = [await open_stores(url, idempotency_retention=0) for _ in range(2)]
+    try:
+        claims = [
+            MessageClaim("alice", "m-1", f"task-{i}", "ctx", "d", now_utc()) for i in range(20)
+        ]
+        results = await asyncio.gather(
+            *(replicas[i % 2].message_ids.claim(c) for i, c in enumerate(claims))
+        )
+        winners = [c for c, r in zip(claims, results, strict=True) if r is None]
+        assert len(winners) == 1
+        assert {r.task_id for r in results if r is not None} == {winners[0].task_id}
+        # Another principal's id of the same name is its own.
+        bob = MessageClaim("bob", "m-1", "task-b", "ctx", "d", now_utc())
+        assert await replicas[1].message_ids.claim(bob) is None
+        await replicas[1].message_ids.release(winners[0])
+        assert await replicas[0].message_ids.claim(claims[0]) is None
+        assert await replicas[0].message_ids.prune(now_utc() + timedelta(seconds=1)) == 2
+        assert await replicas[1].message_ids.get("alice", "m-1") is None
+    finally:
+        for stores in replicas:
+            await stores.aclose()
+
+
+async def test_the_same_message_sent_to_two_replicas_at_once_runs_once(
+    postgres, server_factory, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    env = submission_env("direct", None, records, TASK_STORE_URL=postgres.database())
+    replicas = [server_factory(env, workdir=tmp_path / name) for name in ("a", "b")]
+    clients = [await make_client(r.url, streaming=False) for r in replicas]
+    try:
+        text = unique("slow 3")
+        message = user_message(text)
+        sent = await asyncio.gather(
+            *(
+                anext(client.send_message(SendMessageRequest(message=same(message))))
+                for client in clients * 2
+            )
+        )
+    finally:
+        for client in clients:
+            await client.close()
+    assert len({r.task.id for r in sent}) == 1
+    assert {r.task.status.state for r in sent} == {TaskState.TASK_STATE_COMPLETED}
+    assert len(runs_of(records, text)) == 1
