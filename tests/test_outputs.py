@@ -3,6 +3,7 @@ through the a2a-sdk client over real HTTP, in direct and durable mode (real Temp
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from a2a.types.a2a_pb2 import (
     Artifact,
+    CancelTaskRequest,
     GetTaskRequest,
     Message,
     Part,
@@ -26,7 +28,7 @@ from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Struct, Value
 
 from tests.fixtures.outputs_adapter import CSV, LOGO_URL
-from tests.support.a2a import make_client
+from tests.support.a2a import make_client, wait_terminal
 from tests.support.procs import ServerProcess
 from tests.support.temporal import TemporalDevServer
 
@@ -84,9 +86,11 @@ def servers(
             server.stop()
 
 
-def message(*parts: Part, do: str = "seen", task_id: str = "", context_id: str = "") -> Message:
+def message(
+    *parts: Part, do: str = "seen", task_id: str = "", context_id: str = "", **extra: Any
+) -> Message:
     meta = Struct()
-    meta.update({"do": do})
+    meta.update({"do": do, **extra})
     return Message(
         role=Role.ROLE_USER,
         message_id=str(uuid.uuid4()),
@@ -337,6 +341,37 @@ async def test_a_retry_replaces_every_artifact_of_the_failed_attempt(servers, bi
         assert [(p.filename, p.raw) for p in out.parts] == [("full.bin", b"whole file")]
         # What only the failed attempt wrote is emptied.
         assert all(p.WhichOneof("content") == "text" and not p.text for p in arts["stale"].parts)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cancel_after_file_and_data_outputs(servers, mode: str, tmp_path: Path) -> None:
+    url = servers[mode].url
+    mark = tmp_path / "mark"
+    client = await make_client(url, streaming=True)
+    try:
+        events = client.send_message(
+            SendMessageRequest(message=message(Part(text="x"), do="slow", mark=str(mark)))
+        )
+        task_id, names = "", set()
+        async for event in events:
+            task_id = task_id or event.task.id
+            if event.HasField("artifact_update"):
+                names.add(event.artifact_update.artifact.name)
+                if names == {"out", "progress"}:
+                    break
+        canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
+        await events.aclose()  # type: ignore[attr-defined]
+        assert canceled.status.state == TaskState.TASK_STATE_CANCELED
+        stored = await wait_terminal(client, task_id)
+    finally:
+        await client.close()
+    assert stored.status.state == TaskState.TASK_STATE_CANCELED
+    assert {a.name for a in stored.artifacts} == {"out", "progress"}
+    for _ in range(200):  # the mark is written as the cancellation reaches the adapter
+        if mark.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert mark.read_text() == "cancelled"  # the adapter saw CancelledError at its await
 
 
 def test_file_part_bytes_are_base64_in_the_input() -> None:
