@@ -104,3 +104,12 @@ def expect_snapshot_relay(task_id: str) -> None:
     """Before a stored `Task` is enqueued on the live queue of an existing task, to be
     streamed as it is (another process stored it): its note is not an error here."""
     _relay_notes.expected[task_id] = _relay_notes.expected.get(task_id, 0) + 1
+
+
+async def answer_taken(handler: DefaultRequestHandler, task_id: str) -> bool:
+    """True while this process holds a message for the task that its executor has
+    not finished with: an answer to a question, taken before anything is stored."""
+    active = await handler._active_task_registry.get(task_id)
+    if active is None or active.is_finished:
+        return False
+    return active._request_lock.locked() or not active._request_queue.empty()

@@ -24,6 +24,7 @@ from a2a.types.a2a_pb2 import (
     Message,
     Part,
     Role,
+    SendMessageRequest,
     Task,
     TaskArtifactUpdateEvent,
     TaskState,
@@ -32,6 +33,7 @@ from a2a.types.a2a_pb2 import (
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from molecule_runtime.sdk_seam import (
+    answer_taken,
     events_taken,
     expect_snapshot_relay,
     runs_here,
@@ -172,3 +174,53 @@ async def test_a_task_snapshot_of_an_existing_task_is_streamed_not_stored(
     stored = await store.get("t", call)
     assert stored is not None and stored.status.state == TaskState.TASK_STATE_WORKING
     assert not [r for r in caplog.records if "Ignoring task replacement" in r.getMessage()]
+
+
+class _HeldExecutor(AgentExecutor):
+    """Holds each request until `go` is set, without writing anything."""
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    async def execute(self, context: RequestContext, event_queue: EventQueueSource) -> None:
+        await self.go.wait()
+        await event_queue.enqueue_event(
+            Task(
+                id=str(context.task_id),
+                context_id=str(context.context_id),
+                status=TaskStatus(state=TaskState.TASK_STATE_COMPLETED),
+            )
+        )
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueueSource) -> None:
+        self.go.set()
+
+
+async def test_a_message_taken_here_is_seen_before_anything_is_stored() -> None:
+    executor = _HeldExecutor()
+    store = ObservedTaskStore(LegacyTaskStoreAdapter(InMemoryTaskStore()))
+    with single_process_note_silenced():
+        handler = DefaultRequestHandler(
+            agent_executor=executor, task_store=store, agent_card=AgentCard(name="t")
+        )
+    message = Message(role=Role.ROLE_USER, message_id="m1", task_id="", parts=[Part(text="x")])
+    context = ServerCallContext()
+    sending = asyncio.create_task(handler.on_message_send(SendMessageRequest(message=message), context))
+    task_id = ""
+    for _ in range(200):
+        ids = [t.get_name().split(":", 1)[1] for t in asyncio.all_tasks() if t.get_name().startswith("producer:")]
+        if ids and await answer_taken(handler, ids[0]):
+            task_id = ids[0]
+            break
+        await asyncio.sleep(0.01)
+    assert task_id, "the held message is not seen as taken"
+    assert await store.get(task_id, context) is None  # nothing stored yet
+    executor.go.set()
+    result = await asyncio.wait_for(sending, 5)
+    assert isinstance(result, Task) and result.status.state == TaskState.TASK_STATE_COMPLETED
+    for _ in range(200):
+        if not await answer_taken(handler, task_id):
+            break
+        await asyncio.sleep(0.01)
+    assert await answer_taken(handler, task_id) is False
+    await handler.aclose()

@@ -65,6 +65,17 @@ USAGE_COST = Counter(
     "molecule_usage_cost_total", "Cost reported by adapters, in the adapter's currency", ["model"]
 )
 
+# Subscriptions read the task event log; followers of one task share one reader.
+EVENT_LOG_READS = Counter(
+    "molecule_event_log_reads_total", "Reads of the task event log (replays, shared readers)"
+)
+EVENT_LOG_FOLLOWERS = Gauge(
+    "molecule_event_log_followers", "Subscriptions following a task's event log here"
+)
+EVENT_LOG_READERS = Gauge(
+    "molecule_event_log_readers", "Shared event-log readers here (one per followed task)"
+)
+
 
 def render() -> tuple[bytes, str]:
     return generate_latest(), CONTENT_TYPE_LATEST

@@ -9,6 +9,7 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from a2a.server.agent_execution import RequestContext, SimpleRequestContextBuilder
+from a2a.server.cluster import StoredTask
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
@@ -17,6 +18,7 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     ListTasksResponse,
     Message,
+    Role,
     SendMessageRequest,
     SubscribeToTaskRequest,
     Task,
@@ -28,7 +30,12 @@ from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedO
 from a2a.utils.task import apply_history_length
 
 from molecule_runtime.execution.admission import Admission, RetryLater, Ticket
-from molecule_runtime.sdk_seam import runs_here, single_process_note_silenced, version_number
+from molecule_runtime.sdk_seam import (
+    answer_taken,
+    runs_here,
+    single_process_note_silenced,
+    version_number,
+)
 from molecule_runtime.server.busy import note_refusal
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
 from molecule_runtime.server.submission import (
@@ -254,6 +261,20 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 await self._refused(submission, params, context)
             raise
 
+    async def _waits_unanswered(self, stored: StoredTask) -> bool:
+        """The task waits for the client and no answer has been taken yet: its
+        question is current, so a subscription ends with it."""
+        task = stored.task
+        if task.status.state not in INTERRUPTED_STATES:
+            return False
+        # Storing the answer moves the question from the status into the history.
+        stored_answer = (
+            not task.status.HasField("message")
+            and bool(task.history)
+            and task.history[-1].role == Role.ROLE_USER
+        )
+        return not stored_answer and not await answer_taken(self, task.id)
+
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
@@ -261,20 +282,29 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         SDK's contract). With it: the logged events after that offset, then live
         ones, also for a finished task. Either way from the shared event log, so
         it works whichever process runs (or recovers) the task, and after restarts.
+
+        A task that waits for input with no answer taken: the snapshot (with
+        `Last-Event-ID`, the events after it, else the snapshot), and the stream
+        ends. Otherwise it follows the task to its end or its next question.
         """
         log = self._event_log
+        stored = await self._store.get(params.id, context)
         if log is None:
+            if stored is not None and await self._waits_unanswered(stored):
+                set_offset(context, None)
+                yield stored.task
+                return
             # In-memory store: no event log, the SDK's live-only subscription.
             async for event in super().on_subscribe_to_task(params, context):
                 set_offset(context, None)
                 yield event
             return
         offset = requested_offset(context)
-        stored = await self._store.get(params.id, context)
         if stored is None:
             raise TaskNotFoundError
         current = version_number(stored.version)
         finished = stored.task.status.state in TERMINAL_STATES
+        waiting = await self._waits_unanswered(stored)
         if offset is None:
             if finished:
                 raise UnsupportedOperationError(
@@ -284,12 +314,15 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 )
             set_offset(context, current or None)
             yield stored.task
+            if waiting:
+                return
             offset = current
-        if finished:
-            # Nothing is written after a terminal state: one read is all there is.
+        if finished or waiting:
+            # Nothing is written until the task is answered: one read is all there is.
             events = await log.read_after(params.id, offset)
-            if not events and offset < current:
-                # Its events were pruned (MOLECULE_EVENT_RETENTION): the final state instead.
+            if not events and (offset < current or waiting):
+                # Pruned (MOLECULE_EVENT_RETENTION), or nothing after the offset
+                # of a waiting task: the task as it is now.
                 set_offset(context, current)
                 yield stored.task
             for version, event in events:
@@ -302,9 +335,11 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 yield event
                 if isinstance(event, Message) or is_terminal(event):
                     return
-                # A replay passes earlier interruptions; it ends at the current one.
+                # A replay passes earlier questions; it ends at the current one.
                 if _interrupted(event) and not await log.read_after(params.id, version):
-                    return
+                    latest = await self._store.get(params.id, context)
+                    if latest is None or await self._waits_unanswered(latest):
+                        return
 
     async def on_cancel_task(self, params: CancelTaskRequest, context: ServerCallContext) -> Task | None:
         if self._durable is not None and params.id:

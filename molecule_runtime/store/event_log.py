@@ -17,6 +17,7 @@ from sqlalchemy import and_, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from molecule_runtime.observability import metrics
 from molecule_runtime.sdk_seam import version_number
 from molecule_runtime.states import is_interrupted, is_terminal
 
@@ -93,13 +94,24 @@ class LiveEventOffsets:
         return None
 
 
+class _Feed:
+    """One task's shared reader and the followers it hands each event to."""
+
+    def __init__(self, after: int) -> None:
+        self.after = after  # the reader has handed on every event up to here
+        self.followers: set[asyncio.Queue[tuple[int, Event]]] = set()
+        self.written = asyncio.Event()
+        self.reader: asyncio.Task[None] | None = None
+
+
 class TaskEventLog(DatabaseTaskEventStream):
     """The SDK's `task_events` log, read by offset (the task version of each event).
 
     Same table, same writes (the task store appends each event in the
     transaction that applies it); this adds reads after a given version, for
-    replay, and wakes followers at once when this process writes, polling only
-    for writes made by other processes.
+    replay, and one shared reader per followed task: it reads at once when
+    this process writes the task, and polls every `poll_interval_s` only for
+    writes made by other processes, however many followers the task has.
     """
 
     def __init__(
@@ -109,13 +121,23 @@ class TaskEventLog(DatabaseTaskEventStream):
         unstored: Callable[[str, int], list[tuple[int, bytes]]] | None = None,
     ) -> None:
         super().__init__(engine, poll_interval_s=poll_interval_s)
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._feeds: dict[str, _Feed] = {}
         # Events this process streamed that the write-behind store holds back.
         self._unstored = unstored
 
     def wake(self, task_id: str, _event: object = None, _version: object = None) -> None:
-        for waiter in self._waiters.get(task_id, ()):
-            waiter.set()
+        """A write observer: the task's reader (if it is followed here) reads now."""
+        feed = self._feeds.get(task_id)
+        if feed is not None:
+            feed.written.set()
+
+    @property
+    def followers(self) -> int:
+        return sum(len(feed.followers) for feed in self._feeds.values())
+
+    @property
+    def readers(self) -> int:
+        return len(self._feeds)
 
     async def read_after(self, task_id: str, after: int) -> list[tuple[int, Event]]:
         """The logged events of `task_id` with a version above `after`, in order.
@@ -123,6 +145,7 @@ class TaskEventLog(DatabaseTaskEventStream):
         Includes the events this process has written but not stored yet, so a
         subscriber here follows a stream without waiting for the store.
         """
+        metrics.EVENT_LOG_READS.inc()
         # Read before the database: an event committed in between is then in
         # the database rows, so none is missed (duplicates are merged below).
         unstored = self._unstored(task_id, after) if self._unstored is not None else []
@@ -147,26 +170,60 @@ class TaskEventLog(DatabaseTaskEventStream):
         return events
 
     async def follow(self, task_id: str, after: int) -> AsyncIterator[tuple[int, Event]]:
-        """Logged events after `after`, then new ones as they are written; never ends."""
-        waiter = asyncio.Event()
-        self._waiters.setdefault(task_id, set()).add(waiter)
+        """Logged events after `after`, then new ones as they are written; never ends.
+
+        The follower joins the task's shared reader first, then reads what it
+        missed (if it starts behind the reader), so no event falls in between;
+        events seen twice that way are skipped by offset.
+        """
+        queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        feed = self._feeds.get(task_id)
+        if feed is None:
+            feed = self._feeds[task_id] = _Feed(after)
+            feed.reader = asyncio.get_running_loop().create_task(
+                self._read_for(task_id, feed), name=f"event-log-reader:{task_id}"
+            )
+        feed.followers.add(queue)
+        metrics.EVENT_LOG_FOLLOWERS.inc()
         try:
-            while True:
-                waiter.clear()
-                try:
-                    batch = await self.read_after(task_id, after)
-                except OperationalError:
-                    log.debug("transient error reading events of %s", task_id, exc_info=True)
-                    batch = []
-                for version, event_ in batch:
+            if after < feed.after:
+                for version, event_ in await self._read_retrying(task_id, after):
                     after = version
                     yield version, event_
-                if not batch:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(waiter.wait(), self._poll_interval_s)
+            while True:
+                version, event_ = await queue.get()
+                if version > after:
+                    after = version
+                    yield version, event_
         finally:
-            waiters = self._waiters.get(task_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[task_id]
+            metrics.EVENT_LOG_FOLLOWERS.dec()
+            feed.followers.discard(queue)
+            if not feed.followers and self._feeds.get(task_id) is feed:
+                del self._feeds[task_id]
+                if feed.reader is not None:
+                    feed.reader.cancel()
+
+    async def _read_retrying(self, task_id: str, after: int) -> list[tuple[int, Event]]:
+        while True:
+            try:
+                return await self.read_after(task_id, after)
+            except OperationalError:
+                log.debug("transient error reading events of %s", task_id, exc_info=True)
+                await asyncio.sleep(self._poll_interval_s)
+
+    async def _read_for(self, task_id: str, feed: _Feed) -> None:
+        """The shared reader: one read per write here, one poll per interval otherwise."""
+        metrics.EVENT_LOG_READERS.inc()
+        try:
+            # Also checked here: a cancel that meets a wake-up may be lost.
+            while self._feeds.get(task_id) is feed:
+                feed.written.clear()
+                for version, event_ in await self._read_retrying(task_id, feed.after):
+                    feed.after = version
+                    for queue in feed.followers:
+                        queue.put_nowait((version, event_))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._poll_interval_s):
+                        await feed.written.wait()
+        finally:
+            metrics.EVENT_LOG_READERS.dec()

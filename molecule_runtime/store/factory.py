@@ -30,9 +30,9 @@ from molecule_runtime.store.retention import (
     prune_periodically,
 )
 
-# How often a subscriber to a task running in another process (or being
-# recovered headless) polls the shared event log.
-EVENT_POLL_INTERVAL = 0.2
+# How often the shared reader of a followed task polls the event log for
+# writes made by other processes (writes made here wake it at once).
+EVENT_POLL_INTERVAL = 1.0
 
 _LOCK_KEY = "molecule_runtime.schema"
 

@@ -1,0 +1,218 @@
+"""SubscribeToTask across input-required, and followers sharing one reader of the event log.
+
+Real servers (direct and durable mode, SQLite) with the gate adapter
+(tests/fixtures/gate_adapter.py): `ask` asks a question; an answer `<name>` is
+held until the test drops `release-<name>` in the data dir, then answered
+`done <name>` in three chunks. One running slot, so an answer can be made to
+wait in admission's line while the task still shows input-required.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.procs import ServerProcess, running_server
+from tests.support.sse import (
+    A2A,
+    Frame,
+    message_json,
+    read_frames,
+    state_of,
+    stream_request,
+    subscribe_request,
+    text_of,
+)
+from tests.support.temporal import TemporalDevServer
+
+GATE = Path(__file__).parent / "fixtures" / "gate_adapter.py"
+ENV = {"ADAPTER_MODULE": str(GATE), "MOLECULE_MAX_RUNNING_TASKS": "1"}
+FOLLOWERS = 150
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("subs-direct"), ENV) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def durable(
+    tmp_path_factory: pytest.TempPathFactory, temporal_server: TemporalDevServer
+) -> Iterator[ServerProcess]:
+    queue = f"subs-{uuid.uuid4().hex[:8]}"
+    env = {
+        **ENV,
+        "TEMPORAL_HOST": temporal_server.address,
+        "TEMPORAL_TASK_QUEUE": queue,
+        "WORKSPACE_ID": queue,
+    }
+    with running_server(tmp_path_factory.mktemp("subs-durable"), env) as server:
+        yield server
+
+
+@pytest.fixture(params=["direct", "durable"])
+def server(request: pytest.FixtureRequest) -> ServerProcess:
+    return request.getfixturevalue(request.param)
+
+
+def release(server: ServerProcess, name: str) -> None:
+    (server.workdir / "data" / f"release-{name}").write_text("")
+
+
+async def ask(http: httpx.AsyncClient, server: ServerProcess) -> tuple[str, list[Frame]]:
+    """A task that asks a question: its id and the frames of its stream."""
+    frames = await read_frames(http, stream_request("JSONRPC", server.url, "ask"))
+    assert state_of(frames[-1][1]) == "TASK_STATE_INPUT_REQUIRED", frames
+    return frames[0][1]["task"]["id"], frames
+
+
+async def metric(http: httpx.AsyncClient, server: ServerProcess, name: str) -> float:
+    text = (await http.get(f"{server.url}/metrics")).text
+    found = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+    assert found is not None, name
+    return float(found.group(1))
+
+
+async def wait_metric(
+    http: httpx.AsyncClient, server: ServerProcess, name: str, value: float, timeout: float = 20
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (seen := await metric(http, server, name)) != value:
+        assert time.monotonic() < deadline, f"{name} is {seen}, not {value}"
+        await asyncio.sleep(0.05)
+
+
+def answer_stream(server: ServerProcess, task_id: str, text: str) -> tuple[str, str, Any]:
+    message = message_json(text, task_id=task_id)
+    body = {"jsonrpc": "2.0", "id": 3, "method": "SendStreamingMessage", "params": {"message": message}}
+    return "POST", f"{server.url}/", body
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "REST"])
+@pytest.mark.parametrize("resume", [False, True], ids=["no-last-event-id", "at-current-offset"])
+async def test_subscribing_to_a_waiting_task_returns_the_snapshot_and_ends(
+    server: ServerProcess, binding: str, resume: bool
+) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        task_id, asked = await ask(http, server)
+        frames = await read_frames(
+            http,
+            subscribe_request(binding, server.url, task_id),
+            last_event_id=asked[-1][0] if resume else None,
+            timeout=10,
+        )
+        assert len(frames) == 1, frames
+        offset, payload = frames[0]
+        assert payload["task"]["id"] == task_id
+        assert state_of(payload) == "TASK_STATE_INPUT_REQUIRED"
+        assert offset >= asked[-1][0]
+        # A replay from the start passes the question's events and ends there.
+        replay = await read_frames(
+            http, subscribe_request(binding, server.url, task_id), last_event_id=0, timeout=10
+        )
+    assert replay == asked
+
+
+@pytest.mark.parametrize("replay", [False, True], ids=["no-last-event-id", "replay-from-0"])
+async def test_a_subscriber_attached_before_the_answer_runs_sees_it_through(
+    server: ServerProcess, replay: bool
+) -> None:
+    name = f"n{uuid.uuid4().hex[:6]}"
+    hold = f"h{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(timeout=60) as http:
+        task_id, asked = await ask(http, server)
+        # The only running slot is taken: the answer waits in line, and the
+        # task still shows its question meanwhile.
+        holder = asyncio.create_task(
+            read_frames(http, stream_request("JSONRPC", server.url, hold), timeout=60)
+        )
+        await wait_metric(http, server, "molecule_admission_running_tasks", 1)
+        answering = asyncio.create_task(
+            read_frames(http, answer_stream(server, task_id, name), timeout=60)
+        )
+        await wait_metric(http, server, "molecule_admission_queued_tasks", 1)
+        # The executor takes the answer over from the handler at once.
+        await asyncio.sleep(0.3)
+        subscriber = asyncio.create_task(
+            read_frames(
+                http,
+                subscribe_request("JSONRPC", server.url, task_id),
+                last_event_id=0 if replay else None,
+                timeout=60,
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not subscriber.done(), subscriber.result()
+        release(server, hold)
+        release(server, name)
+        frames = await subscriber
+        answered = await answering
+        await holder
+    if replay:
+        assert frames[: len(asked)] == asked
+        frames = frames[len(asked) :]
+    else:
+        assert state_of(frames[0][1]) == "TASK_STATE_INPUT_REQUIRED"  # the snapshot
+    states = [state_of(p) for _, p in frames if state_of(p)]
+    # Before WORKING only the task with the answer stored (still input-required).
+    assert states[-2:] == ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"], states
+    assert set(states[:-2]) <= {"TASK_STATE_INPUT_REQUIRED"}, states
+    assert text_of(frames) == f"done {name}"
+    # The subscriber saw what the answer's own stream carried, from WORKING on.
+    working = next(i for i, (_, p) in enumerate(answered) if state_of(p) == "TASK_STATE_WORKING")
+    assert [f for f in frames if f[0] >= answered[working][0]] == answered[working:]
+
+
+async def test_idle_followers_of_one_task_share_one_reader(direct: ServerProcess) -> None:
+    name = f"f{uuid.uuid4().hex[:6]}"
+    limits = httpx.Limits(max_connections=FOLLOWERS + 10)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        await wait_metric(http, direct, "molecule_event_log_followers", 0)
+        running = asyncio.create_task(
+            read_frames(http, stream_request("JSONRPC", direct.url, name), timeout=60)
+        )
+        await wait_metric(http, direct, "molecule_admission_running_tasks", 1)
+        task_id = ""
+        while not task_id:
+            listed = await http.post(
+                f"{direct.url}/",
+                json={
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "ListTasks",
+                    "params": {"status": "TASK_STATE_WORKING"},
+                },
+                headers=A2A,
+            )
+            tasks = listed.json()["result"].get("tasks", [])
+            task_id = tasks[0]["id"] if tasks else ""
+        followers = [
+            asyncio.create_task(
+                read_frames(http, subscribe_request("JSONRPC", direct.url, task_id), timeout=60)
+            )
+            for _ in range(FOLLOWERS)
+        ]
+        await wait_metric(http, direct, "molecule_event_log_followers", FOLLOWERS, timeout=40)
+        assert await metric(http, direct, "molecule_event_log_readers") == 1
+        reads = await metric(http, direct, "molecule_event_log_reads_total")
+        await asyncio.sleep(2.0)
+        idle_reads = await metric(http, direct, "molecule_event_log_reads_total") - reads
+        release(direct, name)
+        results = await asyncio.gather(*followers)
+        await running
+        await wait_metric(http, direct, "molecule_event_log_readers", 0)
+    # One shared poll a second while nothing is written (each follower polling
+    # on its own five times a second made some 1500 reads in 2 s).
+    assert idle_reads <= 4, idle_reads
+    for frames in results:
+        assert state_of(frames[-1][1]) == "TASK_STATE_COMPLETED"
+        assert text_of(frames) == f"done {name}"
