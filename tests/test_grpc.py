@@ -6,7 +6,9 @@ request size limit, the card and /readyz, SIGTERM, and durable mode on real Temp
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,9 +32,13 @@ from a2a.types.a2a_pb2 import (
 from a2a.utils.errors import TaskNotFoundError
 from google.rpc import error_details_pb2, status_pb2
 
+from molecule_runtime.execution.admission import Admission, ServerBusyError
+from molecule_runtime.server.grpc_server import refusal_status
+from molecule_runtime.server.quotas import RateLimitedError
 from tests.support.a2a import event_task_id, user_message
 from tests.support.durable import durable_env, scripted_env, scripted_message, streamed_text
 from tests.support.grpc_client import grpc_env, make_grpc_client
+from tests.support.otlp import OtlpReceiver
 from tests.support.procs import ServerProcess, running_server
 
 KEY_A = "alice-key-" + uuid.uuid4().hex
@@ -269,6 +275,30 @@ async def test_refusals_and_request_size(server: ServerProcess) -> None:
         await channel.close()
 
 
+@pytest.mark.parametrize(
+    ("error", "code", "reason"),
+    [
+        (ServerBusyError(Admission(1, 0)), grpc.StatusCode.UNAVAILABLE, "SERVER_BUSY"),
+        (RateLimitedError(60, 3), grpc.StatusCode.RESOURCE_EXHAUSTED, "PRINCIPAL_RATE_LIMIT"),
+    ],
+    ids=["busy", "rate"],
+)
+def test_refusal_status(error, code: grpc.StatusCode, reason: str) -> None:
+    """Server busy is UNAVAILABLE (retry elsewhere or later), a principal's limit is
+    RESOURCE_EXHAUSTED; both say when to retry."""
+    got, message, trailing = refusal_status(error)
+    assert got == code
+    assert message == error.message
+    metadata = dict(trailing)
+    assert metadata["retry-after"] == str(error.retry_after)
+    status = status_pb2.Status.FromString(metadata["grpc-status-details-bin"])
+    assert status.code == code.value[0]
+    info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info) and status.details[1].Unpack(retry)
+    assert info.reason == reason
+    assert retry.retry_delay.seconds == error.retry_after
+
+
 async def test_sigterm_lets_a_grpc_stream_finish(tmp_path: Path) -> None:
     """SIGTERM: the gRPC port takes no new calls, a stream in flight ends normally
     within the grace period, and the process exits 0."""
@@ -285,6 +315,38 @@ async def test_sigterm_lets_a_grpc_stream_finish(tmp_path: Path) -> None:
             assert await asyncio.to_thread(server.proc.wait, 20) == 0
         finally:
             await client.close()
+
+
+async def test_a_grpc_call_joins_the_callers_trace(tmp_path: Path) -> None:
+    """`traceparent` metadata: the task's stage spans are in the caller's trace."""
+    stages = {"task_receive", "llm_call", "task_complete"}
+    with OtlpReceiver() as receiver:
+        env = {
+            **grpc_env(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        with running_server(tmp_path, env) as server:
+            trace_id = os.urandom(16).hex()
+            traceparent = f"00-{trace_id}-{os.urandom(8).hex()}-01"
+            client = await make_grpc_client(server.url)
+            try:
+                events = [
+                    e
+                    async for e in client.send_message(
+                        SendMessageRequest(message=user_message("trace me")),
+                        context=ClientCallContext(service_parameters={"traceparent": traceparent}),
+                    )
+                ]
+            finally:
+                await client.close()
+            deadline = time.monotonic() + 20
+            while not stages <= {s.name for s in receiver.in_trace(trace_id)}:
+                assert time.monotonic() < deadline, receiver.in_trace(trace_id)
+                await asyncio.sleep(0.1)
+            for span in receiver.in_trace(trace_id):
+                if span.name in stages:
+                    assert span.attributes["a2a.task.id"] == event_task_id(events[0])
 
 
 @pytest.mark.temporal

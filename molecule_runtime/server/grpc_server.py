@@ -10,7 +10,9 @@ here by one server interceptor:
   `Authenticator` (refused: `UNAUTHENTICATED`); the principal reaches the
   call context through a context variable (grpc.aio runs an RPC's
   interceptors and its handler in one `contextvars.Context`);
-* requests per minute per principal (refused: `RESOURCE_EXHAUSTED`).
+* requests per minute per principal (refused: `RESOURCE_EXHAUSTED`);
+* the caller's W3C `traceparent` metadata becomes the current trace context,
+  so the task's stage spans join the caller's trace as they do over HTTP.
 
 Refusals the request handler raises (`RetryLater`: server busy, too many
 tasks) are not in the SDK's gRPC error table, which would answer `UNKNOWN`;
@@ -45,6 +47,8 @@ from a2a.utils.errors import A2AError
 from a2a.utils.grpc_status import status_to_grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from molecule_runtime.config import Settings
 from molecule_runtime.execution.admission import RetryLater
@@ -95,7 +99,7 @@ class PrincipalContextBuilder(DefaultGrpcServerCallContextBuilder):
         return PrincipalUser(principal) if principal is not None else UnauthenticatedUser()
 
 
-def _retry_later_status(error: RetryLater) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
+def refusal_status(error: RetryLater) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
     """Status code, message and trailing metadata of a refusal (the rich status
     the SDK gives its own errors, plus RetryInfo)."""
     code = grpc.StatusCode[error.status]
@@ -113,7 +117,7 @@ def _retry_later_status(error: RetryLater) -> tuple[grpc.StatusCode, str, tuple[
 
 
 async def abort_retry_later(error: RetryLater, context: grpc.aio.ServicerContext) -> None:
-    code, message, trailing = _retry_later_status(error)
+    code, message, trailing = refusal_status(error)
     context.set_trailing_metadata(trailing)
     await context.abort(code, message)
 
@@ -183,13 +187,16 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler  # unknown method: gRPC answers UNIMPLEMENTED
+        metadata = {
+            key: value
+            for key, value in details.invocation_metadata or ()  # type: ignore[attr-defined]
+            if isinstance(value, str)
+        }
+        # This RPC's own contextvars.Context: nothing to detach afterwards.
+        otel_context.attach(propagate.extract(metadata))
         principal: Principal | None = None
         if self.authenticator.enabled:
-            supplied = b""
-            for key, value in details.invocation_metadata or ():  # type: ignore[attr-defined]
-                if key == AUTHORIZATION and isinstance(value, str):
-                    supplied = value.encode()
-                    break
+            supplied = metadata.get(AUTHORIZATION, "").encode()
             principal = await self.authenticator.authenticate(supplied) if supplied else None
             if principal is None:
                 return _refusing(handler, _unauthenticated)

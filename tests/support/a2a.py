@@ -48,6 +48,12 @@ async def make_client(
     token: str | None = None,
     binding: str = "JSONRPC",
 ) -> Client:
+    """`binding`: JSONRPC, HTTP+JSON or GRPC (the server needs MOLECULE_GRPC_PORT, see
+    tests/support/grpc_client.py)."""
+    if binding == "GRPC":
+        from tests.support.grpc_client import make_grpc_client
+
+        return await make_grpc_client(url, streaming=streaming, token=token)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     http = httpx.AsyncClient(timeout=httpx.Timeout(60.0), headers=headers)
     config = ClientConfig(
