@@ -63,11 +63,13 @@ class ArtifactWriter:
     def answer_started(self) -> bool:
         return self.answer.started
 
-    async def text(self, text: str, artifact: Artifact | None = None) -> None:
-        target = self.target(artifact)
+    async def text(self, text: str, artifact: Artifact | None = None) -> int:
+        """Stream a text chunk into its artifact; its length."""
+        target = self.answer if artifact is None else self.target(artifact)
         if target.batcher is None:
             target.batcher = ChunkBatcher(_TextSink(self, target), self.batch_window)  # type: ignore[arg-type]
         await target.batcher.add(text)
+        return len(text)
 
     async def part(self, part: Part, artifact: Artifact | None = None) -> None:
         """A whole part (file, data): after the text already streamed to its artifact."""

@@ -172,13 +172,17 @@ async def _pull(
             item = await agen.__anext__()
         except StopAsyncIteration:
             return produced, None
-        if isinstance(item, InputRequired | Done | Reject):
+        if type(item) is str:
+            if not item:
+                continue
+        elif isinstance(item, InputRequired | Done | Reject):
             # The turn ends here (for InputRequired the user's answer starts the next one).
             return produced, item
-        if isinstance(item, str) and not item:
-            continue
         try:
-            produced += await _put(writer, item, max_file_bytes)
+            # Plain text, the hot path, skips the dispatch on output kinds.
+            produced += await writer.text(item) if type(item) is str else await _put(
+                writer, item, max_file_bytes
+            )
         except AdapterProtocolError as exc:
             raise AdapterProtocolError(f"adapter {adapter.name()!r}: {exc}") from None
         except (asyncio.CancelledError, TaskStopped):
