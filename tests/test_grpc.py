@@ -35,7 +35,7 @@ from google.rpc import error_details_pb2, status_pb2
 from molecule_runtime.execution.admission import Admission, ServerBusyError
 from molecule_runtime.server.grpc_server import refusal_status
 from molecule_runtime.server.quotas import RateLimitedError
-from tests.support.a2a import event_task_id, user_message
+from tests.support.a2a import event_task_id, make_client, user_message
 from tests.support.durable import durable_env, scripted_env, scripted_message, streamed_text
 from tests.support.grpc_client import grpc_env, make_grpc_client
 from tests.support.otlp import OtlpReceiver
@@ -222,6 +222,17 @@ async def test_another_principal_gets_not_found(server: ServerProcess) -> None:
                 SendMessageRequest(message=user_message("mine now", task_id=task_id))
             ):
                 pass
+        # One owner scope on every binding: over JSON-RPC too, bob finds nothing, alice
+        # finds her task.
+        other_http = await make_client(server.url, token=KEY_B)
+        owner_http = await make_client(server.url, token=KEY_A)
+        try:
+            with pytest.raises(TaskNotFoundError):
+                await other_http.get_task(GetTaskRequest(id=task_id))
+            assert (await owner_http.get_task(GetTaskRequest(id=task_id))).id == task_id
+        finally:
+            await other_http.close()
+            await owner_http.close()
         # Untouched by all of it: still running for its owner.
         owner_unary = await make_grpc_client(server.url, token=KEY_A, streaming=False)
         try:
