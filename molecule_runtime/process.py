@@ -72,12 +72,16 @@ async def run_server(settings: Settings) -> int:
         grpc = None
         if settings.grpc_port is not None:
             # Imported only when on (grpcio loads a native library).
-            from molecule_runtime.server.grpc_server import GrpcBinding
+            from molecule_runtime.server.grpc_server import GrpcBinding, GrpcPortError
 
             grpc = GrpcBinding(
                 settings, app.state.request_handler, app.state.authenticator, app.state.request_rate
             )
-            await grpc.start()
+            try:
+                await grpc.start()
+            except GrpcPortError as exc:
+                log.error("cannot start: %s", exc)
+                return 2
             services.listener_checks["grpc"] = grpc.check
             app.state.before_close.append(grpc.stop)
 

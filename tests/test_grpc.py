@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -326,6 +327,18 @@ async def test_sigterm_lets_a_grpc_stream_finish(tmp_path: Path) -> None:
             assert await asyncio.to_thread(server.proc.wait, 20) == 0
         finally:
             await client.close()
+
+
+def test_a_taken_grpc_port_stops_start_up(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        server = ServerProcess(tmp_path, grpc_env(taken.getsockname()[1]))
+        server.start(wait=False)
+        assert server.proc is not None
+        assert server.proc.wait(timeout=60) == 2
+    assert "cannot start: the gRPC binding cannot listen on" in server.log()
+    assert "MOLECULE_GRPC_PORT" in server.log()
 
 
 async def test_a_grpc_call_joins_the_callers_trace(tmp_path: Path) -> None:

@@ -218,6 +218,10 @@ def _loopback(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+class GrpcPortError(OSError):
+    """The gRPC port cannot be opened (start-up stops, naming the setting)."""
+
+
 class GrpcBinding:
     """The gRPC server: started before the HTTP port takes requests, stopped with it."""
 
@@ -256,7 +260,13 @@ class GrpcBinding:
         return f"[{host}]:{self.port}" if ":" in host and not host.startswith("[") else f"{host}:{self.port}"
 
     async def start(self) -> None:
-        self.server.add_insecure_port(self.address)  # raises when the port is taken
+        try:
+            self.server.add_insecure_port(self.address)
+        except RuntimeError:
+            raise GrpcPortError(
+                f"the gRPC binding cannot listen on {self.address} (MOLECULE_GRPC_PORT, HOST): "
+                "the port is taken or the address is not this machine's"
+            ) from None
         await self.server.start()
         self._probe = grpc.aio.insecure_channel(f"{_loopback(self.settings.host)}:{self.port}")
 
