@@ -65,7 +65,7 @@ UNAUTHENTICATED_DETAIL = "send metadata authorization: Bearer <credential>"
 _principal: ContextVar[Principal | None] = ContextVar("molecule_grpc_principal", default=None)
 
 
-class PrincipalUser(User):
+class GrpcUser(User):
     """The call context's user: its name is the owner scope the stores filter by."""
 
     def __init__(self, principal: Principal) -> None:
@@ -96,7 +96,7 @@ class PrincipalContextBuilder(DefaultGrpcServerCallContextBuilder):
 
     def build_user(self, context: grpc.aio.ServicerContext) -> User:
         principal = _principal.get()
-        return PrincipalUser(principal) if principal is not None else UnauthenticatedUser()
+        return GrpcUser(principal) if principal is not None else UnauthenticatedUser()
 
 
 def refusal_status(error: RetryLater) -> tuple[grpc.StatusCode, str, tuple[Any, ...]]:
