@@ -274,6 +274,11 @@ async def test_one_of_many_concurrent_claims_wins(
         winners = [c for c, r in zip(claims, results, strict=True) if r is None]
         assert len(winners) == 1
         assert {r.task_id for r in results if r is not None} == {winners[0].task_id}
+        # Its task is not stored yet: a pending task of the conversation.
+        pending = await replicas[1].message_ids.recent_in_context(
+            "alice", "ctx", now_utc() - timedelta(minutes=1)
+        )
+        assert [c.task_id for c in pending] == [winners[0].task_id]
         # Another principal's id of the same name is its own.
         bob = MessageClaim("bob", "m-1", "task-b", "ctx", "d", now_utc())
         assert await replicas[1].message_ids.claim(bob) is None

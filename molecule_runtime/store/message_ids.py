@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from a2a.server.models import TaskModel
 from sqlalchemy import (
     Column,
     DateTime,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+_TASKS = TaskModel.__table__
 _METADATA = MetaData()
 MESSAGE_IDS = Table(
     "molecule_message_ids",
@@ -130,13 +132,15 @@ class MessageIds:
     async def recent_in_context(
         self, owner: str, context_id: str, since: datetime
     ) -> list[MessageClaim]:
-        """Claims of one conversation made after `since` (tasks perhaps not created yet)."""
+        """Claims of one conversation made after `since` whose task is not in the
+        database (yet); in memory, every recent claim of the conversation."""
         if self._engine is None:
             return [
                 c
                 for c in self._memory.values()
                 if c.owner == owner and c.context_id == context_id and c.created_at >= since
             ]
+        stored = select(_TASKS.c.id).where(_TASKS.c.id == MESSAGE_IDS.c.task_id)
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
@@ -145,6 +149,7 @@ class MessageIds:
                             MESSAGE_IDS.c.owner == owner,
                             MESSAGE_IDS.c.context_id == context_id,
                             MESSAGE_IDS.c.created_at >= since,
+                            ~stored.exists(),
                         )
                     )
                 )
