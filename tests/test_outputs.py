@@ -29,12 +29,13 @@ from google.protobuf.struct_pb2 import Struct, Value
 
 from tests.fixtures.outputs_adapter import CSV, LOGO_URL
 from tests.support.a2a import make_client, wait_terminal
+from tests.support.grpc_client import grpc_env
 from tests.support.procs import ServerProcess
 from tests.support.temporal import TemporalDevServer
 
 ADAPTER = Path(__file__).resolve().parent / "fixtures" / "outputs_adapter.py"
-# Every binding the server serves; a new one (gRPC) is one more entry here.
-TRANSPORTS = ["JSONRPC", "HTTP+JSON"]
+# Every binding the server serves (the servers below turn gRPC on).
+TRANSPORTS = ["JSONRPC", "HTTP+JSON", "GRPC"]
 MODES = ["direct", "durable"]
 MAX_FILE_BYTES = "1000"
 
@@ -45,6 +46,7 @@ def _env(temporal: TemporalDevServer | None, **options: Any) -> dict[str, str]:
         "ADAPTER_OPTIONS": json.dumps(options),
         "MOLECULE_MAX_FILE_BYTES": MAX_FILE_BYTES,
         "STREAM_BATCH_WINDOW": "0",
+        **grpc_env(),
     }
     if temporal is not None:
         queue = f"q-{uuid.uuid4().hex[:10]}"
