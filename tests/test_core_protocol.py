@@ -20,7 +20,6 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.errors import InvalidParamsError
-from google.protobuf import struct_pb2
 
 from tests.support.a2a import make_client, task_text, user_message
 from tests.support.procs import ServerProcess, running_server
@@ -204,21 +203,10 @@ async def test_stream_that_is_not_a_generator_fails_clearly(server_factory, tmp_
         pytest.param([], id="no-parts"),
         pytest.param([Part(text="")], id="empty-text"),
         pytest.param([Part(text="   \n")], id="blank-text"),
-        pytest.param(
-            [
-                Part(
-                    data=struct_pb2.Value(
-                        struct_value=struct_pb2.Struct(
-                            fields={"k": struct_pb2.Value(number_value=1)}
-                        )
-                    )
-                )
-            ],
-            id="data-only",
-        ),
     ],
 )
-async def test_message_without_text_is_rejected(probe: ServerProcess, parts: list[Part]) -> None:
+async def test_message_without_a_usable_part_is_rejected(probe: ServerProcess, parts: list[Part]) -> None:
+    # A data-only or file-only message is taken (tests/test_parts.py).
     message = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=parts)
     if not parts:
         # The SDK's request validation refuses a message without parts before the
