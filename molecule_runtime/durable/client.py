@@ -28,6 +28,7 @@ from temporalio.service import RPCStatusCode
 
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
+from molecule_runtime.durable.peers import WorkflowPeers
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry
 from molecule_runtime.durable.types import (
     PROVIDE_INPUT_SIGNAL,
@@ -38,6 +39,7 @@ from molecule_runtime.durable.types import (
     WorkflowInput,
     workflow_id,
 )
+from molecule_runtime.durable.worker import worker_identity
 from molecule_runtime.durable.workflow import root_message
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.observability.spans import inject_trace_context
@@ -91,6 +93,12 @@ class DurableTasks:
         self.accept_tasks = accept_tasks
         self.fallbacks = 0
         self._start_gate = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
+        self._peers = WorkflowPeers(
+            lambda: connection.client,
+            settings.temporal_namespace,
+            settings.temporal_task_queue,
+            worker_identity(settings),
+        )
 
     def accepting(self) -> bool:
         """True when new tasks should run on Temporal."""
@@ -305,7 +313,8 @@ class DurableTasks:
             await events.persisted()
         streamed = -1
         while True:
-            if events.chunks_sent == streamed:
+            # Alone on the workflow queue, this process asks every question itself.
+            if events.chunks_sent == streamed and await self._peers.others_poll():
                 try:
                     stored = await self.store.get(events.task_id, runtime_context())
                 except Exception as exc:  # the store is busy: the workflow's end still counts

@@ -19,6 +19,11 @@ from molecule_runtime.durable.workflow import AgentTaskWorkflow
 log = logging.getLogger(__name__)
 
 
+def worker_identity(settings: Settings) -> str:
+    """How this process's workers show in Temporal (pollers, activity attempts)."""
+    return f"molecule-runtime@{settings.resolved_instance_id}"
+
+
 class TaskWorkers:
     def __init__(self, settings: Settings, activities: TaskActivities, *, accept_tasks: bool) -> None:
         self.settings = settings
@@ -41,7 +46,7 @@ class TaskWorkers:
             "default_heartbeat_throttle_interval": timedelta(seconds=0.5),
             "graceful_shutdown_timeout": timedelta(seconds=s.shutdown_grace),
             "max_concurrent_activities": s.temporal_max_concurrent_activities,
-            "identity": f"molecule-runtime@{s.resolved_instance_id}",
+            "identity": worker_identity(s),
         }
         self._workers = [
             Worker(
