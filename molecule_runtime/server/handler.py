@@ -44,17 +44,13 @@ from molecule_runtime.server.submission import (
     Submission,
     SubmissionRules,
 )
-from molecule_runtime.states import TERMINAL_STATES, is_terminal
+from molecule_runtime.states import INTERRUPTED_STATES, TERMINAL_STATES, is_interrupted, is_terminal
 from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore, TaskEventLog
 from molecule_runtime.vocabulary import CONTINUES_CONTEXT
 
 if TYPE_CHECKING:
     from molecule_runtime.durable.client import DurableTasks
 
-# States after which the client has to act; a subscription ends there.
-INTERRUPTED_STATES = frozenset(
-    {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
-)
 # Seconds a task waiting for input keeps its live producer in this process
 # (an answer within that time skips one store read).
 PARKED_RELEASE_AFTER = 1.0
@@ -66,13 +62,6 @@ def _task_id_of(event: object) -> str:
     if isinstance(event, TaskStatusUpdateEvent | TaskArtifactUpdateEvent | Message):
         return event.task_id
     return ""
-
-
-def _interrupted(event: object) -> bool:
-    return (
-        isinstance(event, Task | TaskStatusUpdateEvent)
-        and event.status.state in INTERRUPTED_STATES
-    )
 
 
 class ConversationContextBuilder(SimpleRequestContextBuilder):
@@ -336,7 +325,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 if isinstance(event, Message) or is_terminal(event):
                     return
                 # A replay passes earlier questions; it ends at the current one.
-                if _interrupted(event) and not await log.read_after(params.id, version):
+                if is_interrupted(event) and not await log.read_after(params.id, version):
                     latest = await self._store.get(params.id, context)
                     if latest is None or await self._waits_unanswered(latest):
                         return
