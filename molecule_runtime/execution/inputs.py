@@ -25,10 +25,6 @@ MAX_HISTORY_MESSAGES = 40
 DEFAULT_HISTORY_BYTES = 256 * 1024
 
 
-def _role(message: Message) -> str:
-    return "assistant" if message.role == Role.ROLE_AGENT else "user"
-
-
 def _is_question(message: Message) -> bool:
     return (
         message.HasField("metadata")

@@ -9,7 +9,7 @@ from typing import Any
 
 from a2a.types.a2a_pb2 import Message, Part
 from google.protobuf import json_format
-from google.protobuf.struct_pb2 import Struct, Value
+from google.protobuf.struct_pb2 import Value
 
 from molecule_runtime.adapters.base import DataPart, FilePart, InputPart, TextPart
 from molecule_runtime.adapters.outputs import DataOutput, FileOutput
@@ -56,10 +56,6 @@ def has_usable_part(message: Message | None) -> bool:
     return message is not None and any(usable(p) for p in message.parts)
 
 
-def text_part(text: str) -> Part:
-    return Part(text=text)
-
-
 def json_value(data: Any) -> Value:
     """`data` as a protobuf Value; TypeError when it is not JSON."""
     try:
@@ -83,9 +79,3 @@ def data_part(output: DataOutput) -> Part:
     part = Part()
     part.data.CopyFrom(json_value(output.data))
     return part
-
-
-def struct_of(metadata: dict[str, Any]) -> Struct:
-    struct = Struct()
-    struct.update(metadata)
-    return struct

@@ -24,7 +24,6 @@ limit is gRPC's own receive limit, set to MOLECULE_MAX_REQUEST_BYTES.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -296,17 +295,3 @@ class GrpcBinding:
             return False, f"not accepting connections on port {self.port}"
         return True, f"serving on port {self.port}"
 
-
-@contextlib.asynccontextmanager
-async def grpc_binding(
-    settings: Settings,
-    request_handler: RequestHandler,
-    authenticator: Authenticator,
-    rate: RequestRate | None,
-) -> AsyncIterator[GrpcBinding]:
-    binding = GrpcBinding(settings, request_handler, authenticator, rate)
-    await binding.start()
-    try:
-        yield binding
-    finally:
-        await binding.stop()
