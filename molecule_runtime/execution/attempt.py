@@ -12,12 +12,11 @@ from a2a.types.a2a_pb2 import TaskState
 from molecule_runtime.adapters.base import (
     BaseAdapter,
     InputRequired,
-    NonRetryableError,
     TaskInput,
 )
 from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reject, TextOutput
 from molecule_runtime.execution.artifacts import ArtifactWriter
-from molecule_runtime.execution.events import TaskEvents, TaskStopped
+from molecule_runtime.execution.events import FileTooLarge, TaskEvents, TaskStopped
 from molecule_runtime.execution.parts import data_part, file_part
 from molecule_runtime.execution.usage import AttemptUsage, turn_of_artifact
 from molecule_runtime.vocabulary import Meta
@@ -31,10 +30,6 @@ def describe_error(exc: BaseException) -> str:
 
 class AdapterProtocolError(TypeError):
     """The adapter broke the contract (e.g. yielded something it may not)."""
-
-
-class FileTooLarge(NonRetryableError):
-    """A file output is larger than MOLECULE_MAX_FILE_BYTES (no retry makes it smaller)."""
 
 
 @dataclass

@@ -27,13 +27,16 @@ from a2a.types.a2a_pb2 import (
     TaskStatusUpdateEvent,
 )
 
+from molecule_runtime.adapters.base import NonRetryableError
 from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.sdk_seam import expect_snapshot_relay
 from molecule_runtime.states import TERMINAL_STATES
 from molecule_runtime.vocabulary import Meta
 
 __all__ = [
+    "DEFAULT_MAX_FILE_BYTES",
     "TERMINAL_STATES",
+    "FileTooLarge",
     "TaskEvents",
     "TaskStopped",
     "artifact_id_for",
@@ -43,7 +46,12 @@ __all__ = [
 
 Deliver = Callable[[Any], Awaitable[None]]
 
+# Largest file an adapter may output as bytes unless MOLECULE_MAX_FILE_BYTES says otherwise.
 DEFAULT_MAX_FILE_BYTES = 10 * 1024 * 1024
+
+
+class FileTooLarge(NonRetryableError):
+    """A file output is larger than MOLECULE_MAX_FILE_BYTES (no retry makes it smaller)."""
 
 
 class TaskStopped(Exception):
@@ -70,8 +78,6 @@ def named_artifact_id(answer_id: str, name: str) -> str:
 def of_turn(answer_id: str, artifact_id: str) -> bool:
     """True for the answer artifact of a turn and the turn's named artifacts."""
     return artifact_id == answer_id or artifact_id.startswith(answer_id + ".")
-
-
 
 
 def _has_content(part: Part) -> bool:
