@@ -73,6 +73,33 @@ def test_a_1_0_client_parses_the_card_as_before(values: dict[str, object]) -> No
     assert "url" not in card_document(card, v03_interfaces(settings(MOLECULE_A2A_V03_COMPAT=False)))
 
 
+class CsvAdapter(EchoAdapter):
+    def input_modes(self) -> list[str]:
+        return ["text/plain", "text/csv"]
+
+    def output_modes(self) -> list[str]:
+        return ["text/csv", "application/json"]
+
+
+def test_the_card_names_files_and_data_unless_the_adapter_declares_its_own() -> None:
+    echo = build_agent_card(settings(), EchoAdapter())
+    for modes in (echo.default_input_modes, echo.default_output_modes):
+        assert list(modes) == ["text/plain", "application/json", "application/octet-stream"]
+    assert echo.skills[0].input_modes == echo.default_input_modes
+    assert echo.skills[0].output_modes == echo.default_output_modes
+
+    config = settings()
+    csv = build_agent_card(config, CsvAdapter())
+    assert list(csv.default_input_modes) == list(csv.skills[0].input_modes) == ["text/plain", "text/csv"]
+    assert list(csv.default_output_modes) == list(csv.skills[0].output_modes) == [
+        "text/csv",
+        "application/json",
+    ]
+    served = card_document(csv, v03_interfaces(config))
+    assert served["defaultInputModes"] == ["text/plain", "text/csv"]
+    assert parse_agent_card(json.loads(json.dumps(served))) == csv
+
+
 async def test_cache_control_and_etag(server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
         first = await http.get(CARD)
@@ -87,6 +114,7 @@ async def test_cache_control_and_etag(server: ServerProcess) -> None:
         other = await http.get(CARD, headers={"If-None-Match": 'W/"something-else"'})
         assert other.status_code == 200
         assert other.json() == first.json()
+        assert "application/json" in first.json()["defaultInputModes"]
 
 
 async def test_1_x_client_over_the_card(server: ServerProcess) -> None:

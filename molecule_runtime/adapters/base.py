@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from molecule_runtime.adapters.outputs import Output
 
+# Media types every adapter takes and gives by default: text parts, data parts
+# (JSON) and files, which may be of any media type (octet-stream stands for them).
+DEFAULT_MODES = ("text/plain", "application/json", "application/octet-stream")
+
 
 class NonRetryableError(Exception):
     """Raised by an adapter to fail the task at once, without further attempts."""
@@ -161,3 +165,12 @@ class BaseAdapter(abc.ABC):
     def description(self) -> str:
         """One line for the agent card; override to describe the agent."""
         return f"{self.name()} agent served by molecule-runtime"
+
+    def input_modes(self) -> list[str]:
+        """Media types the agent takes, for the agent card; override to name the
+        ones it acts on (e.g. "text/csv")."""
+        return list(DEFAULT_MODES)
+
+    def output_modes(self) -> list[str]:
+        """Media types the agent answers with, for the agent card."""
+        return list(DEFAULT_MODES)

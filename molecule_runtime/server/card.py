@@ -46,6 +46,7 @@ def build_agent_card(settings: Settings, adapter: BaseAdapter, *, push: bool = F
     base = settings.resolved_public_url
     name = settings.agent_name or f"{adapter.name()} agent"
     description = settings.agent_description or adapter.description()
+    input_modes, output_modes = adapter.input_modes(), adapter.output_modes()
     card = AgentCard(
         name=name,
         description=description,
@@ -57,16 +58,16 @@ def build_agent_card(settings: Settings, adapter: BaseAdapter, *, push: bool = F
             ),
         ],
         capabilities=AgentCapabilities(streaming=True, push_notifications=push),
-        default_input_modes=["text/plain"],
-        default_output_modes=["text/plain"],
+        default_input_modes=input_modes,
+        default_output_modes=output_modes,
         skills=[
             AgentSkill(
                 id=adapter.name(),
                 name=name,
                 description=description,
                 tags=[adapter.name(), "durable" if settings.durable else "direct"],
-                input_modes=["text/plain"],
-                output_modes=["text/plain"],
+                input_modes=input_modes,
+                output_modes=output_modes,
             )
         ],
     )
