@@ -3,7 +3,7 @@
 A change to AgentTaskWorkflow that is not replay-safe (e.g. an unguarded new
 activity) fails here; guard such changes with `workflow.patched()`. Refresh the
 fixtures of today's shape with `MOLECULE_RECORD_HISTORIES=1 pytest tests/test_durable.py
-tests/test_payloads_by_reference.py`; keep the older shapes (v1-*, v2-*): workflows
+tests/test_payloads_by_reference.py tests/test_durable_outcomes.py`; keep the older shapes (v1-*, v2-*): workflows
 started by older versions may still be running.
 """
 
@@ -16,7 +16,11 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from molecule_runtime.durable.types import LlmCallResult
-from molecule_runtime.durable.workflow import AgentTaskWorkflow
+from molecule_runtime.durable.workflow import (
+    ADAPTER_ENDS_PATCH,
+    BY_REFERENCE_PATCH,
+    AgentTaskWorkflow,
+)
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "histories").glob("*.json"))
 
@@ -29,6 +33,8 @@ def test_fixtures_exist() -> None:
     # Recorded when the whole TaskInput (text, history) travelled in the payloads.
     assert {"v2-completed", "v2-retried", "v2-canceled", "v2-non_retryable"} <= names
     assert {"v2-input_required", "input_required"} <= names
+    # The adapter ended the task (Done, Reject): its end is the workflow's outcome.
+    assert {"done", "rejected"} <= names
 
 
 def _decode(payloads: dict) -> object:
@@ -63,6 +69,22 @@ def test_todays_fixtures_carry_ids_only(name: str) -> None:
     assert _patches(path) == ["payloads-by-reference"]
 
 
+@pytest.mark.parametrize(
+    ("name", "state", "message"),
+    [("done", "completed", "All done."), ("rejected", "rejected", "not for me")],
+)
+def test_an_adapters_end_is_the_outcome(name: str, state: str, message: str) -> None:
+    path = FIXTURES[0].parent / f"{name}.json"
+    assert _patches(path) == [BY_REFERENCE_PATCH, ADAPTER_ENDS_PATCH]
+    events = json.loads(path.read_text())["events"]
+    completed = [
+        e["workflowExecutionCompletedEventAttributes"]
+        for e in events
+        if "workflowExecutionCompletedEventAttributes" in e
+    ]
+    assert _decode(completed[0]["result"]) == {"state": state, "message": message}
+
+
 def test_older_fixtures_carry_the_whole_input() -> None:
     for name in ("v2-completed", "v2-input_required"):
         started = _started_input(FIXTURES[0].parent / f"{name}.json")
@@ -74,6 +96,11 @@ def test_llm_call_results_of_every_version_decode() -> None:
     assert LlmCallResult.decode(12) == LlmCallResult(12)
     assert LlmCallResult.decode({"question": "Name?"}) == LlmCallResult(0, "Name?")
     assert LlmCallResult.decode({"produced": 5, "question": None}) == LlmCallResult(5)
+    # Since the adapter's own end (Done, Reject) is the workflow's outcome.
+    assert LlmCallResult.decode(
+        {"produced": 4, "question": None, "ended": "rejected", "message": "not for me"}
+    ) == LlmCallResult(4, None, "rejected", "not for me")
+    assert LlmCallResult.decode({"produced": 4, "ended": None, "message": ""}) == LlmCallResult(4)
     with pytest.raises(TypeError):
         LlmCallResult.decode("12")
 

@@ -8,7 +8,7 @@ import logging
 from dataclasses import replace
 
 from a2a.server.cluster import VersionedTaskStore
-from a2a.types.a2a_pb2 import TaskState
+from a2a.types.a2a_pb2 import Task, TaskState
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
@@ -39,7 +39,6 @@ from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 log = logging.getLogger(__name__)
 
 
-
 async def _release_sticky_queue(info: activity.Info) -> None:
     """Let the workflow's next task go to any worker now, not after the sticky timeout.
 
@@ -57,12 +56,26 @@ async def _release_sticky_queue(info: activity.Info) -> None:
         )
 
 
-async def _add_stored_usage(store: VersionedTaskStore, events: TaskEvents) -> None:
+def _add_stored_usage(current: Task | None, events: TaskEvents) -> None:
     """Earlier attempts' usage, maybe run by another process, so this one adds to it."""
     try:
-        events.usage.merge(UsageLedger.from_task(await stored_task(store, events.task_id)))
+        events.usage.merge(UsageLedger.from_task(current))
     except Exception as exc:  # accounting must never fail an attempt
         log.warning("task %s: could not read its usage so far: %s", events.task_id, exc)
+
+
+def _final_result(current: Task | None) -> LlmCallResult | None:
+    """The result of an attempt that must not run: the task already has a final
+    state (stored by an earlier attempt of an older version, a cancel, ...).
+    A failure the server wrote when it lost Temporal does not count: the
+    workflow's real outcome replaces it."""
+    if current is None or current.status.state not in TERMINAL_STATES:
+        return None
+    if dict(current.metadata).get(Meta.LOST_CONTACT):
+        return None
+    message = current.status.message if current.status.HasField("message") else None
+    text = "".join(p.text for p in message.parts if p.text) if message is not None else ""
+    return LlmCallResult(0, ended=outcome_of(current.status.state) or Outcome.FAILED, message=text)
 
 
 class TaskActivities:
@@ -140,11 +153,22 @@ class TaskActivities:
             inp.task or await self._stored_input(ref, events, delivery),
             attempt=inp.attempt_base + info.attempt,
         )
+        if delivery == Delivery.HEADLESS or task.attempt > 1:
+            # A retry may find the task already finished: never run it again.
+            current = await stored_task(self.store, task.task_id)
+            finished = _final_result(current)
+            if finished is not None:
+                log.info(
+                    "task %s: attempt %d not run, the task is already %s",
+                    task.task_id,
+                    task.attempt,
+                    finished.ended,
+                )
+                return finished
+            # Live first attempts were seeded by the executor from the stored task.
+            _add_stored_usage(current, events)
         if task.attempt > 1:
             metrics.RETRIES.inc()
-        if delivery == Delivery.HEADLESS or task.attempt > 1:
-            # Live first attempts were seeded by the executor from the stored task.
-            await _add_stored_usage(self.store, events)
         if delivery == Delivery.HEADLESS:
             metrics.HEADLESS.inc()
             await _release_sticky_queue(info)
@@ -167,7 +191,8 @@ class TaskActivities:
                 )
             # Temporal must not hear "done" before the answer is stored.
             await events.persisted()
-            return LlmCallResult(result.produced, result.question)
+            ended = outcome_of(result.ended) if result.ended is not None else None
+            return LlmCallResult(result.produced, result.question, ended, result.message)
         except NonRetryableError as exc:
             raise ApplicationError(
                 describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True

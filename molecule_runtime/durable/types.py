@@ -83,17 +83,28 @@ PROVIDE_INPUT_SIGNAL = "provide_input"
 class LlmCallResult:
     produced: int  # characters streamed
     question: str | None = None  # set when the adapter asked for input
+    # Set when the adapter ended the task itself (Done, Reject): the Outcome
+    # task_complete stores, with its status text (Done's message, Reject's reason).
+    ended: str | None = None
+    message: str = ""
 
     @staticmethod
     def decode(raw: Any) -> "LlmCallResult":
         """The activity's result as recorded in history. Earlier versions of the
-        activity returned the count alone, or {"question": ...}; histories of
-        workflows still running carry those."""
+        activity returned the count alone, or {"question": ...}, or no `ended`
+        (they stored Done/Reject themselves); histories of workflows still
+        running carry those."""
         if isinstance(raw, int):
             return LlmCallResult(raw)
         if isinstance(raw, dict):
             question = raw.get("question")
-            return LlmCallResult(int(raw.get("produced", 0)), str(question) if question else None)
+            ended = raw.get("ended")
+            return LlmCallResult(
+                int(raw.get("produced", 0)),
+                str(question) if question else None,
+                str(ended) if ended else None,
+                str(raw.get("message") or ""),
+            )
         raise TypeError(f"unexpected llm_call result {raw!r}")
 
 

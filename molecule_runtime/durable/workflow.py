@@ -48,6 +48,10 @@ COMPLETE_DEADLINE = timedelta(hours=24)
 # Activities get ids, not the user's text and history (they read those from the
 # task store). Histories recorded before sent the whole input and replay so.
 BY_REFERENCE_PATCH = "payloads-by-reference"
+# An adapter's own end (Done, Reject) is the workflow's outcome, stored by
+# task_complete. Histories recorded before reported it as completed (llm_call
+# stored the state itself).
+ADAPTER_ENDS_PATCH = "adapter-ends-task"
 
 
 def root_message(error: BaseException) -> str:
@@ -109,7 +113,12 @@ class AgentTaskWorkflow:
         """Run the adapter; after each question wait for the user's answer, then run it again."""
         task, queue, artifact_id = first, inp.process_queue, ""
         while True:
-            question = await self._llm_call(inp, task, queue, artifact_id)
+            result = await self._llm_call(inp, task, queue, artifact_id)
+            # Only asked when the adapter ended the task, so histories of
+            # plain answers carry no marker.
+            if result.ended is not None and workflow.patched(ADAPTER_ENDS_PATCH):
+                return TaskOutcome(result.ended, result.message)
+            question = result.question
             if question is None:
                 return TaskOutcome(Outcome.COMPLETED)
             self._waiting_for_input = True
@@ -133,8 +142,8 @@ class AgentTaskWorkflow:
 
     async def _llm_call(
         self, inp: WorkflowInput, task: TaskInput | TaskRef, queue: str, artifact_id: str
-    ) -> str | None:
-        """One turn of the adapter; the question it asked, if any."""
+    ) -> LlmCallResult:
+        """One turn of the adapter: what it produced, asked or ended with."""
         inline = task if isinstance(task, TaskInput) else None
         ref = task if isinstance(task, TaskRef) else None
         # Always set a heartbeat timeout for long-running activities: it bounds
@@ -187,7 +196,7 @@ class AgentTaskWorkflow:
                 ),
                 **common,
             )
-        return LlmCallResult.decode(result).question
+        return LlmCallResult.decode(result)
 
     async def _complete(self, inp: WorkflowInput, outcome: TaskOutcome) -> None:
         ref = inp.task_ref()

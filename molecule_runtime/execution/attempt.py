@@ -36,9 +36,11 @@ class AdapterProtocolError(TypeError):
 class AttemptResult:
     produced: int  # characters streamed
     question: str | None = None  # set when the adapter asked for input
-    # Set when the adapter ended the task itself (Done, Reject): the attempt
-    # already stored that final state.
+    # Set when the adapter ended the task itself (Done, Reject): the final
+    # state, and the status text that goes with it (Done's message, Reject's
+    # reason). The caller stores it, as for every other outcome.
     ended: TaskState | None = None
+    message: str = ""
 
 
 async def run_attempt(
@@ -57,7 +59,8 @@ async def run_attempt(
     emptied), so the finished task holds one execution's output only. Text
     chunks arriving within `batch_window` seconds of the last event are merged
     (see batching.py). When the adapter ends with `Done` or `Reject`, the
-    attempt stores that final state itself, after everything it streamed.
+    result names that final state; storing it is the caller's final stage
+    (in durable mode a retried attempt must not have stored it already).
     """
     writer = ArtifactWriter(events, batch_window)
     if task.attempt > 1:
@@ -106,11 +109,11 @@ async def run_attempt(
     if isinstance(last, InputRequired):
         return AttemptResult(produced, last.question)
     if isinstance(last, Done):
-        await events.status(TaskState.TASK_STATE_COMPLETED, last.message or None)
-        return AttemptResult(produced, ended=TaskState.TASK_STATE_COMPLETED)
+        return AttemptResult(produced, ended=TaskState.TASK_STATE_COMPLETED, message=last.message)
     if isinstance(last, Reject):
-        await events.status(TaskState.TASK_STATE_REJECTED, last.reason or "Rejected.")
-        return AttemptResult(produced, ended=TaskState.TASK_STATE_REJECTED)
+        return AttemptResult(
+            produced, ended=TaskState.TASK_STATE_REJECTED, message=last.reason or "Rejected."
+        )
     return AttemptResult(produced)
 
 

@@ -52,10 +52,10 @@ async def run_direct(
             await events.status(TaskState.TASK_STATE_FAILED, describe_error(exc))
         return
     if result.ended is not None:
-        # The adapter ended the task (Done, Reject); the attempt stored that state.
+        # The adapter ended the task itself (Done, Reject).
         outcome = outcome_of(result.ended) or Outcome.COMPLETED
         with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": outcome}):
-            pass
+            await events.status(result.ended, result.message or None)
         return
     if result.question is not None:
         with stage_span(Stage.TASK_COMPLETE, task, {**common, "outcome": Outcome.INPUT_REQUIRED}):
