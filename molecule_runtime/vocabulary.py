@@ -65,6 +65,9 @@ class Meta:
     # (durable stages rebuild the adapter's input from the store).
     REQUEST = "molecule.request"
     MESSAGE_KIND = "molecule.kind"  # on agent messages: "question" for input-required
+    # On each event a gRPC stream sends: its offset in the task's event log
+    # (a string, as SSE's `id:`), the value to resume from with `last-event-id`.
+    EVENT_ID = "molecule.event_id"
     QUESTION = "question"
 
 

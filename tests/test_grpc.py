@@ -6,6 +6,8 @@ request size limit, the card and /readyz, SIGTERM, and durable mode on real Temp
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,6 +20,7 @@ import grpc
 import grpc.aio
 import httpx
 import pytest
+from a2a.client import ClientConfig, create_client
 from a2a.client.client import ClientCallContext
 from a2a.client.errors import A2AClientError
 from a2a.types import a2a_pb2_grpc
@@ -36,6 +39,7 @@ from google.rpc import error_details_pb2, status_pb2
 from molecule_runtime.execution.admission import Admission, ServerBusyError
 from molecule_runtime.server.grpc_server import refusal_status
 from molecule_runtime.server.quotas import RateLimitedError
+from molecule_runtime.vocabulary import Meta
 from tests.support.a2a import event_task_id, make_client, user_message
 from tests.support.durable import durable_env, scripted_env, scripted_message, streamed_text
 from tests.support.grpc_client import grpc_env, make_grpc_client
@@ -176,6 +180,117 @@ async def test_cancel_and_subscribe(server: ServerProcess) -> None:
     finally:
         for client in (streaming, follower, unary):
             await client.close()
+
+
+def event_id(event: StreamResponse) -> int | None:
+    """The log offset a streamed event carries (`molecule.event_id` in its metadata)."""
+    payload = getattr(event, event.WhichOneof("payload"))
+    return int(payload.metadata[Meta.EVENT_ID]) if Meta.EVENT_ID in payload.metadata else None
+
+
+async def test_streamed_events_carry_their_offset_to_resume_from(server: ServerProcess) -> None:
+    """A client cut off mid-answer resumes with `last-event-id` set to the last
+    event id it saw: nothing lost, nothing repeated, as over HTTP."""
+    client = await make_grpc_client(server.url, token=KEY_A)
+    chunks = 12
+    try:
+        before: list[StreamResponse] = []
+        request = SendMessageRequest(message=scripted_message(chunks=chunks, delay=0.05))
+        async with contextlib.aclosing(client.send_message(request)) as stream:
+            async for event in stream:
+                before.append(event)
+                if sum(e.HasField("artifact_update") for e in before) == 3:
+                    break
+        task_id = event_task_id(before[0])
+        ids = [event_id(e) for e in before]
+        assert None not in ids and ids == sorted(set(ids)), ids
+
+        after = [
+            e
+            async for e in client.subscribe(
+                SubscribeToTaskRequest(id=task_id),
+                context=ClientCallContext(service_parameters={"last-event-id": str(ids[-1])}),
+            )
+        ]
+        after_ids = [event_id(e) for e in after]
+        assert None not in after_ids and after_ids == sorted(set(after_ids))
+        assert after_ids[0] > ids[-1]
+        assert after[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+        assert streamed_text(before + after) == "".join(f"c{i} " for i in range(chunks))
+
+        replay = [
+            e
+            async for e in client.subscribe(
+                SubscribeToTaskRequest(id=task_id),
+                context=ClientCallContext(service_parameters={"last-event-id": "0"}),
+            )
+        ]
+        assert [e for e in replay if (event_id(e) or 0) > ids[-1]] == after
+        # At the end of a finished task's log: an empty stream.
+        last = str(event_id(replay[-1]))
+        assert [
+            e
+            async for e in client.subscribe(
+                SubscribeToTaskRequest(id=task_id),
+                context=ClientCallContext(service_parameters={"last-event-id": last}),
+            )
+        ] == []
+    finally:
+        await client.close()
+
+
+REPEAT = 5 * 4096
+FILE_BYTES = bytes(range(256)) * REPEAT  # 5 MiB
+BIG_FILE_ADAPTER = """
+from molecule_runtime.adapters import AdapterConfig, BaseAdapter, FileOutput
+
+
+class Adapter(BaseAdapter):
+    @staticmethod
+    def name() -> str:
+        return "big-file"
+
+    async def setup(self, config: AdapterConfig) -> None:
+        self.data = bytes(range(256)) * config.options["repeat"]
+
+    async def stream(self, task):
+        yield FileOutput("big.bin", "application/octet-stream", data=self.data)
+"""
+
+
+async def test_a_task_with_a_5_mib_file_needs_the_clients_receive_limit_raised(tmp_path: Path) -> None:
+    """gRPC clients receive 4 MiB by default; with the README's channel option a
+    task holding a file of 5 MiB (MOLECULE_MAX_FILE_BYTES is 10 MiB) comes whole."""
+    adapter = tmp_path / "big_file_adapter.py"
+    adapter.write_text(BIG_FILE_ADAPTER)
+    env = {"ADAPTER_MODULE": str(adapter), "ADAPTER_OPTIONS": json.dumps({"repeat": REPEAT}), **grpc_env()}
+
+    def client_config(options: list[tuple[str, int]]) -> ClientConfig:
+        return ClientConfig(
+            streaming=False,
+            httpx_client=httpx.AsyncClient(timeout=60),
+            supported_protocol_bindings=["GRPC"],
+            grpc_channel_factory=lambda target: grpc.aio.insecure_channel(target, options=options),
+        )
+
+    with running_server(tmp_path, env) as big:
+        raised = await create_client(
+            big.url, client_config=client_config([("grpc.max_receive_message_length", -1)])
+        )
+        default = await create_client(big.url, client_config=client_config([]))
+        try:
+            sent = [e async for e in raised.send_message(SendMessageRequest(message=user_message("go")))]
+            assert sent[0].task.status.state == TaskState.TASK_STATE_COMPLETED
+            stored = await raised.get_task(GetTaskRequest(id=sent[0].task.id))
+            files = [p for a in stored.artifacts for p in a.parts if p.WhichOneof("content") == "raw"]
+            assert [(f.filename, f.raw == FILE_BYTES) for f in files] == [("big.bin", True)]
+
+            with pytest.raises(A2AClientError) as refused:
+                await default.get_task(GetTaskRequest(id=sent[0].task.id))
+            assert status_code(refused.value) == grpc.StatusCode.RESOURCE_EXHAUSTED
+        finally:
+            await raised.close()
+            await default.close()
 
 
 async def test_unauthenticated(server: ServerProcess) -> None:

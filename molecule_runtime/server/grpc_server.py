@@ -18,7 +18,15 @@ Refusals the request handler raises (`RetryLater`: server busy, too many
 tasks) are not in the SDK's gRPC error table, which would answer `UNKNOWN`;
 they are answered here with their own status code, an `ErrorInfo` and a
 `RetryInfo` detail, and `retry-after` trailing metadata. The request size
-limit is gRPC's own receive limit, set to MOLECULE_MAX_REQUEST_BYTES.
+limit is gRPC's own receive limit, set to MOLECULE_MAX_REQUEST_BYTES; what it
+sends is not limited (a task holds files of up to MOLECULE_MAX_FILE_BYTES each).
+
+gRPC has no per-message metadata, so each streamed event carries its offset in
+the task's event log (SSE's `id:` on HTTP) in its own metadata, under
+`molecule.event_id`; the client sends it back as `last-event-id` metadata to
+resume. The handler records the offset of each event it yields in the call
+state (sse_ids.set_offset), read here as the servicer turns that event into a
+`StreamResponse`.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,6 +50,7 @@ from a2a.server.request_handlers.grpc_handler import (
 )
 from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.types import a2a_pb2_grpc
+from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest
 from a2a.utils.errors import A2AError
 from a2a.utils.grpc_status import status_to_grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -54,6 +63,8 @@ from molecule_runtime.execution.admission import RetryLater
 from molecule_runtime.server.busy import DOMAIN
 from molecule_runtime.server.principals import Authenticator, Principal
 from molecule_runtime.server.quotas import RequestRate
+from molecule_runtime.server.sse_ids import OFFSET_KEY
+from molecule_runtime.vocabulary import Meta
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +73,8 @@ UNAUTHENTICATED_DETAIL = "send metadata authorization: Bearer <credential>"
 
 # The principal of the RPC being served (None: auth is off).
 _principal: ContextVar[Principal | None] = ContextVar("molecule_grpc_principal", default=None)
+# The call state of the RPC being served, where the handler records event offsets.
+_call_state: ContextVar[dict[str, Any] | None] = ContextVar("molecule_grpc_call_state", default=None)
 
 
 class GrpcUser(User):
@@ -91,6 +104,7 @@ class PrincipalContextBuilder(DefaultGrpcServerCallContextBuilder):
             if key != AUTHORIZATION and isinstance(value, str):
                 headers[key.lower()] = value
         call.state["headers"] = headers
+        _call_state.set(call.state)
         return call
 
     def build_user(self, context: grpc.aio.ServicerContext) -> User:
@@ -121,13 +135,49 @@ async def abort_retry_later(error: RetryLater, context: grpc.aio.ServicerContext
     await context.abort(code, message)
 
 
+def with_event_id(response: StreamResponse, offset: int | None) -> StreamResponse:
+    """`response` with its event's log offset in the event's metadata (None: not logged)."""
+    kind = response.WhichOneof("payload")
+    if offset is not None and kind is not None:
+        getattr(response, kind).metadata[Meta.EVENT_ID] = str(offset)
+    return response
+
+
+async def _with_event_ids(responses: AsyncIterable[StreamResponse]) -> AsyncIterator[StreamResponse]:
+    try:
+        async for response in responses:
+            state = _call_state.get()
+            yield with_event_id(response, state.pop(OFFSET_KEY, None) if state is not None else None)
+    finally:
+        # A client that goes away must end the handler's stream (and its
+        # event-log follower) now, not at garbage collection.
+        aclose = getattr(responses, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 class RuntimeGrpcHandler(GrpcHandler):
-    """The SDK's gRPC servicer; refusals answered with their own status code."""
+    """The SDK's gRPC servicer; refusals answered with their own status code,
+    streamed events stamped with their log offset."""
 
     async def abort_context(self, error: A2AError, context: grpc.aio.ServicerContext) -> None:
         if isinstance(error, RetryLater):
             await abort_retry_later(error, context)
         await super().abort_context(error, context)
+
+    async def SendStreamingMessage(
+        self, request: SendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[StreamResponse]:
+        stream = super().SendStreamingMessage(request, context)
+        async for response in _with_event_ids(stream):
+            yield response
+
+    async def SubscribeToTask(
+        self, request: SubscribeToTaskRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[StreamResponse]:
+        stream = super().SubscribeToTask(request, context)
+        async for response in _with_event_ids(stream):
+            yield response
 
 
 class RuntimeCompatGrpcHandler(CompatGrpcHandler):
@@ -238,6 +288,9 @@ class GrpcBinding:
             interceptors=[GuardInterceptor(authenticator, rate)],
             options=[
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
+                # No send limit (gRPC's default, stated): a task may hold several
+                # files of MOLECULE_MAX_FILE_BYTES; clients bound what they receive.
+                ("grpc.max_send_message_length", -1),
                 # A restarted process must not share its port with a lingering one.
                 ("grpc.so_reuseport", 0),
             ],
