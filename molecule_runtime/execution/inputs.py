@@ -12,9 +12,9 @@ from a2a.types.a2a_pb2 import Message, Role, Task
 from google.protobuf import json_format
 
 from molecule_runtime.adapters.base import TaskInput
-from molecule_runtime.execution.events import artifact_id_for
+from molecule_runtime.execution.events import artifact_id_for, of_turn
 from molecule_runtime.execution.parts import input_parts
-from molecule_runtime.store.conversation import bounded_history, conversation_turns
+from molecule_runtime.store.conversation import bounded_history, conversation_turns, reply_text
 from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.store.owners import runtime_context
 from molecule_runtime.vocabulary import Meta
@@ -35,7 +35,8 @@ def _is_question(message: Message) -> bool:
 
 def earlier_turns(task: Task, skip_message_id: str) -> list[tuple[str, str]]:
     """The turns of an input-required task so far: each user message, then the
-    agent's reply to it (the text it streamed, then its question)."""
+    agent's reply to it (the turn's artifacts as `reply_text` reads them, then its
+    question)."""
     users = [
         get_message_text(m)
         for m in task.history
@@ -44,12 +45,12 @@ def earlier_turns(task: Task, skip_message_id: str) -> list[tuple[str, str]]:
     questions = [get_message_text(m) for m in task.history if _is_question(m)]
     if task.status.HasField("message") and _is_question(task.status.message):
         questions.append(get_message_text(task.status.message))
-    answers = {a.artifact_id: "".join(p.text for p in a.parts if p.text) for a in task.artifacts}
     turns: list[tuple[str, str]] = []
     for i, user_text in enumerate(users):
         if user_text:
             turns.append(("user", user_text))
-        answer = answers.get(artifact_id_for(task.id, i + 1), "")
+        answer_id = artifact_id_for(task.id, i + 1)
+        answer = reply_text(a for a in task.artifacts if of_turn(answer_id, a.artifact_id))
         question = questions[i] if i < len(questions) else ""
         reply = " ".join(part.strip() for part in (answer, question) if part.strip())
         if reply:

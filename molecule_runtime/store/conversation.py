@@ -10,13 +10,14 @@ store, whose tasks are in memory anyway, is read through `list`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from a2a.helpers.proto_helpers import get_message_text
 from a2a.server.context import ServerCallContext
 from a2a.server.models import TaskModel
 from a2a.server.owner_resolver import resolve_user_scope
-from a2a.types.a2a_pb2 import ListTasksRequest, Role, Task
+from a2a.types.a2a_pb2 import Artifact, ListTasksRequest, Role, Task
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -73,38 +74,51 @@ class _Message:
     size: int
 
 
+# The agent's text of a turn: each artifact's text parts joined as streamed,
+# the artifacts with text joined by this, in artifact order.
+ARTIFACT_SEPARATOR = "\n"
+
+
+def reply_text(artifacts: Iterable[Artifact]) -> str:
+    """The agent's reply as history text: every artifact with text (answer and named
+    ones; one a retry emptied has none), in artifact order."""
+    texts = ("".join(p.text for p in a.parts if p.text) for a in artifacts)
+    return ARTIFACT_SEPARATOR.join(t for t in texts if t)
+
+
 def _messages(rows: list[tuple[int, int, int, int]]) -> list[_Message]:
     """Part sizes grouped into the task's turns, in history order: user messages
-    (text parts joined by a newline), then the answer (all artifacts' text)."""
+    (text parts joined by a newline), then the answer (`reply_text`)."""
     users: dict[int, list[int]] = {}
-    answer = 0
+    artifacts: dict[int, int] = {}
     for kind, item, _part, size in rows:
         if kind == 0:
             users.setdefault(int(item), []).append(int(size or 0))
         else:
-            answer += int(size or 0)
+            artifacts[int(item)] = artifacts.get(int(item), 0) + int(size or 0)
     turns = [
         _Message(0, item, sum(sizes) + len(sizes) - 1)
         for item, sizes in sorted(users.items())
         if sum(sizes)
     ]
-    if answer:
-        turns.append(_Message(1, -1, answer))
+    with_text = [size for size in artifacts.values() if size]
+    if with_text:
+        turns.append(_Message(1, -1, sum(with_text) + len(with_text) - 1))
     return turns
 
 
 def _texts(rows: list[tuple[int, int, int, str]]) -> list[Turn]:
     users: dict[int, list[str]] = {}
-    answer: list[str] = []
+    artifacts: dict[int, list[str]] = {}
     for kind, item, _part, value in rows:
-        if kind == 0:
-            users.setdefault(int(item), []).append(value or "")
-        else:
-            answer.append(value or "")
+        target = users if kind == 0 else artifacts
+        target.setdefault(int(item), []).append(value or "")
     turns: list[Turn] = [("user", "\n".join(parts)) for _, parts in sorted(users.items())]
     turns = [turn for turn in turns if turn[1]]
-    if "".join(answer):
-        turns.append(("assistant", "".join(answer)))
+    texts = ("".join(parts) for _, parts in sorted(artifacts.items()))
+    answer = ARTIFACT_SEPARATOR.join(t for t in texts if t)
+    if answer:
+        turns.append(("assistant", answer))
     return turns
 
 
@@ -126,7 +140,8 @@ class _DatabaseReader:
                 _TASKS.c.owner == owner,
                 _TASKS.c.id != exclude_task_id,
             )
-            .order_by(_TASKS.c.last_updated.desc(), _TASKS.c.id.desc())
+            # The memory store's `list` order (status timestamp, then id; none last).
+            .order_by(_TASKS.c.last_updated.desc().nulls_last(), _TASKS.c.id.desc())
             .limit(MAX_TASKS)
         )
         kept: list[list[Turn]] = []  # per task, newest task first
@@ -183,7 +198,7 @@ def bounded_history(turns: list[Turn], budget: int, max_messages: int) -> list[T
 
 
 def turns_of_tasks(tasks: list[Task]) -> list[Turn]:
-    """Each task's user messages, then its answer (all artifacts' text), oldest task first."""
+    """Each task's user messages, then its answer (`reply_text`), oldest task first."""
     turns: list[Turn] = []
     for task in tasks:
         for message in task.history:
@@ -191,9 +206,7 @@ def turns_of_tasks(tasks: list[Task]) -> list[Turn]:
                 message_text = get_message_text(message)
                 if message_text:
                     turns.append(("user", message_text))
-        answer = "".join(
-            part.text for artifact in task.artifacts for part in artifact.parts if part.text
-        )
+        answer = reply_text(task.artifacts)
         if answer:
             turns.append(("assistant", answer))
     return turns
@@ -220,12 +233,11 @@ async def conversation_turns(
         reader = _DatabaseReader(engine)
         owner = resolve_user_scope(context)
         return await reader.turns(context_id, owner, exclude_task_id, budget, max_messages)
+    # One more than MAX_TASKS: the task being run may be among them.
     page = await store.list(
-        ListTasksRequest(context_id=context_id, include_artifacts=True, page_size=MAX_TASKS),
+        ListTasksRequest(context_id=context_id, include_artifacts=True, page_size=MAX_TASKS + 1),
         context,
     )
-    tasks = sorted(
-        (t for t in page.tasks if t.id != exclude_task_id),
-        key=lambda t: t.status.timestamp.ToNanoseconds(),
-    )
-    return bounded_history(turns_of_tasks(tasks), budget, max_messages)
+    # `list` gives newest first, in the database reader's order.
+    newest_first = [t for t in page.tasks if t.id != exclude_task_id][:MAX_TASKS]
+    return bounded_history(turns_of_tasks(newest_first[::-1]), budget, max_messages)
