@@ -29,7 +29,12 @@ from temporalio.client import Client as TemporalClient
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from molecule_runtime.execution.admission import Admission, ServerBusyError, claim
+from molecule_runtime.execution.admission import (
+    Admission,
+    PrincipalTasksError,
+    ServerBusyError,
+    claim,
+)
 from tests.support.procs import ServerProcess, running_server
 from tests.support.sse import aiter_sse, message_json
 
@@ -573,6 +578,37 @@ async def test_slots_are_granted_in_arrival_order_and_the_line_is_bounded() -> N
     assert order == [2, 1]
     for ticket in (tickets[1], late):
         ticket.release()
+    assert (admission.running, admission.queued) == (0, 0)
+
+
+async def test_a_held_follow_up_counts_for_its_principal_but_takes_no_place_in_line() -> None:
+    admission = Admission(1, 1, max_per_principal=3)
+    holder = admission.admit(ServerCallContext())
+    assert holder.try_start()
+    hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    context = ServerCallContext()
+    held = admission.admit(context, hold)
+    claim(context)
+    assert admission.queued == 0
+    # Another client still finds the place in line; the principal's count includes it.
+    other = admission.admit(ServerCallContext())
+    with pytest.raises(PrincipalTasksError):
+        admission.admit(ServerCallContext())
+    assert not held.try_start()
+    starting = asyncio.create_task(held.start())
+    hold.set_result(None)
+    await asyncio.sleep(0)
+    assert admission.queued == 2  # joined the line, past the bound: it was accepted
+    holder.release()
+    other.release()
+    await asyncio.wait_for(starting, 1)
+    held.release()
+    assert (admission.running, admission.queued) == (0, 0)
+    # Given back while still held: nothing is counted twice.
+    hold = asyncio.get_running_loop().create_future()
+    waiting = admission.admit(ServerCallContext(), hold)
+    waiting.release()
+    hold.set_result(None)
     assert (admission.running, admission.queued) == (0, 0)
 
 

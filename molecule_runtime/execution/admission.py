@@ -18,6 +18,12 @@ It takes two steps because they happen in two places:
 
 Slots are granted first come, first served. Everything runs on the event
 loop's thread, so plain counters need no lock.
+
+A follow-up held back until an earlier task of its conversation stops
+(server/submission.py, `enqueue` and `interrupt`) counts toward its
+principal's limit but takes no place in line until then: one slow
+conversation must not fill the line and get other clients refused. Once its
+hold ends it joins the line, past the bound if need be (it was accepted).
 """
 
 from __future__ import annotations
@@ -115,11 +121,18 @@ class Ticket:
         self._state = _State.ADMITTED
         self.owner = owner  # the principal's owner scope (per-principal limit)
         self._hold: asyncio.Future[None] | None = None
+        self._outside_line = False  # held: not counted in the line yet
 
     def hold_until(self, ready: asyncio.Future[None]) -> None:
         """The task may take a slot only once `ready` is done: it waits for an
-        earlier task of its conversation (server/submission.py, `enqueue`)."""
+        earlier task of its conversation (server/submission.py, `enqueue`).
+        Until then it takes no place in line."""
         self._hold = ready
+        if ready.done() or self._state is _State.RELEASED or self._outside_line:
+            return
+        self._outside_line = True
+        self._admission._leave_line()
+        ready.add_done_callback(lambda _: self._admission._rejoin_line(self))
 
     def try_start(self) -> bool:
         """Take a free slot now; False when the task has to wait for one."""
@@ -198,18 +211,38 @@ class Admission:
         """Admitted but not running: waiting for a slot (or about to be created)."""
         return self._admitted - self._running
 
-    def admit(self, context: ServerCallContext) -> Ticket:
-        """A place for the request of `context`, or ServerBusyError when the line is full."""
+    def admit(
+        self, context: ServerCallContext, hold: asyncio.Future[None] | None = None
+    ) -> Ticket:
+        """A place for the request of `context`, or ServerBusyError when the line is full.
+
+        With `hold` (a follow-up waiting for its conversation) only the
+        principal's limit applies now; it joins the line when `hold` is done.
+        """
         owner = resolve_user_scope(context)
         if self.max_per_principal and self._by_owner[owner] >= self.max_per_principal:
             metrics.PRINCIPAL_REFUSED.labels(PrincipalTasksError.reason).inc()
             raise PrincipalTasksError(self)
-        if self.max_running and self._admitted >= self.max_running + self.max_queued:
+        held = hold is not None and not hold.done()
+        if not held and self.max_running and self._admitted >= self.max_running + self.max_queued:
             metrics.ADMISSION_REFUSED.inc()
             raise ServerBusyError(self)
         ticket = self._enter(owner)
+        if hold is not None:
+            ticket.hold_until(hold)
         context.state[TICKET_KEY] = ticket
         return ticket
+
+    def _leave_line(self) -> None:
+        self._admitted -= 1
+        self._publish()
+
+    def _rejoin_line(self, ticket: Ticket) -> None:
+        if not ticket._outside_line:
+            return
+        ticket._outside_line = False
+        self._admitted += 1
+        self._publish()
 
     def _enter(self, owner: str) -> Ticket:
         self._admitted += 1
@@ -235,7 +268,10 @@ class Admission:
         if ticket._state is _State.RUNNING:
             self._running -= 1
         ticket._state = _State.RELEASED
-        self._admitted -= 1
+        if ticket._outside_line:
+            ticket._outside_line = False
+        else:
+            self._admitted -= 1
         self._by_owner[ticket.owner] -= 1
         if self._by_owner[ticket.owner] <= 0:
             del self._by_owner[ticket.owner]
@@ -264,7 +300,10 @@ def claim(context: ServerCallContext) -> Ticket | None:
     if not isinstance(ticket, Ticket):
         return None
     if ticket._state is _State.RELEASED:
+        hold = ticket._hold
         ticket = ticket._admission._enter(ticket.owner)
+        if hold is not None:
+            ticket.hold_until(hold)
     if ticket._state is _State.ADMITTED:
         ticket._state = _State.CLAIMED
     return ticket
