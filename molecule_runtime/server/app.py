@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from molecule_runtime.durable.client import DurableTasks
 from molecule_runtime.execution.admission import Admission
 from molecule_runtime.observability import metrics
 from molecule_runtime.server.auth import AuthMiddleware
@@ -28,6 +29,12 @@ from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_id
 from molecule_runtime.server.submission import SubmissionRules
 from molecule_runtime.services import Services
 from molecule_runtime.store.push_configs import BoundedPushConfigs
+
+
+def _workflows_reachable(durable: DurableTasks) -> Callable[[], bool]:
+    """Whether an answer can be signalled to its workflow now (as `resume` checks)."""
+    connection = durable.connection
+    return lambda: connection.client is not None and connection.healthy
 
 
 def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette:
@@ -46,6 +53,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         draining=services.draining,
         history_bytes=settings.history_bytes,
         max_file_bytes=settings.max_file_bytes,
+        message_ids=stores.message_ids,
     )
     notifier = services.notifier
     handler = RuntimeRequestHandler(
@@ -64,7 +72,8 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             stores.tasks,
             stores.message_ids,
             settings.concurrent_messages,
-            event_log=stores.event_log,
+            replies_with_message=services.adapter.replies_with_message,
+            resumable=_workflows_reachable(durable) if durable is not None else None,
         ),
         # Notifications are sent by the store's notifier for every write
         # (also headless ones), so the SDK gets no sender of its own.

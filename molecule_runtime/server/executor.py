@@ -41,8 +41,10 @@ from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.sdk_seam import events_taken
+from molecule_runtime.server.submission import MESSAGE_CLAIM
 from molecule_runtime.states import TERMINAL_STATES, outcome_of
 from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store.message_ids import MessageClaim, MessageIds
 from molecule_runtime.vocabulary import CONTINUES_CONTEXT, Meta, Mode, Outcome
 
 if TYPE_CHECKING:
@@ -134,7 +136,9 @@ class RuntimeExecutor(AgentExecutor):
         draining: asyncio.Event | None = None,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        message_ids: MessageIds | None = None,
     ) -> None:
+        self.message_ids = message_ids
         self.max_file_bytes = max_file_bytes
         self.history_bytes = history_bytes
         self.draining = draining or asyncio.Event()
@@ -278,12 +282,33 @@ class RuntimeExecutor(AgentExecutor):
             if ticket is not None:
                 ticket.release()
         if reply.state is None:
-            await event_queue.enqueue_event(reply_message(task, reply.parts))
+            message = reply_message(task, reply.parts)
+            # Kept for a repeat of the request, before the client can see it.
+            taken = self._claim(context)
+            if self.message_ids is not None and taken is not None and taken.replies:
+                await self.message_ids.set_reply(taken, message.SerializeToString())
+            await event_queue.enqueue_event(message)
             metrics.TASKS.labels(Outcome.COMPLETED, Mode.DIRECT).inc()
             return
         await events.created(context.message, metadata={Meta.INSTANCE: self.instance_id})
         await events.status(reply.state, reply.text)
         metrics.TASKS.labels(outcome_of(reply.state) or Outcome.FAILED, Mode.DIRECT).inc()
+
+    @staticmethod
+    def _claim(context: RequestContext) -> MessageClaim | None:
+        claim = context.call_context.state.get(MESSAGE_CLAIM)
+        return claim if isinstance(claim, MessageClaim) else None
+
+    async def _not_taken(self, context: RequestContext, events: TaskEvents, why: str) -> None:
+        """The answer could not be handed to the workflow: the task asks again,
+        and the answer's id is given back so that sending it again is taken."""
+        await events.status(TaskState.TASK_STATE_INPUT_REQUIRED, why)
+        claim = self._claim(context)
+        if self.message_ids is not None and claim is not None:
+            try:
+                await self.message_ids.release(claim)
+            except Exception:
+                log.exception("could not give back message id %s", claim.message_id)
 
     async def _input(self, context: RequestContext) -> TaskInput:
         """The adapter's input for a run in this process (durable runs get ids)."""
@@ -298,8 +323,9 @@ class RuntimeExecutor(AgentExecutor):
         ref = TaskRef(str(context.task_id), str(context.context_id), _message_id(context))
         if route is _Route.RESUME:
             if self.durable is None:
-                await events.status(
-                    TaskState.TASK_STATE_INPUT_REQUIRED,
+                await self._not_taken(
+                    context,
+                    events,
                     "This task waits on Temporal, but this server runs without durable mode "
                     "(TEMPORAL_HOST); send the answer to a durable server.",
                 )
@@ -312,8 +338,9 @@ class RuntimeExecutor(AgentExecutor):
             )
             await events.persisted()
             if not await self.durable.resume(ref, events):
-                await events.status(
-                    TaskState.TASK_STATE_INPUT_REQUIRED,
+                await self._not_taken(
+                    context,
+                    events,
                     "Temporal is unreachable right now, so this answer was not taken; "
                     "send it again in a moment.",
                 )

@@ -1,10 +1,10 @@
-"""The SDK's request handler, plus workflow cancellation for tasks not running here
-and streams that resume from an offset in the task's event log."""
+"""The SDK's request handler, plus the submission rules, workflow cancellation for
+tasks not running here and streams that resume from an offset in the task's event log."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Awaitable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING
 
@@ -26,7 +26,12 @@ from a2a.types.a2a_pb2 import (
     TaskState,
     TaskStatusUpdateEvent,
 )
-from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
+from a2a.utils.errors import (
+    A2AError,
+    InvalidParamsError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
 from a2a.utils.task import apply_history_length
 
 from molecule_runtime.execution.admission import Admission, RetryLater, Ticket
@@ -37,13 +42,9 @@ from molecule_runtime.sdk_seam import (
     version_number,
 )
 from molecule_runtime.server.busy import note_refusal
+from molecule_runtime.server.repeats import Repeats, StaleClaim, settled_for
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
-from molecule_runtime.server.submission import (
-    ASSIGNED_TASK_ID,
-    StaleClaim,
-    Submission,
-    SubmissionRules,
-)
+from molecule_runtime.server.submission import ASSIGNED_TASK_ID, Submission, SubmissionRules
 from molecule_runtime.states import INTERRUPTED_STATES, TERMINAL_STATES, is_interrupted, is_terminal
 from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore, TaskEventLog
 from molecule_runtime.vocabulary import CONTINUES_CONTEXT
@@ -123,23 +124,26 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         self._live_offsets = live_offsets
         self._admission = admission
         self._submissions = submissions
+        self._repeats = Repeats(submissions) if submissions is not None else None
         if submissions is not None:
             submissions.cancel = self._interrupt
 
     @contextlib.contextmanager
-    def _admitted(self, context: ServerCallContext) -> Iterator[Ticket | None]:
+    def _admitted(self, context: ServerCallContext, submission: Submission) -> Iterator[None]:
         """A place in line for this message, taken before the SDK creates or
         stores anything (a full line refuses it, see server/busy.py), and given
-        back if the executor did not take it over."""
+        back if the executor did not take it over. A follow-up the policy holds
+        back waits in its ticket (`submitted`), or without admission control
+        here, before its task exists."""
         ticket: Ticket | None = None
         if self._admission is not None:
             try:
-                ticket = self._admission.admit(context)
+                ticket = self._admission.admit(context, submission.hold)
             except RetryLater as exc:
                 note_refusal(exc)
                 raise
         try:
-            yield ticket
+            yield
         finally:
             if ticket is not None:
                 ticket.release_unclaimed()
@@ -154,16 +158,25 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         context.state[CONTINUES_CONTEXT] = bool(
             params.message.context_id or params.message.task_id
         )
-        return await self._submissions.submit(params, context)
+        try:
+            return await self._submissions.submit(params, context)
+        except RetryLater as exc:
+            note_refusal(exc)
+            raise
 
     async def _refused(
         self, submission: Submission, params: SendMessageRequest, context: ServerCallContext
     ) -> None:
         """The SDK refused the message: its id is given back unless it was taken
-        after all (its task exists, or the answer reached the task's history)."""
+        after all (its task exists, the answer reached the task's history, or
+        its Message reply was sent)."""
         claim = submission.claim
         if self._submissions is None or claim is None:
             return
+        if claim.replies:
+            current = await self._submissions.message_ids.get(claim.owner, claim.message_id)
+            if current is not None and current.reply:
+                return
         stored = await self._store.get(claim.task_id, context)
         if stored is not None and (
             claim.task_id != params.message.task_id
@@ -172,16 +185,9 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             return
         await submission.refused(self._submissions.message_ids)
 
-    @staticmethod
-    def _held(ticket: Ticket | None, submission: Submission) -> Awaitable[None] | None:
-        """Hand the policy's wait to the task's ticket (it waits `submitted`);
-        without admission control the request waits before the task exists."""
-        if submission.hold is None:
-            return None
-        if ticket is not None:
-            ticket.hold_until(submission.hold)
-            return None
-        return submission.hold
+    async def _held(self, submission: Submission) -> None:
+        if submission.hold is not None and self._admission is None:
+            await submission.hold
 
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -193,24 +199,28 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             submission = await self._submit(params, context)
             if submission.repeat_of is None:
                 break
-            assert self._submissions is not None
+            assert self._repeats is not None
             try:
-                task = await self._submissions.repeated_result(
-                    submission.repeat_of, params, context
-                )
+                answer = await self._repeats.result(submission.repeat_of, params, context)
             except StaleClaim as exc:
                 if attempt == 2:
                     raise UnsupportedOperationError(message=str(exc)) from exc
                 continue
-            return apply_history_length(task, params.configuration)
+            if isinstance(answer, Message):
+                return answer
+            return apply_history_length(answer, params.configuration)
         try:
-            with self._admitted(context) as ticket:
-                if (wait := self._held(ticket, submission)) is not None:
-                    await wait
+            with self._answering(submission), self._admitted(context, submission):
+                await self._held(submission)
                 return await super().on_message_send(params, context)
         except Exception:
             await self._refused(submission, params, context)
             raise
+
+    def _answering(self, submission: Submission) -> contextlib.AbstractContextManager[None]:
+        if self._repeats is None:
+            return contextlib.nullcontext()
+        return self._repeats.answering(submission.claim)
 
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
@@ -222,22 +232,22 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             submission = await self._submit(params, context)
             if submission.repeat_of is None:
                 break
-            assert self._submissions is not None
+            assert self._repeats is not None
             try:
-                # A repeat attaches to the live stream of the first send's task.
-                async for event in self._submissions.repeated_stream(
-                    submission.repeat_of, context, lambda offset: set_offset(context, offset)
-                ):
-                    yield event  # type: ignore[misc]
-                return
+                answer = await self._repeats.first_answer(submission.repeat_of)
             except StaleClaim as exc:
                 if attempt == 2:
                     raise UnsupportedOperationError(message=str(exc)) from exc
+                continue
+            # A repeat attaches to the live stream of the first send's task.
+            message_id = submission.repeat_of.message_id
+            async for event in self._repeated_stream(answer, message_id, context):
+                yield event
+            return
         started = False
         try:
-            with self._admitted(context) as ticket:
-                if (wait := self._held(ticket, submission)) is not None:
-                    await wait
+            with self._answering(submission), self._admitted(context, submission):
+                await self._held(submission)
                 async for event in super().on_message_send_stream(params, context):
                     started = True
                     offset = None
@@ -264,6 +274,33 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         )
         return not stored_answer and not await answer_taken(self, task.id)
 
+    async def _repeated_stream(
+        self, answer: Task | Message, message_id: str, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """The first send's Message; or its task's snapshot, then its events until
+        it answered this message (as a subscription follows it)."""
+        if isinstance(answer, Message):
+            set_offset(context, None)
+            yield answer
+            return
+        stored = await self._store.get(answer.id, context)
+        if stored is None:
+            raise TaskNotFoundError
+        if settled_for(stored.task, message_id):
+            set_offset(context, version_number(stored.version) or None)
+            yield stored.task
+            return
+        try:
+            async for event in self._task_events(stored, None, context):
+                yield event
+        except A2AError:
+            # It ended between the read and the subscription: the task as it is now.
+            latest = await self._store.get(answer.id, context)
+            if latest is None or not settled_for(latest.task, message_id):
+                raise
+            set_offset(context, None)
+            yield latest.task
+
     async def on_subscribe_to_task(
         self, params: SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
@@ -276,31 +313,48 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         `Last-Event-ID`, the events after it, else the snapshot), and the stream
         ends. Otherwise it follows the task to its end or its next question.
         """
-        log = self._event_log
         stored = await self._store.get(params.id, context)
-        if log is None:
-            if stored is not None and await self._waits_unanswered(stored):
-                set_offset(context, None)
-                yield stored.task
-                return
+        if self._event_log is None and (stored is None or not await self._waits_unanswered(stored)):
             # In-memory store: no event log, the SDK's live-only subscription.
             async for event in super().on_subscribe_to_task(params, context):
                 set_offset(context, None)
                 yield event
             return
-        offset = requested_offset(context)
         if stored is None:
             raise TaskNotFoundError
+        offset = requested_offset(context) if self._event_log is not None else None
+        if offset is None and stored.task.status.state in TERMINAL_STATES:
+            raise UnsupportedOperationError(
+                message=f"Task {params.id} is in terminal state: "
+                f"{TaskState.Name(stored.task.status.state)} "
+                "(send Last-Event-ID: 0 to replay its events)"
+            )
+        async for event in self._task_events(stored, offset, context):
+            yield event
+
+    async def _task_events(
+        self, stored: StoredTask, offset: int | None, context: ServerCallContext
+    ) -> AsyncGenerator[Event, None]:
+        """A task's events to its end or its current question: after `offset` in
+        the event log, or (None) its snapshot first and then its events."""
+        task_id = stored.task.id
+        log = self._event_log
+        if log is None:
+            if await self._waits_unanswered(stored):
+                set_offset(context, None)
+                yield stored.task
+                return
+            # In-memory store: no event log, the SDK's live-only subscription.
+            async for event in super().on_subscribe_to_task(
+                SubscribeToTaskRequest(id=task_id), context
+            ):
+                set_offset(context, None)
+                yield event
+            return
         current = version_number(stored.version)
         finished = stored.task.status.state in TERMINAL_STATES
         waiting = await self._waits_unanswered(stored)
         if offset is None:
-            if finished:
-                raise UnsupportedOperationError(
-                    message=f"Task {params.id} is in terminal state: "
-                    f"{TaskState.Name(stored.task.status.state)} "
-                    "(send Last-Event-ID: 0 to replay its events)"
-                )
             set_offset(context, current or None)
             yield stored.task
             if waiting:
@@ -308,7 +362,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             offset = current
         if finished or waiting:
             # Nothing is written until the task is answered: one read is all there is.
-            events = await log.read_after(params.id, offset)
+            events = await log.read_after(task_id, offset)
             if not events and (offset < current or waiting):
                 # Pruned (MOLECULE_EVENT_RETENTION), or nothing after the offset
                 # of a waiting task: the task as it is now.
@@ -318,15 +372,15 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 set_offset(context, version)
                 yield event
             return
-        async with aclosing(log.follow(params.id, offset)) as events:
+        async with aclosing(log.follow(task_id, offset)) as events:
             async for version, event in events:
                 set_offset(context, version)
                 yield event
                 if isinstance(event, Message) or is_terminal(event):
                     return
                 # A replay passes earlier questions; it ends at the current one.
-                if is_interrupted(event) and not await log.read_after(params.id, version):
-                    latest = await self._store.get(params.id, context)
+                if is_interrupted(event) and not await log.read_after(task_id, version):
+                    latest = await self._store.get(task_id, context)
                     if latest is None or await self._waits_unanswered(latest):
                         return
 

@@ -3,18 +3,22 @@
 1. **Exactly once.** A message is identified by its sender (the principal's
    owner scope) and its `messageId`. The first send claims the id
    (store/message_ids.py, a unique key shared by every replica); a repeat —
-   concurrent, on another replica, after a restart — gets the task the first
-   one was taken into and never runs the adapter again. The same id on a
-   different message (other text, other conversation) is invalid params.
+   concurrent, on another replica, after a restart — gets what the first one
+   was answered with (server/repeats.py): its task, or the Message of an
+   adapter that replies with messages, and never runs the adapter again. The
+   same id on a different message (other text, other conversation) is invalid
+   params.
 2. **Conversations (A2A 1.0).** A message with a `taskId` and no `contextId`
    belongs to the task's context; a `contextId` contradicting the task's is
-   invalid params, and the task is not touched.
+   invalid params, and the task is not touched. An answer to a durable task is
+   refused (its id not taken) while it cannot reach the task's workflow.
 3. **Concurrent messages in one conversation** (MOLECULE_CONCURRENT_MESSAGES):
    while an earlier task of the context runs (submitted or working), a new
    message is refused (`reject`), waits `submitted` until that task ends and
    then runs with its answer in history (`enqueue`), cancels it and then runs
    (`interrupt`), or runs at once (`parallel`). A message naming a running task
-   is a new message of that task's conversation under the same policy.
+   is a new message of that task's conversation under the same policy. A
+   message answered by a Message (no task) is not a running task.
 
 The decisions read the shared store, so they are the same in direct and
 durable mode and on every replica.
@@ -28,21 +32,14 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import resolve_user_scope
-from a2a.types.a2a_pb2 import (
-    ListTasksRequest,
-    Message,
-    SendMessageRequest,
-    Task,
-    TaskState,
-    TaskStatusUpdateEvent,
-)
+from a2a.types.a2a_pb2 import ListTasksRequest, Message, SendMessageRequest, Task, TaskState
 from a2a.utils.errors import (
     A2AError,
     InvalidParamsError,
@@ -50,26 +47,25 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
-from molecule_runtime.sdk_seam import version_number
+from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.execution.parts import has_usable_part
+from molecule_runtime.server.task_watch import TaskWatch
 from molecule_runtime.states import TERMINAL_STATES
-from molecule_runtime.store import ObservedTaskStore, TaskEventLog
+from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.store.message_ids import MessageClaim, MessageIds, now_utc
 from molecule_runtime.store.owners import acting_for
+from molecule_runtime.vocabulary import Meta, Mode
 
 log = logging.getLogger(__name__)
 
-# Call-context state key: the id the SDK gives the new task (claimed beforehand).
+# Call-context state keys: the id the SDK gives the new task (claimed
+# beforehand), and the claim of the message being answered.
 ASSIGNED_TASK_ID = "molecule.assigned_task_id"
+MESSAGE_CLAIM = "molecule.message_claim"
 
 # A task that runs or waits for a slot: it takes no message now.
 RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
-INTERRUPTED_STATES = frozenset(
-    {TaskState.TASK_STATE_INPUT_REQUIRED, TaskState.TASK_STATE_AUTH_REQUIRED}
-)
 
-# How often a wait for a task of another replica re-reads the store (writes
-# made in this process wake the waiters at once).
-POLL_INTERVAL = 0.25
 # A claimed message's task is created moments after the claim; a claim whose
 # task is still missing after this long was made by a process that died in
 # between, and is taken over.
@@ -85,6 +81,18 @@ class ConcurrentMessages(StrEnum):
     PARALLEL = "parallel"
 
 
+class TemporalUnavailable(RetryLater):
+    """An answer to a durable task while its workflow cannot be reached."""
+
+    reason = "TEMPORAL_UNAVAILABLE"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"Task {task_id} waits on Temporal, which is unreachable right now: the answer "
+            f"was not taken (nothing changed); send it again in {self.retry_after} seconds."
+        )
+
+
 def message_digest(message: Message) -> str:
     """What a repeat must match: role, the task it names and its parts."""
     digest = hashlib.sha256()
@@ -96,44 +104,12 @@ def message_digest(message: Message) -> str:
     return digest.hexdigest()
 
 
-def settled_for(task: Task, message_id: str) -> bool:
-    """The task has answered `message_id`: it ended, or it asks again after it."""
-    if task.status.state in TERMINAL_STATES:
-        return True
-    if task.status.state not in INTERRUPTED_STATES or not task.status.HasField("message"):
-        return False
-    # The question in the status came after the message (a message is added
-    # to history when its turn starts, and that clears the status message).
-    return not message_id or any(m.message_id == message_id for m in task.history)
-
-
-def _settling_event(event: object) -> bool:
-    if isinstance(event, Message):
-        return True
-    if not isinstance(event, Task | TaskStatusUpdateEvent):
-        return False
-    state = event.status.state
-    return state in TERMINAL_STATES or (
-        state in INTERRUPTED_STATES and event.status.HasField("message")
-    )
-
-
-class StaleClaim(Exception):
-    """A claim whose task was never created: it was given back, submit again."""
-
-    def __init__(self, claim: MessageClaim) -> None:
-        super().__init__(
-            f"Message {claim.message_id} was accepted but its task was never "
-            "created (the server stopped); send it again."
-        )
-
-
 @dataclass
 class Submission:
     """What the handler does with one message."""
 
     claim: MessageClaim | None = None  # taken now: given back if refused before its task exists
-    repeat_of: MessageClaim | None = None  # a repeat: answer with this claim's task
+    repeat_of: MessageClaim | None = None  # a repeat: answer as this claim was answered
     hold: asyncio.Future[None] | None = None  # the task may start once this is done
 
     async def refused(self, message_ids: MessageIds) -> None:
@@ -152,19 +128,21 @@ class SubmissionRules:
         message_ids: MessageIds,
         policy: ConcurrentMessages | str = ConcurrentMessages.ENQUEUE,
         *,
-        event_log: TaskEventLog | None = None,
+        watch: TaskWatch | None = None,
+        replies_with_message: bool = False,
+        resumable: Callable[[], bool] | None = None,
         cancel: Callable[[str, ServerCallContext], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.message_ids = message_ids
         self.policy = ConcurrentMessages(policy)
-        self._event_log = event_log
+        self.watch = watch or TaskWatch(store)
+        # The adapter answers a new message with a Message, not a task.
+        self.replies_with_message = replies_with_message
+        # Whether a durable task's workflow can be reached now (None: no durable mode).
+        self.resumable = resumable
         # How `interrupt` cancels a task (the request handler's CancelTask).
         self.cancel = cancel
-        self._watchers: dict[str, set[asyncio.Event]] = {}
-        store.observe(self._wake)
-
-    # --- deciding -----------------------------------------------------------
 
     async def submit(self, params: SendMessageRequest, context: ServerCallContext) -> Submission:
         """Apply the rules to `params` (completing its ids); raise when it is refused."""
@@ -175,7 +153,7 @@ class SubmissionRules:
         if message.message_id:
             earlier = await self.message_ids.get(owner, message.message_id)
             if earlier is not None:
-                return self._repeat(earlier, message, digest, sent_context)
+                return self._repeat(earlier, digest, sent_context)
 
         named: Task | None = None
         if message.task_id:
@@ -198,6 +176,8 @@ class SubmissionRules:
             message.context_id = named.context_id
 
         answer = named is not None and named.status.state not in RUNNING_STATES
+        if answer and named is not None:
+            self._check_resumable(named)
         earlier_running: list[str] = []
         if named is not None and not answer:
             # A message to a running task is a new message of its conversation.
@@ -208,6 +188,7 @@ class SubmissionRules:
         task_id = message.task_id or str(uuid.uuid4())
         if not answer:
             context.state[ASSIGNED_TASK_ID] = task_id
+        replies = not answer and self.replies_with_message and has_usable_part(message)
 
         claim: MessageClaim | None = None
         if message.message_id:
@@ -218,12 +199,15 @@ class SubmissionRules:
                 context_id=message.context_id,
                 digest=digest,
                 created_at=now_utc(),
+                reply=b"" if replies else None,
             )
             earlier = await self.message_ids.claim(claim)
             if earlier is not None:
-                return self._repeat(earlier, message, digest, sent_context)
+                return self._repeat(earlier, digest, sent_context)
+            context.state[MESSAGE_CLAIM] = claim
         submission = Submission(claim=claim)
-        if answer or self.policy is ConcurrentMessages.PARALLEL:
+        # A Message reply is no turn of the conversation: it waits for nobody.
+        if answer or replies or self.policy is ConcurrentMessages.PARALLEL:
             return submission
         try:
             # A new conversation (no contextId, no taskId) has no earlier task.
@@ -237,9 +221,19 @@ class SubmissionRules:
             raise
         return submission
 
-    def _repeat(
-        self, earlier: MessageClaim, message: Message, digest: str, sent_context: str
-    ) -> Submission:
+    def _check_resumable(self, task: Task) -> None:
+        """An answer to a durable task is taken only when its workflow can be told."""
+        if dict(task.metadata).get(Meta.MODE) != Mode.DURABLE:
+            return
+        if self.resumable is None:
+            raise UnsupportedOperationError(
+                message=f"Task {task.id} waits on Temporal, but this server runs without "
+                "durable mode (TEMPORAL_HOST); send the answer to a durable server."
+            )
+        if not self.resumable():
+            raise TemporalUnavailable(task.id)
+
+    def _repeat(self, earlier: MessageClaim, digest: str, sent_context: str) -> Submission:
         if earlier.digest != digest or (sent_context and sent_context != earlier.context_id):
             raise InvalidParamsError(
                 message=f"messageId {earlier.message_id} already identifies another message "
@@ -286,7 +280,7 @@ class SubmissionRules:
 
     async def _interrupt(self, earlier: list[str], owner: str, context: ServerCallContext) -> None:
         for task_id in earlier:
-            await self._until_exists(task_id, owner)
+            await self.until_exists(task_id, owner)
             if self.cancel is not None:
                 try:
                     await self.cancel(task_id, context)
@@ -297,27 +291,8 @@ class SubmissionRules:
                     log.exception("could not interrupt task %s", task_id)
         await self._until_stopped(earlier, owner)
 
-    # --- waiting ------------------------------------------------------------
-
-    def _wake(self, task_id: str, _event: object = None, _version: object = None) -> None:
-        for waiter in self._watchers.get(task_id, ()):
-            waiter.set()
-
-    async def _changed(self, task_id: str, timeout: float = POLL_INTERVAL) -> None:
-        """Return after a write to `task_id` in this process, or after `timeout`."""
-        waiter = asyncio.Event()
-        self._watchers.setdefault(task_id, set()).add(waiter)
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), timeout)
-        finally:
-            waiters = self._watchers.get(task_id)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._watchers[task_id]
-
-    async def _until_exists(self, task_id: str, owner: str) -> Task | None:
+    async def until_exists(self, task_id: str, owner: str) -> Task | None:
+        """The task of a claim, once stored; None if it is not after PENDING_CLAIM_TIMEOUT."""
         deadline = time.monotonic() + PENDING_CLAIM_TIMEOUT
         while True:
             stored = await self.store.get(task_id, acting_for(owner))
@@ -325,15 +300,15 @@ class SubmissionRules:
                 return stored.task
             if time.monotonic() >= deadline:
                 return None
-            await self._changed(task_id)
+            await self.watch.changed(task_id)
 
     async def _until_stopped(self, task_ids: list[str], owner: str) -> None:
         """Until none of `task_ids` runs (ended or asking for input)."""
         try:
             for task_id in task_ids:
-                task = await self._until_exists(task_id, owner)
+                task = await self.until_exists(task_id, owner)
                 while task is not None and task.status.state in RUNNING_STATES:
-                    await self._changed(task_id)
+                    await self.watch.changed(task_id)
                     stored = await self.store.get(task_id, acting_for(owner))
                     task = stored.task if stored is not None else None
         except asyncio.CancelledError:
@@ -341,69 +316,3 @@ class SubmissionRules:
         except Exception:
             # The waiting task then runs now rather than never.
             log.exception("waiting for the earlier tasks %s failed", task_ids)
-
-    # --- answering a repeat -------------------------------------------------
-
-    async def _claimed_task(self, claim: MessageClaim) -> Task:
-        task = await self._until_exists(claim.task_id, claim.owner)
-        if task is None:
-            # The process that claimed it stopped before storing the task:
-            # the id is given back and this send takes it anew.
-            await self.message_ids.release(claim)
-            raise StaleClaim(claim)
-        return task
-
-    async def repeated_result(
-        self, claim: MessageClaim, params: SendMessageRequest, context: ServerCallContext
-    ) -> Task:
-        """The task of an earlier send of this message, as the first send returns it."""
-        task = await self._claimed_task(claim)
-        if params.configuration.return_immediately:
-            return task
-        while not settled_for(task, claim.message_id):
-            await self._changed(claim.task_id)
-            stored = await self.store.get(claim.task_id, context)
-            if stored is None:
-                break
-            task = stored.task
-        return task
-
-    async def repeated_stream(
-        self,
-        claim: MessageClaim,
-        context: ServerCallContext,
-        on_offset: Callable[[int | None], None],
-    ) -> AsyncIterator[object]:
-        """The live stream of the task of an earlier send: its snapshot, then its
-        events until it answered this message (from the shared event log)."""
-        task = await self._claimed_task(claim)
-        stored = await self.store.get(claim.task_id, context)
-        version = version_number(stored.version) if stored is not None else 0
-        on_offset(version or None)
-        yield task
-        if settled_for(task, claim.message_id):
-            return
-        if self._event_log is None:
-            # Memory store (one process): snapshots as they change.
-            while True:
-                await self._changed(claim.task_id)
-                stored = await self.store.get(claim.task_id, context)
-                if stored is None:
-                    return
-                number = version_number(stored.version)
-                if number == version:
-                    continue
-                version = number
-                on_offset(None)
-                yield stored.task
-                if settled_for(stored.task, claim.message_id):
-                    return
-        follow = self._event_log.follow(claim.task_id, version)
-        try:
-            async for offset, event in follow:
-                on_offset(offset)
-                yield event
-                if _settling_event(event):
-                    return
-        finally:
-            await follow.aclose()  # type: ignore[attr-defined]

@@ -5,12 +5,16 @@ A message is claimed before anything runs. The claim is a row with a unique key
 replica or on two sharing the database — exactly one inserts it; the other
 reads the winner's row and is answered with the winner's task. The in-memory
 store keeps the same map per process.
+
+A message answered with a Message rather than a task (an adapter that
+`replies_with_message`) is claimed as such: its row keeps the reply, so a
+repeat gets the same Message, and it is never a task of its conversation.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from a2a.server.models import TaskModel
@@ -18,6 +22,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -25,8 +30,12 @@ from sqlalchemy import (
     and_,
     delete,
     insert,
+    inspect,
     select,
+    text,
+    update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -43,6 +52,9 @@ MESSAGE_IDS = Table(
     Column("digest", Text, nullable=False),
     # Naive UTC, like the SDK's timestamps.
     Column("created_at", DateTime, nullable=False),
+    # NULL: the message is answered by a task. Otherwise it is answered by a
+    # Message: empty until it is sent, then the Message (serialised protobuf).
+    Column("reply", LargeBinary, nullable=True),
     PrimaryKeyConstraint("owner", "message_id", name="pk_molecule_message_ids"),
     Index("ix_molecule_message_ids_created_at", "created_at"),
     Index("ix_molecule_message_ids_context", "owner", "context_id", "created_at"),
@@ -57,6 +69,12 @@ class MessageClaim:
     context_id: str
     digest: str
     created_at: datetime  # naive UTC
+    reply: bytes | None = None  # see the table's `reply` column
+
+    @property
+    def replies(self) -> bool:
+        """Answered by a Message, not a task."""
+        return self.reply is not None
 
 
 def now_utc() -> datetime:
@@ -72,10 +90,16 @@ class MessageIds:
         self._memory: dict[tuple[str, str], MessageClaim] = {}
         self._memory_pruned = time.monotonic()
 
+    @property
+    def shared(self) -> bool:
+        """Kept in a database that other replicas may share."""
+        return self._engine is not None
+
     async def initialize(self) -> None:
         if self._engine is not None:
             async with self._engine.begin() as conn:
                 await conn.run_sync(_METADATA.create_all)
+                await conn.run_sync(_add_reply_column)
 
     async def claim(self, claim: MessageClaim) -> MessageClaim | None:
         """Take the message id for `claim`: None when taken now, else the earlier claim."""
@@ -129,16 +153,40 @@ class MessageIds:
                 )
             )
 
+    async def set_reply(self, claim: MessageClaim, reply: bytes) -> None:
+        """The Message that answered `claim`, for its repeats."""
+        if self._engine is None:
+            key = (claim.owner, claim.message_id)
+            if (held := self._memory.get(key)) is not None and held.task_id == claim.task_id:
+                self._memory[key] = replace(held, reply=reply)
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(MESSAGE_IDS)
+                .where(
+                    and_(
+                        MESSAGE_IDS.c.owner == claim.owner,
+                        MESSAGE_IDS.c.message_id == claim.message_id,
+                        MESSAGE_IDS.c.task_id == claim.task_id,
+                    )
+                )
+                .values(reply=reply)
+            )
+
     async def recent_in_context(
         self, owner: str, context_id: str, since: datetime
     ) -> list[MessageClaim]:
         """Claims of one conversation made after `since` whose task is not in the
-        database (yet); in memory, every recent claim of the conversation."""
+        database (yet); in memory, every recent claim of the conversation. Claims
+        answered by a Message are left out: they never become a task."""
         if self._engine is None:
             return [
                 c
                 for c in self._memory.values()
-                if c.owner == owner and c.context_id == context_id and c.created_at >= since
+                if c.owner == owner
+                and c.context_id == context_id
+                and c.created_at >= since
+                and not c.replies
             ]
         stored = select(_TASKS.c.id).where(_TASKS.c.id == MESSAGE_IDS.c.task_id)
         async with self._engine.connect() as conn:
@@ -149,6 +197,7 @@ class MessageIds:
                             MESSAGE_IDS.c.owner == owner,
                             MESSAGE_IDS.c.context_id == context_id,
                             MESSAGE_IDS.c.created_at >= since,
+                            MESSAGE_IDS.c.reply.is_(None),
                             ~stored.exists(),
                         )
                     )
@@ -192,4 +241,13 @@ def _row(claim: MessageClaim) -> dict[str, object]:
         "context_id": claim.context_id,
         "digest": claim.digest,
         "created_at": claim.created_at,
+        "reply": claim.reply,
     }
+
+
+def _add_reply_column(conn: Connection) -> None:
+    """Tables created before the `reply` column get it (create_all adds no columns)."""
+    if "reply" in {c["name"] for c in inspect(conn).get_columns(MESSAGE_IDS.name)}:
+        return
+    kind = LargeBinary().compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {MESSAGE_IDS.name} ADD COLUMN reply {kind}"))
