@@ -3,13 +3,25 @@ budget, read from the store without loading whole tasks (SQLite, PostgreSQL, mem
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from a2a.server.cluster import TaskVersion
 from a2a.server.context import ServerCallContext
-from a2a.types.a2a_pb2 import Artifact, Message, Part, Role, Task, TaskState, TaskStatus
+from a2a.types.a2a_pb2 import (
+    Artifact,
+    GetTaskRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    Task,
+    TaskState,
+    TaskStatus,
+)
 
 from molecule_runtime.store import open_stores
 from molecule_runtime.store.conversation import (
@@ -17,6 +29,9 @@ from molecule_runtime.store.conversation import (
     conversation_turns,
     turns_of_tasks,
 )
+from tests.fixtures.scripted_adapter import read_records
+from tests.support.a2a import event_task_id, make_client, wait_terminal
+from tests.support.durable import scripted_env, scripted_message
 
 CONTEXT = ServerCallContext()
 
@@ -123,3 +138,78 @@ def test_cut_falls_between_whole_messages() -> None:
     # A newer message too big for the budget ends the history: no gaps.
     assert bounded_history([("user", "old"), ("assistant", "n" * 100)], 50, 40) == []
     assert bounded_history(turns, 100, 2) == turns[-2:]
+
+
+TURNS, TURN_BYTES, FOLLOW_UPS = 20, 3_500_000, 4
+
+
+def _rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+@pytest.mark.slow
+async def test_follow_ups_to_a_long_conversation_stay_within_memory(
+    server_factory, tmp_path: Path
+) -> None:
+    """20 turns of 3.5 MB in one conversation, then 4 follow-ups at once: the server
+    reads their history within the budget instead of loading the 70 MB conversation
+    per request (figures in docs/reliability.md)."""
+    workdir = tmp_path / "srv"
+    stores = await open_stores(f"sqlite+aiosqlite:///{workdir / 'data' / 'tasks.db'}")
+    context_id = str(uuid.uuid4())
+    start = datetime.now(UTC) - timedelta(hours=1)
+    for i in range(TURNS):
+        task = _task(context_id, start + timedelta(seconds=i), [[f"{i}:" + "m" * TURN_BYTES]], [f"answer {i}"])
+        await stores.tasks.save(task, prev_version=TaskVersion.MISSING, context=CONTEXT)
+    await stores.aclose()
+
+    records = tmp_path / "records"
+    # Parallel: the four follow-ups read their history at the same time (the
+    # default policy would run them one after another).
+    env = scripted_env(records, MOLECULE_CONCURRENT_MESSAGES="parallel")
+    server = server_factory(env, workdir=workdir)
+    assert server.proc is not None
+    pid = server.proc.pid
+    client = await make_client(server.url)
+    try:
+        # Warm up the paths a follow-up takes (imports, pools) in another conversation.
+        await client.get_task(GetTaskRequest(id=(await _follow_up(client, str(uuid.uuid4()))).id))
+        before = _rss_kib(pid)
+        peak = before
+        sampling = True
+
+        async def sample() -> None:
+            nonlocal peak
+            while sampling:
+                peak = max(peak, _rss_kib(pid))
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(sample())
+        tasks = await asyncio.gather(*(_follow_up(client, context_id) for _ in range(FOLLOW_UPS)))
+        sampling = False
+        await sampler
+    finally:
+        await client.close()
+    for task in tasks:
+        assert task.status.state == TaskState.TASK_STATE_COMPLETED, task.status
+        seen = next(r for r in read_records(records, task.id) if r["event"] == "start")
+        # Each earlier message is bigger than the budget: the history ends at the
+        # last answer (the other follow-ups, running at once, may come after it).
+        assert seen["history"][0] == ["assistant", f"answer {TURNS - 1}"]
+        assert all(len(text) < 100 for _, text in seen["history"])
+    growth_mib = (peak - before) / 1024
+    print(
+        f"RSS before the {FOLLOW_UPS} follow-ups {before / 1024:.0f} MiB, peak {peak / 1024:.0f} MiB "
+        f"(+{growth_mib:.0f} MiB); process high-water mark {_rss_kib(pid, 'VmHWM') / 1024:.0f} MiB"
+    )
+    assert growth_mib < 200
+
+
+async def _follow_up(client, context_id: str) -> Task:
+    message = scripted_message("and now?", chunks=1)
+    message.context_id = context_id
+    events = [e async for e in client.send_message(SendMessageRequest(message=message))]
+    return await wait_terminal(client, event_task_id(events[0]))

@@ -9,12 +9,12 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.durable.types import (
     CompleteInput,
     LlmCallInput,
     ReceiveResult,
     TaskOutcome,
+    TaskRef,
     WorkflowInput,
 )
 from molecule_runtime.durable.workflow import AgentTaskWorkflow
@@ -30,7 +30,7 @@ class StandIns:
         self.llm_calls = 0
 
     @activity.defn(name="task_receive")
-    async def task_receive(self, task: TaskInput) -> ReceiveResult:
+    async def task_receive(self, ref: TaskRef) -> ReceiveResult:
         if activity.info().attempt <= self.receive_failures:
             raise RuntimeError("store unreachable")
         return ReceiveResult(proceed=True)
@@ -58,7 +58,7 @@ async def run(address: str, stand_ins: StandIns) -> TaskOutcome:
     )
     async with worker:
         inp = WorkflowInput(
-            task=TaskInput(task_id=str(uuid.uuid4()), context_id="c", text="x"),
+            ref=TaskRef(task_id=str(uuid.uuid4()), context_id="c"),
             workspace_id="w",
             process_queue=queue,
             shared_queue=queue,
