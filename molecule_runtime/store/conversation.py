@@ -18,7 +18,7 @@ from a2a.server.context import ServerCallContext
 from a2a.server.models import TaskModel
 from a2a.server.owner_resolver import resolve_user_scope
 from a2a.types.a2a_pb2 import Artifact, ListTasksRequest, Role, Task
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from molecule_runtime.store.observed import ObservedTaskStore
@@ -33,33 +33,33 @@ _USER_ROLE = Role.Name(Role.ROLE_USER)
 # Text parts of a task's user messages (kind 0) and its artifacts (kind 1):
 # position and UTF-8 size, or the text itself.
 _SQLITE_PARTS = """
-SELECT 0 AS kind, m.key AS item, p.key AS part, {value} AS value
+SELECT t.id AS task_id, 0 AS kind, m.key AS item, p.key AS part, {value} AS value
 FROM tasks AS t, json_each(t.history) AS m, json_each(m.value, '$.parts') AS p
-WHERE t.id = :id AND json_extract(m.value, '$.role') = :user
+WHERE t.id IN :ids AND json_extract(m.value, '$.role') = :user
   AND json_type(p.value, '$.text') = 'text' AND m.key >= :from_item
 UNION ALL
-SELECT 1, a.key, p.key, {value}
+SELECT t.id, 1, a.key, p.key, {value}
 FROM tasks AS t, json_each(t.artifacts) AS a, json_each(a.value, '$.parts') AS p
-WHERE t.id = :id AND :answer AND json_type(p.value, '$.text') = 'text'
-ORDER BY 1, 2, 3
+WHERE t.id IN :ids AND :answer AND json_type(p.value, '$.text') = 'text'
+ORDER BY 1, 2, 3, 4
 """
 _SQLITE_SIZE = "length(CAST(json_extract(p.value, '$.text') AS BLOB))"
 _SQLITE_TEXT = "json_extract(p.value, '$.text')"
 
 _POSTGRES_PARTS = """
-SELECT 0 AS kind, m.ord - 1 AS item, p.ord - 1 AS part, {value} AS value
+SELECT t.id AS task_id, 0 AS kind, m.ord - 1 AS item, p.ord - 1 AS part, {value} AS value
 FROM tasks AS t
 CROSS JOIN LATERAL json_array_elements(t.history) WITH ORDINALITY AS m(value, ord)
 CROSS JOIN LATERAL json_array_elements(m.value -> 'parts') WITH ORDINALITY AS p(value, ord)
-WHERE t.id = :id AND m.value ->> 'role' = :user
+WHERE t.id IN :ids AND m.value ->> 'role' = :user
   AND p.value ->> 'text' IS NOT NULL AND m.ord - 1 >= :from_item
 UNION ALL
-SELECT 1, a.ord - 1, p.ord - 1, {value}
+SELECT t.id, 1, a.ord - 1, p.ord - 1, {value}
 FROM tasks AS t
 CROSS JOIN LATERAL json_array_elements(t.artifacts) WITH ORDINALITY AS a(value, ord)
 CROSS JOIN LATERAL json_array_elements(a.value -> 'parts') WITH ORDINALITY AS p(value, ord)
-WHERE t.id = :id AND :answer AND p.value ->> 'text' IS NOT NULL
-ORDER BY 1, 2, 3
+WHERE t.id IN :ids AND :answer AND p.value ->> 'text' IS NOT NULL
+ORDER BY 1, 2, 3, 4
 """
 _POSTGRES_SIZE = "octet_length(p.value ->> 'text')"
 _POSTGRES_TEXT = "p.value ->> 'text'"
@@ -127,8 +127,10 @@ class _DatabaseReader:
         self.engine = engine
         postgres = engine.dialect.name == "postgresql"
         parts = _POSTGRES_PARTS if postgres else _SQLITE_PARTS
-        self._sizes = text(parts.format(value=_POSTGRES_SIZE if postgres else _SQLITE_SIZE))
-        self._texts = text(parts.format(value=_POSTGRES_TEXT if postgres else _SQLITE_TEXT))
+        ids = bindparam("ids", expanding=True)
+        size, value = (_POSTGRES_SIZE, _POSTGRES_TEXT) if postgres else (_SQLITE_SIZE, _SQLITE_TEXT)
+        self._sizes = text(parts.format(value=size)).bindparams(ids)
+        self._texts = text(parts.format(value=value)).bindparams(ids)
 
     async def turns(
         self, context_id: str, owner: str, exclude_task_id: str, budget: int, max_messages: int
@@ -147,32 +149,70 @@ class _DatabaseReader:
         kept: list[list[Turn]] = []  # per task, newest task first
         used = count = 0
         async with self.engine.connect() as conn:
-            for task_id in (await conn.execute(newest_first)).scalars():
-                messages = _messages(await self._rows(conn, self._sizes, task_id, 0, True))
-                # Newest message first; the first one that does not fit ends the history.
-                first_kept = len(messages)
-                for index in range(len(messages) - 1, -1, -1):
-                    if used + messages[index].size > budget or count >= max_messages:
-                        break
-                    used += messages[index].size
-                    count += 1
-                    first_kept = index
-                chosen = messages[first_kept:]
-                if chosen:
+            ids = list((await conn.execute(newest_first)).scalars())
+            # Measured a few tasks at a time: one round trip for most conversations,
+            # and a conversation of huge messages is cut after its newest task.
+            for batch in _batches(ids):
+                sized = _by_task(await self._rows(conn, self._sizes, batch, 0, True))
+                whole: list[str] = []
+                cut: tuple[str, int, bool] | None = None
+                for task_id in batch:
+                    messages = _messages(sized.get(task_id, []))
+                    # Newest message first; the first one that does not fit ends the history.
+                    first_kept = len(messages)
+                    for index in range(len(messages) - 1, -1, -1):
+                        if used + messages[index].size > budget or count >= max_messages:
+                            break
+                        used += messages[index].size
+                        count += 1
+                        first_kept = index
+                    if first_kept == 0:
+                        whole.append(task_id)
+                        continue
+                    chosen = messages[first_kept:]
                     users = [m.item for m in chosen if m.kind == 0]
                     answer = any(m.kind == 1 for m in chosen)
-                    from_item = min(users) if users else 1 << 30
-                    rows = await self._rows(conn, self._texts, task_id, from_item, answer)
-                    kept.append(_texts(rows))
-                if first_kept > 0:
+                    cut = (task_id, min(users) if users else 1 << 30, answer)
+                    break
+                texts = _by_task(await self._rows(conn, self._texts, whole, 0, True))
+                if cut is not None:
+                    task_id, from_item, answer = cut
+                    texts.update(
+                        _by_task(await self._rows(conn, self._texts, [task_id], from_item, answer))
+                    )
+                    whole.append(task_id)
+                kept.extend(_texts(texts.get(task_id, [])) for task_id in whole)
+                if cut is not None:
                     break
         return [turn for task_turns in reversed(kept) for turn in task_turns]
 
     async def _rows(
-        self, conn: AsyncConnection, query: object, task_id: str, from_item: int, answer: bool
+        self, conn: AsyncConnection, query: object, ids: list[str], from_item: int, answer: bool
     ) -> list:
-        params = {"id": task_id, "user": _USER_ROLE, "from_item": from_item, "answer": answer}
+        if not ids:
+            return []
+        params = {"ids": ids, "user": _USER_ROLE, "from_item": from_item, "answer": answer}
         return list((await conn.execute(query, params)).all())  # type: ignore[call-overload]
+
+
+def _batches(ids: list[str]) -> list[list[str]]:
+    sizes = (1, 7)
+    batches, start = [], 0
+    for size in sizes:
+        if start < len(ids):
+            batches.append(ids[start : start + size])
+        start += size
+    if start < len(ids):
+        batches.append(ids[start:])
+    return batches
+
+
+def _by_task(rows: list) -> dict[str, list]:
+    """Rows of several tasks, each task's own (without the task id column)."""
+    grouped: dict[str, list] = {}
+    for task_id, *row in rows:
+        grouped.setdefault(task_id, []).append(tuple(row))
+    return grouped
 
 
 def text_bytes(value: str) -> int:
