@@ -144,11 +144,18 @@ async def test_a_store_locked_longer_than_30_s_slows_tasks_down_without_failing_
         env = scripted_env(records)
     server: ServerProcess = server_factory(env)
     chunks = 80  # 4 s each
-    stream = stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05})
     lock = WriteLock(server.workdir / "data" / "tasks.db")
     async with httpx.AsyncClient(timeout=120) as http:
+        # Eight messages (each its own messageId: one sent eight times would be one task).
         streams = [
-            asyncio.create_task(read_frames(http, stream, timeout=150)) for _ in range(8)
+            asyncio.create_task(
+                read_frames(
+                    http,
+                    stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05}),
+                    timeout=150,
+                )
+            )
+            for _ in range(8)
         ]
         await asyncio.sleep(1.0)
         holder = threading.Thread(target=lock.hold, daemon=True)
