@@ -5,6 +5,7 @@ running task's id — is refused, waits for it, interrupts it, or runs beside it
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from a2a.types.a2a_pb2 import (
     ListTasksRequest,
     Message,
     SendMessageRequest,
+    StreamResponse,
     Task,
     TaskState,
 )
@@ -21,7 +23,15 @@ from a2a.utils.errors import TaskNotFoundError
 
 from tests.fixtures.submission_adapter import runs
 from tests.support.a2a import make_client, user_message, wait_terminal
-from tests.test_submission import MODES, ran, runs_of, stream_all, submission_env, unique
+from tests.test_submission import (
+    MODES,
+    ran,
+    runs_of,
+    stream_all,
+    stream_task_id,
+    submission_env,
+    unique,
+)
 
 CHUNKS = 6
 ANSWER = "".join(f"s{i} " for i in range(CHUNKS))
@@ -117,4 +127,64 @@ async def test_a_second_message_while_the_first_runs(
                     ).items()
     finally:
         await streaming.close()
+        await client.close()
+
+
+def final_state(events: list[StreamResponse]) -> int:
+    last = events[-1]
+    return last.task.status.state if last.HasField("task") else last.status_update.status.state
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_messages_sent_at_once_to_a_new_conversation_run_one_after_another(
+    mode: str, request: pytest.FixtureRequest, server_factory, tmp_path: Path
+) -> None:
+    """Four messages at once to a conversation with no task yet, streamed and
+    then blocking: each waits only for the ones claimed before it, so all of
+    them run, one after another, each with the earlier answers in its history."""
+    records = tmp_path / "records"
+    server = server_factory(submission_env(mode, request, records))
+    streaming = await make_client(server.url)
+    blocking = await make_client(server.url, streaming=False)
+    try:
+        for client in (streaming, blocking):
+            context_id = str(uuid.uuid4())
+            texts = [unique(f"turn {i}") for i in range(4)]
+            sent = [user_message(text, context_id=context_id) for text in texts]
+            answers = await asyncio.wait_for(
+                asyncio.gather(*(stream_all(client, message) for message in sent)), 30
+            )
+            assert [final_state(a) for a in answers] == [TaskState.TASK_STATE_COMPLETED] * 4
+            started = sorted((r for t in texts for r in runs_of(records, t)), key=lambda r: r["t"])
+            assert len(started) == 4
+            for i, run in enumerate(started):
+                history = [text for _, text in run["history"]]
+                earlier = [f"ok: {r['text']}" for r in started[:i]]
+                assert [h for h in history if h.startswith("ok: turn")] == earlier, history
+    finally:
+        await streaming.close()
+        await blocking.close()
+
+
+async def test_messages_sent_at_once_interrupt_the_earlier_ones(
+    server_factory, tmp_path: Path
+) -> None:
+    """`interrupt` with four messages at once to a new conversation: each cancels
+    only the ones before it, so every stream ends and only the last one completes."""
+    records = tmp_path / "records"
+    server = server_factory(
+        submission_env("direct", None, records, MOLECULE_CONCURRENT_MESSAGES="interrupt")
+    )
+    client = await make_client(server.url)
+    try:
+        context_id = str(uuid.uuid4())
+        sent = [user_message(unique(f"slow {CHUNKS}"), context_id=context_id) for _ in range(4)]
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(stream_all(client, message) for message in sent)), 30
+        )
+        ended = [await wait_terminal(client, stream_task_id(a)) for a in answers]
+        states = [task.status.state for task in ended]
+        assert set(states) <= {TaskState.TASK_STATE_COMPLETED, TaskState.TASK_STATE_CANCELED}
+        assert states.count(TaskState.TASK_STATE_COMPLETED) == 1, states
+    finally:
         await client.close()

@@ -18,7 +18,9 @@
    then runs with its answer in history (`enqueue`), cancels it and then runs
    (`interrupt`), or runs at once (`parallel`). A message naming a running task
    is a new message of that task's conversation under the same policy. A
-   message answered by a Message (no task) is not a running task.
+   message answered by a Message (no task) is not a running task. Messages
+   sent at once are taken in claim order: each waits for (or interrupts) only
+   the ones before it, so none waits for a later one that waits for it.
 
 The decisions read the shared store, so they are the same in direct and
 durable mode and on every replica.
@@ -32,9 +34,9 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from a2a.server.context import ServerCallContext
@@ -93,6 +95,11 @@ class TemporalUnavailable(RetryLater):
         )
 
 
+def _order(claim: MessageClaim) -> tuple[datetime, str]:
+    """Arrival order of claimed messages: claim time, then task id for a tie."""
+    return (claim.created_at, claim.task_id)
+
+
 def message_digest(message: Message) -> str:
     """What a repeat must match: role, the task it names and its parts."""
     digest = hashlib.sha256()
@@ -102,6 +109,32 @@ def message_digest(message: Message) -> str:
         digest.update(part.SerializeToString(deterministic=True))
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+class _Turns:
+    """One message of a conversation at a time claims its id and reads which
+    earlier tasks it waits for, in this process: claims stamped in one order
+    could otherwise be stored in another, and a message that read before an
+    earlier-stamped claim was stored would not wait for it (nor it for this
+    one). Across replicas the claim order alone still rules out a cycle."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def deciding(self, owner: str, context_id: str) -> AsyncIterator[None]:
+        key = (owner, context_id)
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 @dataclass
@@ -143,6 +176,7 @@ class SubmissionRules:
         self.resumable = resumable
         # How `interrupt` cancels a task (the request handler's CancelTask).
         self.cancel = cancel
+        self._turns = _Turns()
 
     async def submit(self, params: SendMessageRequest, context: ServerCallContext) -> Submission:
         """Apply the rules to `params` (completing its ids); raise when it is refused."""
@@ -190,35 +224,39 @@ class SubmissionRules:
             context.state[ASSIGNED_TASK_ID] = task_id
         replies = not answer and self.replies_with_message and has_usable_part(message)
 
-        claim: MessageClaim | None = None
-        if message.message_id:
-            claim = MessageClaim(
-                owner=owner,
-                message_id=message.message_id,
-                task_id=task_id,
-                context_id=message.context_id,
-                digest=digest,
-                created_at=now_utc(),
-                reply=b"" if replies else None,
-            )
-            earlier = await self.message_ids.claim(claim)
-            if earlier is not None:
-                return self._repeat(earlier, digest, sent_context)
-            context.state[MESSAGE_CLAIM] = claim
-        submission = Submission(claim=claim)
         # A Message reply is no turn of the conversation: it waits for nobody.
-        if answer or replies or self.policy is ConcurrentMessages.PARALLEL:
-            return submission
-        try:
-            # A new conversation (no contextId, no taskId) has no earlier task.
-            if named is not None or sent_context:
-                earlier_running += await self._running_in(owner, message.context_id, task_id)
-            earlier_running = list(dict.fromkeys(earlier_running))
-            if earlier_running:
-                submission.hold = self._apply_policy(earlier_running, owner, context)
-        except BaseException:
-            await submission.refused(self.message_ids)
-            raise
+        # A new conversation (no contextId, no taskId) has no earlier task.
+        ordered = not (answer or replies or self.policy is ConcurrentMessages.PARALLEL) and (
+            named is not None or bool(sent_context)
+        )
+        turn = self._turns.deciding(owner, message.context_id) if ordered else None
+        async with turn or contextlib.nullcontext():
+            claim: MessageClaim | None = None
+            if message.message_id:
+                claim = MessageClaim(
+                    owner=owner,
+                    message_id=message.message_id,
+                    task_id=task_id,
+                    context_id=message.context_id,
+                    digest=digest,
+                    created_at=now_utc(),
+                    reply=b"" if replies else None,
+                )
+                earlier = await self.message_ids.claim(claim)
+                if earlier is not None:
+                    return self._repeat(earlier, digest, sent_context)
+                context.state[MESSAGE_CLAIM] = claim
+            submission = Submission(claim=claim)
+            if not ordered:
+                return submission
+            try:
+                earlier_running += await self._running_in(owner, message.context_id, task_id, claim)
+                earlier_running = list(dict.fromkeys(earlier_running))
+                if earlier_running:
+                    submission.hold = self._apply_policy(earlier_running, owner, context)
+            except BaseException:
+                await submission.refused(self.message_ids)
+                raise
         return submission
 
     def _check_resumable(self, task: Task) -> None:
@@ -242,25 +280,58 @@ class SubmissionRules:
             )
         return Submission(repeat_of=earlier)
 
-    async def _running_in(self, owner: str, context_id: str, this_task: str) -> list[str]:
-        """Tasks of the conversation that run now, or were claimed but not stored yet."""
+    async def _running_in(
+        self, owner: str, context_id: str, this_task: str, this_claim: MessageClaim | None
+    ) -> list[str]:
+        """Tasks of the conversation sent before this message that run now, or
+        were claimed but not stored yet.
+
+        Messages sent at once are ordered by their claims (`_order`, the same
+        on every replica). Each waits only for the ones before it: a later one
+        still `submitted` may itself wait for this one, and two messages
+        waiting for each other would never start."""
         as_owner = acting_for(owner)
-        running: list[tuple[float, str]] = []
+        since = now_utc() - PENDING_CLAIM_WINDOW
+        # Claims first: a task stored meanwhile is then in the list below.
+        claims = await self.message_ids.recent_in_context(owner, context_id, since)
+        running: list[tuple[int, str]] = []
+        submitted: set[str] = set()
         for state in RUNNING_STATES:
             page = await self.store.list(
                 ListTasksRequest(context_id=context_id, status=state), as_owner
             )
-            running += [
-                (t.status.timestamp.ToNanoseconds(), t.id) for t in page.tasks if t.id != this_task
-            ]
-        ids = [task_id for _, task_id in sorted(running)]
-        claims = await self.message_ids.recent_in_context(
-            owner, context_id, now_utc() - PENDING_CLAIM_WINDOW
-        )
-        for claim in sorted(claims, key=lambda c: c.created_at):
+            for task in page.tasks:
+                if task.id == this_task:
+                    continue
+                running.append((task.status.timestamp.ToNanoseconds(), task.id))
+                if state == TaskState.TASK_STATE_SUBMITTED:
+                    submitted.add(task.id)
+        ours = _order(this_claim) if this_claim is not None else None
+        first_claimed: dict[str, tuple[datetime, str]] = {}
+        if ours is not None and submitted:
+            for claim in await self.message_ids.recent_in_context(
+                owner, context_id, since, include_stored=True
+            ):
+                key = _order(claim)
+                first_claimed[claim.task_id] = min(first_claimed.get(claim.task_id, key), key)
+
+        def before_this(task_id: str) -> bool:
+            # A task claimed before the window (or not claimed here) came first.
+            key = first_claimed.get(task_id)
+            return ours is None or key is None or key < ours
+
+        ids = [
+            task_id
+            for _, task_id in sorted(running)
+            if task_id not in submitted or before_this(task_id)
+        ]
+        for claim in sorted(claims, key=_order):
             if claim.task_id == this_task or claim.task_id in ids:
                 continue
-            if await self.store.get(claim.task_id, as_owner) is None:
+            if ours is not None and _order(claim) > ours:
+                continue
+            stored = await self.store.get(claim.task_id, as_owner)
+            if stored is None or stored.task.status.state in RUNNING_STATES:
                 ids.append(claim.task_id)
         return ids
 
@@ -311,6 +382,9 @@ class SubmissionRules:
                     await self.watch.changed(task_id)
                     stored = await self.store.get(task_id, acting_for(owner))
                     task = stored.task if stored is not None else None
+                # A read here may see its last write before it is committed; the
+                # next turn's history is read from the database.
+                await self.store.wait_stored(task_id)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -174,11 +174,12 @@ class MessageIds:
             )
 
     async def recent_in_context(
-        self, owner: str, context_id: str, since: datetime
+        self, owner: str, context_id: str, since: datetime, *, include_stored: bool = False
     ) -> list[MessageClaim]:
         """Claims of one conversation made after `since` whose task is not in the
-        database (yet); in memory, every recent claim of the conversation. Claims
-        answered by a Message are left out: they never become a task."""
+        database (yet), or all of them with `include_stored`; in memory, every
+        recent claim of the conversation. Claims answered by a Message are left
+        out: they never become a task."""
         if self._engine is None:
             return [
                 c
@@ -188,21 +189,17 @@ class MessageIds:
                 and c.created_at >= since
                 and not c.replies
             ]
-        stored = select(_TASKS.c.id).where(_TASKS.c.id == MESSAGE_IDS.c.task_id)
+        conditions = [
+            MESSAGE_IDS.c.owner == owner,
+            MESSAGE_IDS.c.context_id == context_id,
+            MESSAGE_IDS.c.created_at >= since,
+            MESSAGE_IDS.c.reply.is_(None),
+        ]
+        if not include_stored:
+            stored = select(_TASKS.c.id).where(_TASKS.c.id == MESSAGE_IDS.c.task_id)
+            conditions.append(~stored.exists())
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(MESSAGE_IDS).where(
-                        and_(
-                            MESSAGE_IDS.c.owner == owner,
-                            MESSAGE_IDS.c.context_id == context_id,
-                            MESSAGE_IDS.c.created_at >= since,
-                            MESSAGE_IDS.c.reply.is_(None),
-                            ~stored.exists(),
-                        )
-                    )
-                )
-            ).all()
+            rows = (await conn.execute(select(MESSAGE_IDS).where(and_(*conditions)))).all()
         return [MessageClaim(**row._mapping) for row in rows]
 
     async def prune(self, older_than: datetime) -> int:
