@@ -4,9 +4,9 @@ tasks not running here and streams that resume from an offset in the task's even
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import aclosing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from a2a.server.agent_execution import RequestContext, SimpleRequestContextBuilder
 from a2a.server.cluster import StoredTask
@@ -47,6 +47,7 @@ from molecule_runtime.server.sse_ids import requested_offset, set_offset
 from molecule_runtime.server.submission import ASSIGNED_TASK_ID, Submission, SubmissionRules
 from molecule_runtime.states import INTERRUPTED_STATES, TERMINAL_STATES, is_interrupted, is_terminal
 from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore, TaskEventLog
+from molecule_runtime.store.message_ids import MessageClaim
 from molecule_runtime.vocabulary import CONTINUES_CONTEXT
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 # Seconds a task waiting for input keeps its live producer in this process
 # (an answer within that time skips one store read).
 PARKED_RELEASE_AFTER = 1.0
+
+_Answer = TypeVar("_Answer")
 
 
 def _task_id_of(event: object) -> str:
@@ -185,6 +188,30 @@ class RuntimeRequestHandler(DefaultRequestHandler):
             return
         await submission.refused(self._submissions.message_ids)
 
+    async def _submit_or_repeat(
+        self,
+        params: SendMessageRequest,
+        context: ServerCallContext,
+        answer_of: Callable[[Repeats, MessageClaim], Awaitable[_Answer]],
+    ) -> tuple[Submission, _Answer | None]:
+        """The submission of this message, with the first send's answer if it repeats
+        one. A repeat of a send that died before creating its task takes the
+        message over (one more try)."""
+        sent = Message()
+        sent.CopyFrom(params.message)
+        for attempt in (1, 2):
+            params.message.CopyFrom(sent)
+            submission = await self._submit(params, context)
+            if submission.repeat_of is None:
+                return submission, None
+            assert self._repeats is not None
+            try:
+                return submission, await answer_of(self._repeats, submission.repeat_of)
+            except StaleClaim as exc:
+                if attempt == 2:
+                    raise UnsupportedOperationError(message=str(exc)) from exc
+        raise AssertionError("unreachable")
+
     async def _held(self, submission: Submission) -> None:
         if submission.hold is not None and self._admission is None:
             await submission.hold
@@ -192,20 +219,10 @@ class RuntimeRequestHandler(DefaultRequestHandler):
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Message | Task:
-        sent = Message()
-        sent.CopyFrom(params.message)
-        for attempt in (1, 2):
-            params.message.CopyFrom(sent)
-            submission = await self._submit(params, context)
-            if submission.repeat_of is None:
-                break
-            assert self._repeats is not None
-            try:
-                answer = await self._repeats.result(submission.repeat_of, params, context)
-            except StaleClaim as exc:
-                if attempt == 2:
-                    raise UnsupportedOperationError(message=str(exc)) from exc
-                continue
+        submission, answer = await self._submit_or_repeat(
+            params, context, lambda repeats, claim: repeats.result(claim, params, context)
+        )
+        if answer is not None:
             if isinstance(answer, Message):
                 return answer
             return apply_history_length(answer, params.configuration)
@@ -225,20 +242,9 @@ class RuntimeRequestHandler(DefaultRequestHandler):
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
-        sent = Message()
-        sent.CopyFrom(params.message)
-        for attempt in (1, 2):
-            params.message.CopyFrom(sent)
-            submission = await self._submit(params, context)
-            if submission.repeat_of is None:
-                break
-            assert self._repeats is not None
-            try:
-                answer = await self._repeats.first_answer(submission.repeat_of)
-            except StaleClaim as exc:
-                if attempt == 2:
-                    raise UnsupportedOperationError(message=str(exc)) from exc
-                continue
+        submission, answer = await self._submit_or_repeat(params, context, Repeats.first_answer)
+        if answer is not None:
+            assert submission.repeat_of is not None
             # A repeat attaches to the live stream of the first send's task.
             message_id = submission.repeat_of.message_id
             async for event in self._repeated_stream(answer, message_id, context):
