@@ -28,8 +28,8 @@ from tests.support.sse import aiter_sse
 
 pytestmark = pytest.mark.slow
 
-# 500 keeps the default suite within its time budget; docs/reliability.md has the 1000 run.
-CLIENTS = int(os.environ.get("MOLECULE_LOAD_CLIENTS", "500"))
+# 250 keeps the default suite within its time budget; docs/reliability.md has the 1000 run.
+CLIENTS = int(os.environ.get("MOLECULE_LOAD_CLIENTS", "250"))
 WORDS = 5  # chunks per answer
 FD_TOLERANCE = 20
 
