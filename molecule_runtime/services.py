@@ -51,9 +51,10 @@ class Services:
         self.listener_checks: dict[str, Callable[[], Awaitable[tuple[bool, str]]]] = {}
 
     def begin_drain(self) -> None:
+        # New tasks stay durable while draining: a request already on an open
+        # connection can still arrive, and as a workflow it is handed over like
+        # the running ones, where a direct run would be failed at shutdown.
         self.draining.set()
-        if self.durable is not None:
-            self.durable.tasks.accept_tasks = False
 
     @classmethod
     async def open(cls, settings: Settings, *, accept_tasks: bool) -> Services:

@@ -88,7 +88,13 @@ class Load:
                 if current in SETTLED:
                     self.max_stall = max(self.max_stall, time.monotonic() - since)
                     return current
-                assert current not in ("TASK_STATE_FAILED", "TASK_STATE_CANCELED"), got
+                if current in ("TASK_STATE_FAILED", "TASK_STATE_CANCELED"):
+                    task = got["result"]
+                    why = "".join(p.get("text", "") for p in task["status"].get("message", {}).get("parts", []))
+                    raise AssertionError(
+                        f"task {task_id} ended {current}: {why!r}; metadata {task.get('metadata')}; "
+                        f"artifacts {[a['parts'] for a in task.get('artifacts', [])]}"
+                    )
             except (httpx.HTTPError, KeyError):
                 pass
             await asyncio.sleep(0.2)
@@ -182,6 +188,8 @@ async def test_rolling_restart_of_two_replicas_every_task_completes_once(
         # Completed once, with exactly one attempt's text per turn.
         task = stored[task_id]
         assert task["status"]["state"] == "TASK_STATE_COMPLETED", task["status"]
+        # Taken by a draining replica too, a task runs durably, never directly.
+        assert task.get("metadata", {}).get("molecule.mode") != "direct", task.get("metadata")
         texts = ["".join(p.get("text", "") for p in a["parts"]) for a in task["artifacts"]]
         assert texts == [f"{t}-0 {t}-1 {t}-2 {t}-3 {t}-4 {t}-5 " for t in seen["turns"]], texts
     seconds = sorted(t["seconds"] for t in load.tasks.values())
