@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.a2a_proof import a2a_proof_bin, failures, run_contract
+from tests.support.durable import own_temporal
 from tests.support.grpc_client import grpc_env
 from tests.support.procs import ServerProcess
 from tests.support.temporal import TemporalDevServer
@@ -28,14 +28,7 @@ def conformance_env(temporal: TemporalDevServer | None = None, **options: object
         **grpc_env(),
     }
     if temporal is not None:
-        queue = f"q-{uuid.uuid4().hex[:10]}"
-        env.update(
-            {
-                "TEMPORAL_HOST": temporal.address,
-                "TEMPORAL_TASK_QUEUE": queue,
-                "WORKSPACE_ID": f"ws-{queue}",
-            }
-        )
+        env.update(own_temporal(temporal.address))
     return env
 
 

@@ -29,6 +29,7 @@ from google.protobuf.struct_pb2 import Struct, Value
 
 from tests.fixtures.outputs_adapter import CSV, LOGO_URL
 from tests.support.a2a import make_client, wait_terminal
+from tests.support.durable import own_temporal
 from tests.support.grpc_client import grpc_env
 from tests.support.procs import ServerProcess
 from tests.support.temporal import TemporalDevServer
@@ -49,12 +50,9 @@ def _env(temporal: TemporalDevServer | None, **options: Any) -> dict[str, str]:
         **grpc_env(),
     }
     if temporal is not None:
-        queue = f"q-{uuid.uuid4().hex[:10]}"
         env.update(
             {
-                "TEMPORAL_HOST": temporal.address,
-                "TEMPORAL_TASK_QUEUE": queue,
-                "WORKSPACE_ID": f"ws-{queue}",
+                **own_temporal(temporal.address),
                 "TEMPORAL_HEARTBEAT_TIMEOUT": "2",
                 "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.1",
             }

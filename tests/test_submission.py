@@ -20,6 +20,7 @@ from molecule_runtime.store import open_stores
 from molecule_runtime.store.message_ids import MessageClaim, now_utc
 from tests.fixtures.submission_adapter import runs
 from tests.support.a2a import make_client, task_text, user_message
+from tests.support.durable import own_temporal
 from tests.support.procs import ServerProcess, running_server
 from tests.support.sse import A2A
 
@@ -38,11 +39,8 @@ def submission_env(
     }
     if mode == "durable":
         assert request is not None
-        queue = f"q-{uuid.uuid4().hex[:10]}"
         env |= {
-            "TEMPORAL_HOST": request.getfixturevalue("temporal_server").address,
-            "TEMPORAL_TASK_QUEUE": queue,
-            "WORKSPACE_ID": f"ws-{queue}",
+            **own_temporal(request.getfixturevalue("temporal_server").address),
             "TEMPORAL_HEARTBEAT_TIMEOUT": "2",
             "TEMPORAL_CONNECT_TIMEOUT": "2",
         }

@@ -33,12 +33,20 @@ def scripted_env(record_dir: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def durable_env(temporal_address: str, record_dir: Path, **extra: str) -> dict[str, str]:
+def own_temporal(temporal_address: str) -> dict[str, str]:
+    """Durable mode on a task queue and workspace of its own, so servers sharing
+    the session's dev server never take each other's workflows."""
     queue = f"q-{uuid.uuid4().hex[:10]}"
-    env = {
+    return {
         "TEMPORAL_HOST": temporal_address,
         "TEMPORAL_TASK_QUEUE": queue,
         "WORKSPACE_ID": f"ws-{queue}",
+    }
+
+
+def durable_env(temporal_address: str, record_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        **own_temporal(temporal_address),
         **scripted_env(record_dir),
         "TEMPORAL_HEARTBEAT_TIMEOUT": "2",
         "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.2",
