@@ -25,7 +25,7 @@ from a2a.types.a2a_pb2 import (
     TaskStatus,
     TaskStatusUpdateEvent,
 )
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from molecule_runtime.sdk_seam import version_number
@@ -280,3 +280,67 @@ async def test_many_tasks_share_transactions_and_wait_out_a_locked_database(
     finals = await asyncio.wait_for(streams, 60)
     for w, final in zip(writers, finals, strict=True):
         assert await stored_rows(url, w.task.id) == (final, list(range(1, final + 1)))
+
+
+async def test_one_commit_of_many_tasks_is_a_few_statements(opened) -> None:
+    """Each statement is a round trip through the event loop: a commit's cost must not
+    grow with the number of tasks in it."""
+    stores, url = opened
+    writers = [Writer(stores, str(uuid.uuid4())) for _ in range(40)]
+    await asyncio.gather(*(w.create() for w in writers))
+    statements: list[str] = []
+    engine = stores.engine
+    assert engine is not None
+
+    def count(_conn, _cursor, statement: str, *_args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        for w in writers:
+            await w.chunk("x", append=False)
+            await w.chunk("y")
+        await asyncio.gather(*(stores.tasks.wait_stored(w.task.id) for w in writers))
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    writes = [s for s in statements if s in ("INSERT", "UPDATE")]
+    # One commit may split in two (a flush started while the chunks arrived);
+    # per commit: versions, task rows, events.
+    assert 0 < len(writes) <= 2 * 3, statements
+    for w in writers:
+        assert await stored_rows(url, w.task.id) == (3, [1, 2, 3])
+
+
+async def test_a_conflict_in_a_commit_fails_only_that_task(store_url: str) -> None:
+    url = store_url
+    running = await open_stores(url, event_retention=0)
+    other = await open_stores(url, event_retention=0)
+    try:
+        writers = [Writer(running, str(uuid.uuid4())) for _ in range(10)]
+        await asyncio.gather(*(w.create() for w in writers))
+        # Another replica moves one task on (a stage that ran there).
+        taken = writers[3]
+        stored = await other.tasks.get(taken.task.id, CTX)
+        assert stored is not None
+        elsewhere = Writer(other, taken.task.id)
+        elsewhere.task, elsewhere.version = stored.task, stored.version
+        moved_to = await elsewhere.state(TaskState.TASK_STATE_WORKING)
+        # This process, unaware, streams into all ten: one commit, one conflict.
+        for w in writers:
+            await w.chunk("z", append=False)
+        waits = await asyncio.gather(
+            *(running.tasks.wait_stored(w.task.id) for w in writers), return_exceptions=True
+        )
+        for w, waited in zip(writers, waits, strict=True):
+            if w is taken:
+                # Its writer hears of it while waiting, or else at its next write.
+                if not isinstance(waited, ConcurrentTaskModificationError):
+                    with pytest.raises(ConcurrentTaskModificationError):
+                        await w.chunk("again")
+            else:
+                assert waited is None
+                assert await stored_rows(url, w.task.id) == (2, [1, 2])
+        assert await stored_rows(url, taken.task.id) == (moved_to, [1, moved_to])
+    finally:
+        await running.aclose()
+        await other.aclose()

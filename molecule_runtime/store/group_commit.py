@@ -52,9 +52,11 @@ from molecule_runtime.sdk_seam import version_number
 from molecule_runtime.states import TERMINAL_STATE_NAMES
 from molecule_runtime.store.task_writes import (
     MAX_UNSTORED,
+    BatchConflict,
     PendingWrite,
     is_transient,
     task_row,
+    write_batch,
     write_pending,
 )
 
@@ -263,10 +265,10 @@ class GroupCommitTaskStore(VersionedTaskStore):
         while True:
             try:
                 async with self._engine.begin() as conn:
-                    outcomes = [await write_pending(conn, item) for item, _ in items]
-            except IntegrityError:
-                # Some item's first write raced another process: commit one by one
-                # so only that task is affected.
+                    outcomes = await write_batch(conn, [item for item, _ in items])
+            except (IntegrityError, BatchConflict):
+                # Some item's write raced another process: commit one by one so
+                # only that task is affected.
                 for item, pending in items:
                     await self._commit_alone(item, pending)
                 return
