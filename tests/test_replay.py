@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from molecule_runtime.durable.types import LlmCallResult
 from molecule_runtime.durable.workflow import (
@@ -108,5 +109,8 @@ def test_llm_call_results_of_every_version_decode() -> None:
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
 async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"fixture-{path.stem}", path.read_text())
-    result = await Replayer(workflows=[AgentTaskWorkflow]).replay_workflow(history)
+    # Sandboxed here on purpose: workers run the workflow unsandboxed (for CPU),
+    # so this is where a nondeterministic call in workflow code is caught.
+    replayer = Replayer(workflows=[AgentTaskWorkflow], workflow_runner=SandboxedWorkflowRunner())
+    result = await replayer.replay_workflow(history)
     assert result.replay_failure is None

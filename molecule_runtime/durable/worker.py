@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.activities import TaskActivities
@@ -22,6 +22,13 @@ log = logging.getLogger(__name__)
 def worker_identity(settings: Settings) -> str:
     """How this process's workers show in Temporal (pollers, activity attempts)."""
     return f"molecule-runtime@{settings.resolved_instance_id}"
+
+
+# The workflow is the runtime's own, fixed code: the sandbox that guards it
+# against nondeterministic calls runs in the replay tests (tests/test_replay.py,
+# every recorded history). In production it cost ~15 ms of the event loop per
+# task (an instance per workflow, code executed per payload) under a burst.
+WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
 
 
 class TaskWorkers:
@@ -53,6 +60,7 @@ class TaskWorkers:
                 client,
                 task_queue=s.temporal_task_queue,
                 workflows=[AgentTaskWorkflow],
+                workflow_runner=WORKFLOW_RUNNER,
                 activities=[acts.task_receive, acts.llm_call, acts.task_complete],
                 # A dead worker's sticky queue would otherwise hold its
                 # workflows for 10 s before another worker may take them.
