@@ -38,6 +38,9 @@ from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
 
+# Heartbeat interval of an attempt this process asked Temporal to cancel.
+HURRIED_HEARTBEAT = 0.1
+
 
 async def _release_sticky_queue(info: activity.Info) -> None:
     """Let the workflow's next task go to any worker now, not after the sticky timeout.
@@ -178,7 +181,7 @@ class TaskActivities:
                 task.attempt,
             )
         await self._take_over(task.task_id)
-        heartbeats = asyncio.create_task(self._heartbeat_loop())
+        heartbeats = asyncio.create_task(self._heartbeat_loop(ref.task_id))
         try:
             with stage_span(Stage.LLM_CALL, task, self._span_attrs(delivery)):
                 result = await run_attempt(
@@ -186,7 +189,7 @@ class TaskActivities:
                     task,
                     events,
                     # No heartbeat per chunk: each one costs an asyncio task in
-                    # the SDK; the heartbeat loop proves liveness twice a second.
+                    # the SDK; the heartbeat loop proves liveness.
                     batch_window=self.batch_window,
                 )
             # Temporal must not hear "done" before the answer is stored.
@@ -241,12 +244,22 @@ class TaskActivities:
         assert current is not None
         self._attempts[task_id] = current
 
-    async def _heartbeat_loop(self) -> None:
+    async def _heartbeat_loop(self, task_id: str) -> None:
         # Heartbeats prove liveness while the adapter is between chunks, and
-        # their replies are how a cancel request reaches this activity.
+        # their replies are how a cancel request reaches this activity. Each
+        # one is a write in Temporal, so they are sparse until this process
+        # asks for a cancel; then they are frequent until the request arrives.
+        entry = self.registry.get(task_id)
+        hurry = entry.cancel_requested if entry is not None else None
         while True:
             activity.heartbeat()
-            await asyncio.sleep(self.heartbeat_interval)
+            if hurry is None:
+                await asyncio.sleep(self.heartbeat_interval)
+            elif hurry.is_set():
+                await asyncio.sleep(HURRIED_HEARTBEAT)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(hurry.wait(), self.heartbeat_interval)
 
     @activity.defn(name=Stage.TASK_COMPLETE)
     async def task_complete(self, inp: CompleteInput) -> None:

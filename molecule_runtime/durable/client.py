@@ -360,6 +360,7 @@ class DurableTasks:
         """Cancel a task's workflow and wait (bounded) until the adapter has stopped."""
         entry: LiveTask | None = self.registry.get(task_id)
         if entry is not None and entry.handle is not None:
+            entry.cancel_requested.set()
             await self._cancel_quietly(entry.handle)
             # The adapter sees CancelledError at its next heartbeat reply.
             with contextlib.suppress(TimeoutError):

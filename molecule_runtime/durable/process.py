@@ -32,8 +32,9 @@ class DurableProcess:
             adapter,
             store,
             self.registry,
-            # As often as the worker may send them: cancel requests ride on the replies.
-            heartbeat_interval=min(0.5, settings.temporal_heartbeat_timeout / 3),
+            # Each heartbeat is a write in Temporal: once a second (a cancel
+            # asked here hurries them; one asked on another replica waits for one).
+            heartbeat_interval=min(1.0, settings.temporal_heartbeat_timeout / 3),
             workspace_id=settings.workspace_id,
             batch_window=settings.stream_batch_window,
             history_bytes=settings.history_bytes,

@@ -18,6 +18,9 @@ class LiveTask:
     events: TaskEvents
     handle: Any = None  # temporalio WorkflowHandle once the workflow is accepted
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when this process asked Temporal to cancel the task: its llm_call
+    # heartbeats often until the cancel request comes back on a reply.
+    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class LiveTaskRegistry:

@@ -47,10 +47,10 @@ class TaskWorkers:
         s = self.settings
         acts = self.activities
         common: dict[str, Any] = {
-            # Heartbeat replies carry cancel requests: keep them frequent so
-            # CancelTask reaches the adapter within about a second.
-            "max_heartbeat_throttle_interval": timedelta(seconds=0.5),
-            "default_heartbeat_throttle_interval": timedelta(seconds=0.5),
+            # Heartbeat replies carry cancel requests: the activity paces its
+            # heartbeats itself (faster while a cancel it asked for is on its way).
+            "max_heartbeat_throttle_interval": timedelta(seconds=0.1),
+            "default_heartbeat_throttle_interval": timedelta(seconds=0.1),
             "graceful_shutdown_timeout": timedelta(seconds=s.shutdown_grace),
             "max_concurrent_activities": s.temporal_max_concurrent_activities,
             "identity": worker_identity(s),
