@@ -30,6 +30,7 @@ from a2a.types.a2a_pb2 import (
     TaskState,
     TaskStatus,
 )
+from google.protobuf.struct_pb2 import Value
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from molecule_runtime.sdk_seam import (
@@ -224,3 +225,41 @@ async def test_a_message_taken_here_is_seen_before_anything_is_stored() -> None:
         await asyncio.sleep(0.01)
     assert await answer_taken(handler, task_id) is False
     await handler.aclose()
+
+
+def test_task_rows_reuse_unchanged_parts_and_match_the_sdk_conversion() -> None:
+    """A row is written at every commit while a task streams; the parts that did not
+    change are reused, the streamed artifact is converted directly, and the result
+    is what MessageToDict gives (what the SDK reads back)."""
+    from google.protobuf.json_format import MessageToDict
+    from google.protobuf.struct_pb2 import Struct
+
+    data = Struct()
+    data.update({"n": 1})
+    task = Task(id="t1", context_id="c1", status=TaskStatus(state=TaskState.TASK_STATE_WORKING))
+    task.history.append(Message(message_id="m", role=Role.ROLE_USER, parts=[Part(text="hi")]))
+    task.artifacts.append(Artifact(artifact_id="a", name="answer", parts=[Part(text="ans")]))
+    task.artifacts.append(Artifact(artifact_id="b", description="d", parts=[Part(text="x"), Part(text="")]))
+    task.artifacts.append(Artifact(artifact_id="c", parts=[Part(data=Value(struct_value=data))]))
+    task.artifacts.append(Artifact(artifact_id="e", parts=[Part(text="t", media_type="text/csv")]))
+    task.artifacts.append(Artifact(artifact_id="f"))
+    task.metadata.update({"k": "v"})
+
+    def expected() -> dict[str, object]:
+        return {
+            "status": MessageToDict(task.status),
+            "artifacts": [MessageToDict(a) for a in task.artifacts],
+            "history": [MessageToDict(m) for m in task.history],
+            "metadata": MessageToDict(task.metadata),
+        }
+
+    cache: dict = {}
+    first = task_row(task, "o", cache)
+    assert {k: first[k] for k in expected()} == expected()
+    task.artifacts[0].parts[0].text += " more"
+    second = task_row(task, "o", cache)
+    assert {k: second[k] for k in expected()} == expected()
+    assert second["history"][0] is first["history"][0]  # unchanged: reused
+    assert second["artifacts"][0] is not first["artifacts"][0]
+    task.history[0].parts[0].text = "changed"
+    assert task_row(task, "o", cache)["history"] == expected()["history"]

@@ -54,6 +54,7 @@ from molecule_runtime.store.task_writes import (
     MAX_UNSTORED,
     BatchConflict,
     PendingWrite,
+    RowCache,
     is_transient,
     task_row,
     write_batch,
@@ -67,6 +68,7 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.1
 # Clean tasks not written for this long are forgotten (a later write is a takeover).
 IDLE_FORGET = 600.0
+_WORKING = TaskState.Name(TaskState.TASK_STATE_WORKING)
 # Back-off while the database refuses writes (locked, restarting): never give up.
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0
 
@@ -84,6 +86,7 @@ class _Pending:
     waiters: list[tuple[int, asyncio.Future[int]]] = field(default_factory=list)
     error: Exception | None = None
     touched: float = field(default_factory=time.monotonic)
+    row_cache: RowCache = field(default_factory=dict)
 
     @property
     def dirty(self) -> bool:
@@ -255,7 +258,7 @@ class GroupCommitTaskStore(VersionedTaskStore):
             pending.owner,
             expect=pending.stored,
             upto=pending.version,
-            row=task_row(pending.snapshot, pending.owner),
+            row=task_row(pending.snapshot, pending.owner, pending.row_cache),
             events=list(pending.events),
             cancel=pending.cancel,
         )
@@ -331,11 +334,14 @@ class GroupCommitTaskStore(VersionedTaskStore):
             else:
                 remaining.append((version, future))
         pending.waiters = remaining
-        if pending.stored and pending.version == pending.stored:
-            state = item.row.get("status")
-            if isinstance(state, dict) and state.get("state") in TERMINAL_STATE_NAMES:
-                # Nothing is written after a terminal state.
-                self._tasks.pop(item.task_id, None)
+        status = item.row.get("status")
+        state = status.get("state") if isinstance(status, dict) else None
+        if state != _WORKING:
+            # Only a working task is written again soon: a waiting one keeps no copies.
+            pending.row_cache.clear()
+        if pending.stored and pending.version == pending.stored and state in TERMINAL_STATE_NAMES:
+            # Nothing is written after a terminal state.
+            self._tasks.pop(item.task_id, None)
 
     def _forget_idle(self) -> None:
         cutoff = time.monotonic() - IDLE_FORGET

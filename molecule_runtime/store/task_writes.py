@@ -7,11 +7,13 @@ The rows are the SDK's own (`tasks`, `task_versions`, `task_events`, as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from a2a.server.cluster import ConcurrentTaskModificationError
 from a2a.server.models import TaskEventModel, TaskModel, TaskVersionModel
-from a2a.types.a2a_pb2 import Task, TaskState
+from a2a.types.a2a_pb2 import Artifact, Task, TaskState
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,7 +52,48 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, OSError | TimeoutError)
 
 
-def task_row(task: Task, owner: str) -> dict[str, object]:
+# What a task's row was made of at its last write: per part of the row, the
+# serialized message's (length, hash) and its JSON dict.
+RowCache = dict[str, tuple[tuple[int, int], Any]]
+_TEXT_ONLY_ARTIFACT = frozenset({"artifact_id", "name", "description", "parts"})
+
+
+def _as_dict(message: Message, cache: RowCache | None, slot: str) -> Any:
+    """MessageToDict, reused while the message is unchanged (a task row is written
+    again at every commit while it streams; most of it does not change)."""
+    if cache is None:
+        return MessageToDict(message)
+    data = message.SerializeToString(deterministic=True)
+    key = (len(data), hash(data))
+    hit = cache.get(slot)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = _artifact_dict(message) if isinstance(message, Artifact) else MessageToDict(message)
+    cache[slot] = (key, value)
+    return value
+
+
+def _artifact_dict(artifact: Artifact) -> dict[str, Any]:
+    """MessageToDict of an artifact, built directly when it holds text parts only
+    (a streamed answer changes at every commit)."""
+    fields = {f.name for f, _ in artifact.ListFields()}
+    if not fields <= _TEXT_ONLY_ARTIFACT or any(
+        [f.name for f, _ in part.ListFields()] != ["text"] for part in artifact.parts
+    ):
+        return MessageToDict(artifact)
+    out: dict[str, Any] = {}
+    if artifact.artifact_id:
+        out["artifactId"] = artifact.artifact_id
+    if artifact.name:
+        out["name"] = artifact.name
+    if artifact.description:
+        out["description"] = artifact.description
+    if artifact.parts:
+        out["parts"] = [{"text": part.text} for part in artifact.parts]
+    return out
+
+
+def task_row(task: Task, owner: str, cache: RowCache | None = None) -> dict[str, object]:
     """The `tasks` row of a task, as the SDK's DatabaseTaskStore writes it."""
     return {
         "id": task.id,
@@ -60,10 +103,10 @@ def task_row(task: Task, owner: str) -> dict[str, object]:
         "last_updated": (
             task.status.timestamp.ToDatetime() if task.status.HasField("timestamp") else None
         ),
-        "status": MessageToDict(task.status),
-        "artifacts": [MessageToDict(artifact) for artifact in task.artifacts],
-        "history": [MessageToDict(message) for message in task.history],
-        "metadata": MessageToDict(task.metadata) if task.metadata.fields else None,
+        "status": _as_dict(task.status, cache, "status"),
+        "artifacts": [_as_dict(a, cache, f"a{i}") for i, a in enumerate(task.artifacts)],
+        "history": [_as_dict(m, cache, f"h{i}") for i, m in enumerate(task.history)],
+        "metadata": _as_dict(task.metadata, cache, "metadata") if task.metadata.fields else None,
         "protocol_version": "1.0",
     }
 
