@@ -344,3 +344,32 @@ async def test_a_conflict_in_a_commit_fails_only_that_task(store_url: str) -> No
     finally:
         await running.aclose()
         await other.aclose()
+
+
+async def test_a_new_task_id_made_up_here_is_read_without_the_database(opened, monkeypatch) -> None:
+    stores, _ = opened
+    engine = stores.engine
+    assert engine is not None
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    writer = Writer(stores, str(uuid.uuid4()))
+    stores.tasks.expect_new(writer.task.id)
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await stores.tasks.get(writer.task.id, CTX) is None
+        assert statements == []
+        await writer.create()
+        stored = await stores.tasks.get(writer.task.id, CTX)
+        assert stored is not None and stored.task.id == writer.task.id
+        # Past its time an id is looked up again (a request that never created it).
+        stale = str(uuid.uuid4())
+        stores.tasks.expect_new(stale)
+        monkeypatch.setattr("molecule_runtime.store.group_commit.NEW_ID_TTL", 0.0)
+        statements.clear()
+        assert await stores.tasks.get(stale, CTX) is None
+        assert statements, "an expired new id must be read from the database"
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)

@@ -219,7 +219,10 @@ class SubmissionRules:
             message.task_id = ""
         if not message.context_id:
             message.context_id = str(uuid.uuid4())
-        task_id = message.task_id or str(uuid.uuid4())
+        task_id = message.task_id
+        if not task_id:
+            task_id = str(uuid.uuid4())
+            self.store.expect_new(task_id)
         if not answer:
             context.state[ASSIGNED_TASK_ID] = task_id
         replies = not answer and self.replies_with_message and has_usable_part(message)

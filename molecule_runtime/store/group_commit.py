@@ -69,6 +69,9 @@ FLUSH_INTERVAL = 0.1
 # Clean tasks not written for this long are forgotten (a later write is a takeover).
 IDLE_FORGET = 600.0
 _WORKING = TaskState.Name(TaskState.TASK_STATE_WORKING)
+# How long an id this process made up for a new task is taken as not stored
+# without asking the database (until the task's first write, at most this).
+NEW_ID_TTL = 60.0
 # Back-off while the database refuses writes (locked, restarting): never give up.
 _RETRY_MIN, _RETRY_MAX = 0.05, 2.0
 
@@ -100,6 +103,7 @@ class GroupCommitTaskStore(VersionedTaskStore):
         self._db = database
         self._engine = engine
         self._tasks: dict[str, _Pending] = {}
+        self._new_ids: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._urgent = False
         self._committer: asyncio.Task[None] | None = None
@@ -118,7 +122,18 @@ class GroupCommitTaskStore(VersionedTaskStore):
             task = Task()
             task.CopyFrom(pending.snapshot)
             return StoredTask(task, TaskVersion(pending.version))
+        born = self._new_ids.get(task_id)
+        if born is not None:
+            if time.monotonic() - born < NEW_ID_TTL:
+                return None
+            del self._new_ids[task_id]
         return await self._db.get(task_id, context)
+
+    def expect_new(self, task_id: str) -> None:
+        """`task_id` was just made up here (a random id) for a task about to be
+        created: until its first write, reading it needs no database round trip
+        (the SDK reads a new task three times before it exists)."""
+        self._new_ids[task_id] = time.monotonic()
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         return await self._db.list(params, context)
@@ -148,6 +163,7 @@ class GroupCommitTaskStore(VersionedTaskStore):
     ) -> TaskVersion:
         del prev
         self._ensure_committer()
+        self._new_ids.pop(task.id, None)
         owner = resolve_user_scope(context)
         canceled = task.status.state == TaskState.TASK_STATE_CANCELED
         pending = self._tasks.get(task.id)
@@ -344,7 +360,10 @@ class GroupCommitTaskStore(VersionedTaskStore):
             self._tasks.pop(item.task_id, None)
 
     def _forget_idle(self) -> None:
-        cutoff = time.monotonic() - IDLE_FORGET
+        now = time.monotonic()
+        for task_id in [t for t, born in self._new_ids.items() if now - born >= NEW_ID_TTL]:
+            del self._new_ids[task_id]
+        cutoff = now - IDLE_FORGET
         for task_id in [
             t for t, p in self._tasks.items() if not p.dirty and not p.waiters and p.touched < cutoff
         ]:

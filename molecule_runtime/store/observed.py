@@ -139,6 +139,11 @@ class ObservedTaskStore(VersionedTaskStore):
         if isinstance(self.inner, GroupCommitTaskStore):
             await self.inner.wait_stored(task_id)
 
+    def expect_new(self, task_id: str) -> None:
+        """`task_id` was just made up for a new task (see GroupCommitTaskStore.expect_new)."""
+        if isinstance(self.inner, GroupCommitTaskStore):
+            self.inner.expect_new(task_id)
+
     def unstored_events(self, task_id: str, after: int) -> list[tuple[int, bytes]]:
         """Events above `after` written here but not stored yet (write-behind)."""
         if isinstance(self.inner, GroupCommitTaskStore):
