@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.activities import TaskActivities
@@ -29,6 +29,7 @@ def worker_identity(settings: Settings) -> str:
 # every recorded history). In production it cost ~15 ms of the event loop per
 # task (an instance per workflow, code executed per payload) under a burst.
 WORKFLOW_RUNNER = UnsandboxedWorkflowRunner()
+POLLS = 20
 
 
 class TaskWorkers:
@@ -54,6 +55,10 @@ class TaskWorkers:
             "graceful_shutdown_timeout": timedelta(seconds=s.shutdown_grace),
             "max_concurrent_activities": s.temporal_max_concurrent_activities,
             "identity": worker_identity(s),
+            # A burst of new tasks otherwise waits on the default 5 polls: 100
+            # tasks took ~0.7 s p50 from llm_call scheduled to started, ~0.1 s with 20.
+            "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(POLLS),
+            "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(POLLS),
         }
         self._workers = [
             Worker(
