@@ -10,13 +10,11 @@ import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
-from a2a.server.cluster import TaskVersion, VersionedDatabaseTaskStore
+from a2a.server.cluster import TaskVersion
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.types.a2a_pb2 import Task
 
 # The SDK warns (log and warning) when a versioned store comes without an event
 # stream, i.e. for every in-memory store, which serves one process by design.
@@ -115,13 +113,3 @@ async def answer_taken(handler: DefaultRequestHandler, task_id: str) -> bool:
     if active is None or active.is_finished:
         return False
     return active._request_lock.locked() or not active._request_queue.empty()
-
-
-def task_from_row(database: VersionedDatabaseTaskStore, row: Mapping[str, Any]) -> Task:
-    """A `tasks` row (column name -> value) as the SDK reads it into a Task: its own
-    conversion (`DatabaseTaskStore._from_orm`, private), on a model built from the row,
-    so rows of every protocol version read as the SDK reads them."""
-    store = database.as_task_store
-    model_class = store.task_model  # type: ignore[attr-defined]
-    values = {("task_metadata" if key == "metadata" else key): value for key, value in row.items()}
-    return store._from_orm(model_class(**values))  # type: ignore[attr-defined]

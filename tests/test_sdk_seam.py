@@ -265,34 +265,3 @@ def test_task_rows_reuse_unchanged_parts_and_match_the_sdk_conversion() -> None:
     assert second["artifacts"][0] is not first["artifacts"][0]
     task.history[0].parts[0].text = "changed"
     assert task_row(task, "o", cache)["history"] == expected()["history"]
-
-
-async def test_tasks_read_in_the_sqlite_thread_are_what_the_sdk_reads(tmp_path) -> None:
-    """The group commit store reads SQLite rows itself (in a thread) and converts
-    them with the SDK's own row conversion: the same Task and version as the SDK's get."""
-    from molecule_runtime.store.group_commit import GroupCommitTaskStore
-
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
-    ours = None
-    try:
-        database = VersionedDatabaseTaskStore(engine)
-        await database.initialize()
-        task = Task(id="t1", context_id="c1", status=TaskStatus(state=TaskState.TASK_STATE_WORKING))
-        task.status.timestamp.FromDatetime(datetime.now(UTC))
-        task.history.append(Message(message_id="m", role=Role.ROLE_USER, parts=[Part(text="hi")]))
-        task.artifacts.append(Artifact(artifact_id="a", name="n", parts=[Part(text="answer")]))
-        task.metadata.update({"k": "v"})
-        context = ServerCallContext()
-        await database.save(task, prev_version=TaskVersion.MISSING, context=context)
-        ours = GroupCommitTaskStore(database, engine)
-        assert ours._sqlite is not None  # the thread path is the one under test
-        mine = await ours.get("t1", context)
-        sdk = await database.get("t1", context)
-        assert mine is not None and sdk is not None
-        assert mine.task == sdk.task == task
-        assert version_number(mine.version) == version_number(sdk.version) == 1
-        assert await ours.get("missing", context) is None
-    finally:
-        if ours is not None:
-            await ours.aclose()
-        await engine.dispose()

@@ -25,9 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from a2a.server.cluster import (
     ConcurrentTaskModificationError,
@@ -38,7 +36,6 @@ from a2a.server.cluster import (
 )
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
-from a2a.server.models import TaskModel, TaskVersionModel
 from a2a.server.owner_resolver import resolve_user_scope
 from a2a.types.a2a_pb2 import (
     ListTasksRequest,
@@ -48,14 +45,11 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 from a2a.utils.proto_utils import to_stream_response
-from sqlalchemy import and_, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from molecule_runtime.sdk_seam import task_from_row, version_number
+from molecule_runtime.sdk_seam import version_number
 from molecule_runtime.states import TERMINAL_STATE_NAMES
-from molecule_runtime.store.sqlite_thread import SQLiteThread
 from molecule_runtime.store.task_writes import (
     MAX_UNSTORED,
     BatchConflict,
@@ -68,11 +62,6 @@ from molecule_runtime.store.task_writes import (
 )
 
 log = logging.getLogger(__name__)
-
-_TASKS = TaskModel.__table__
-_VERSIONS = TaskVersionModel.__table__
-_Arg = TypeVar("_Arg")
-_Result = TypeVar("_Result")
 
 # How long streamed chunks may wait to be stored when nothing else is written;
 # a state change is committed at once, with everything pending before it.
@@ -113,8 +102,6 @@ class GroupCommitTaskStore(VersionedTaskStore):
     def __init__(self, database: VersionedDatabaseTaskStore, engine: AsyncEngine) -> None:
         self._db = database
         self._engine = engine
-        # SQLite: commits and reads run whole in a thread (sqlite_thread.py).
-        self._sqlite = SQLiteThread.for_engine(engine)
         self._tasks: dict[str, _Pending] = {}
         self._new_ids: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -140,26 +127,7 @@ class GroupCommitTaskStore(VersionedTaskStore):
             if time.monotonic() - born < NEW_ID_TTL:
                 return None
             del self._new_ids[task_id]
-        if self._sqlite is not None:
-            owner = resolve_user_scope(context)
-            return await self._sqlite.read(lambda conn: self._read(conn, task_id, owner))
         return await self._db.get(task_id, context)
-
-    def _read(self, conn: Connection, task_id: str, owner: str) -> StoredTask | None:
-        """The SDK's read of a task (row and version), as one call in a thread."""
-        row = conn.execute(
-            select(_TASKS, _VERSIONS.c.version)
-            .outerjoin(
-                _VERSIONS, and_(_VERSIONS.c.task_id == _TASKS.c.id, _VERSIONS.c.owner == _TASKS.c.owner)
-            )
-            .where(and_(_TASKS.c.id == task_id, _TASKS.c.owner == owner))
-        ).one_or_none()
-        if row is None:
-            return None
-        values = dict(row._mapping)
-        version = values.pop("version")
-        task = task_from_row(self._db, values)
-        return StoredTask(task, TaskVersion(version) if version is not None else TaskVersion.MISSING)
 
     def expect_new(self, task_id: str) -> None:
         """`task_id` was just made up here (a random id) for a task about to be
@@ -281,8 +249,6 @@ class GroupCommitTaskStore(VersionedTaskStore):
             self._committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
-        if self._sqlite is not None:
-            await asyncio.to_thread(self._sqlite.close)
 
     async def _commit_loop(self) -> None:
         while True:
@@ -317,7 +283,8 @@ class GroupCommitTaskStore(VersionedTaskStore):
         delay = _RETRY_MIN
         while True:
             try:
-                outcomes = await self._write(write_batch, [item for item, _ in items])
+                async with self._engine.begin() as conn:
+                    outcomes = await write_batch(conn, [item for item, _ in items])
             except (IntegrityError, BatchConflict):
                 # Some item's write raced another process: commit one by one so
                 # only that task is affected.
@@ -341,7 +308,8 @@ class GroupCommitTaskStore(VersionedTaskStore):
         delay = _RETRY_MIN
         while True:
             try:
-                outcome = await self._write(write_pending, item)
+                async with self._engine.begin() as conn:
+                    outcome = await write_pending(conn, item)
             except IntegrityError:
                 outcome = ConcurrentTaskModificationError(item.task_id)
             except Exception as exc:
@@ -353,13 +321,6 @@ class GroupCommitTaskStore(VersionedTaskStore):
                 outcome = exc
             self._settle(item, pending, outcome)
             return
-
-    async def _write(self, fn: Callable[[Connection, _Arg], _Result], arg: _Arg) -> _Result:
-        """`fn(conn, arg)` in one transaction: in a thread for SQLite, else on the loop."""
-        if self._sqlite is not None:
-            return await self._sqlite.write(lambda conn: fn(conn, arg))
-        async with self._engine.begin() as conn:
-            return await conn.run_sync(fn, arg)
 
     def _settle(self, item: PendingWrite, pending: _Pending, outcome: int | Exception) -> None:
         if isinstance(outcome, Exception):

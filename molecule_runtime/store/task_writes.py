@@ -15,8 +15,8 @@ from a2a.types.a2a_pb2 import Artifact, Task, TaskState
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from sqlalchemy import and_, bindparam, insert, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from molecule_runtime.states import TERMINAL_STATES
 
@@ -111,19 +111,19 @@ def task_row(task: Task, owner: str, cache: RowCache | None = None) -> dict[str,
     }
 
 
-def write_pending(conn: Connection, item: PendingWrite) -> int | Exception:
+async def write_pending(conn: AsyncConnection, item: PendingWrite) -> int | Exception:
     """Write one task's pending events; its new stored version, or the conflict."""
     key = and_(_VERSIONS.c.task_id == item.task_id, _VERSIONS.c.owner == item.owner)
     events = item.events
     upto = item.upto
     if item.expect == 0 and not item.cancel:
-        conn.execute(
+        await conn.execute(
             insert(_VERSIONS).values(task_id=item.task_id, owner=item.owner, version=upto)
         )
-        conn.execute(insert(_TASKS).values(**item.row))
+        await conn.execute(insert(_TASKS).values(**item.row))
     else:
         if item.cancel:
-            stored = _cancelable_version(conn, item)
+            stored = await _cancelable_version(conn, item)
             if stored is None:
                 return ConcurrentTaskModificationError(item.task_id)
             if stored != item.expect:
@@ -134,17 +134,17 @@ def write_pending(conn: Connection, item: PendingWrite) -> int | Exception:
             condition = and_(key, _VERSIONS.c.version == stored)
         else:
             condition = and_(key, _VERSIONS.c.version == item.expect)
-        result = conn.execute(update(_VERSIONS).where(condition).values(version=upto))
+        result = await conn.execute(update(_VERSIONS).where(condition).values(version=upto))
         if result.rowcount == 0:
             return ConcurrentTaskModificationError(item.task_id)
         row = {k: v for k, v in item.row.items() if k not in ("id", "owner")}
-        conn.execute(
+        await conn.execute(
             update(_TASKS)
             .where(and_(_TASKS.c.id == item.task_id, _TASKS.c.owner == item.owner))
             .values(**row)
         )
     if events:
-        conn.execute(
+        await conn.execute(
             insert(_EVENTS),
             [
                 {
@@ -163,7 +163,7 @@ class BatchConflict(Exception):
     writing each task alone."""
 
 
-def write_batch(conn: Connection, items: list[PendingWrite]) -> list[int | Exception]:
+async def write_batch(conn: AsyncConnection, items: list[PendingWrite]) -> list[int | Exception]:
     """Write many tasks' pending events with a handful of statements, whatever their number.
 
     Every statement is a round trip through the event loop; under load one per
@@ -175,19 +175,19 @@ def write_batch(conn: Connection, items: list[PendingWrite]) -> list[int | Excep
     moved = [item for item in items if item.expect != 0 and not item.cancel]
     outcomes: dict[str, int | Exception] = {}
     for item in single:
-        outcome = write_pending(conn, item)
+        outcome = await write_pending(conn, item)
         if isinstance(outcome, Exception):
             raise BatchConflict(item.task_id)
         outcomes[item.task_id] = outcome
     if new:
-        conn.execute(
+        await conn.execute(
             insert(_VERSIONS),
             [{"task_id": i.task_id, "owner": i.owner, "version": i.upto} for i in new],
         )
-        conn.execute(insert(_TASKS), [i.row for i in new])
+        await conn.execute(insert(_TASKS), [i.row for i in new])
     if moved:
-        _move_versions(conn, moved)
-        conn.execute(
+        await _move_versions(conn, moved)
+        await conn.execute(
             update(_TASKS).where(
                 and_(_TASKS.c.id == bindparam("b_id"), _TASKS.c.owner == bindparam("b_owner"))
             ),
@@ -203,16 +203,16 @@ def write_batch(conn: Connection, items: list[PendingWrite]) -> list[int | Excep
         for version, data in i.events
     ]
     if events:
-        conn.execute(insert(_EVENTS), events)
+        await conn.execute(insert(_EVENTS), events)
     for item in (*new, *moved):
         outcomes[item.task_id] = item.upto
     return [outcomes[item.task_id] for item in items]
 
 
-def _move_versions(conn: Connection, items: list[PendingWrite]) -> None:
+async def _move_versions(conn: AsyncConnection, items: list[PendingWrite]) -> None:
     """Every task's version from `expect` to `upto`, or `BatchConflict`."""
     if conn.dialect.supports_sane_multi_rowcount:
-        result = conn.execute(
+        result = await conn.execute(
             update(_VERSIONS)
             .where(
                 and_(
@@ -231,7 +231,7 @@ def _move_versions(conn: Connection, items: list[PendingWrite]) -> None:
             raise BatchConflict()
         return
     # No per-batch row count (asyncpg): lock the rows, compare, then move them.
-    rows = conn.execute(
+    rows = await conn.execute(
         select(_VERSIONS.c.task_id, _VERSIONS.c.owner, _VERSIONS.c.version)
         .where(_VERSIONS.c.task_id.in_([i.task_id for i in items]))
         .with_for_update()
@@ -239,7 +239,7 @@ def _move_versions(conn: Connection, items: list[PendingWrite]) -> None:
     stored = {(r.task_id, r.owner): r.version for r in rows}
     if any(stored.get((i.task_id, i.owner)) != i.expect for i in items):
         raise BatchConflict()
-    conn.execute(
+    await conn.execute(
         update(_VERSIONS)
         .where(
             and_(_VERSIONS.c.task_id == bindparam("b_id"), _VERSIONS.c.owner == bindparam("b_owner"))
@@ -249,10 +249,10 @@ def _move_versions(conn: Connection, items: list[PendingWrite]) -> None:
     )
 
 
-def _cancelable_version(conn: Connection, item: PendingWrite) -> int | None:
+async def _cancelable_version(conn: AsyncConnection, item: PendingWrite) -> int | None:
     """The stored version of a task about to be canceled; None if it cannot be."""
     version = (
-        conn.execute(
+        await conn.execute(
             select(_VERSIONS.c.version)
             .where(
                 and_(
@@ -264,7 +264,7 @@ def _cancelable_version(conn: Connection, item: PendingWrite) -> int | None:
         )
     ).scalar_one_or_none()
     status = (
-        conn.execute(
+        await conn.execute(
             select(_TASKS.c.status).where(
                 and_(_TASKS.c.id == item.task_id, _TASKS.c.owner == item.owner)
             )
