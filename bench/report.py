@@ -327,8 +327,11 @@ from the kill until `GetTask` says completed with the full, unduplicated text.
 
 
 def plot(r: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # not a runtime dependency: the figures are written anyway
+        print(f"matplotlib is not installed: {path} not drawn (pip install matplotlib)", flush=True)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -364,8 +364,11 @@ def write_docs(res: dict[str, Any], docs: Path) -> None:
 
 
 def plot(res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:  # not a runtime dependency: the figures are written anyway
+        print(f"matplotlib is not installed: {path} not drawn (pip install matplotlib)", flush=True)
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
