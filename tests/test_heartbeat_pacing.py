@@ -1,0 +1,62 @@
+"""How often a running `llm_call` heartbeats: each heartbeat is a write in Temporal,
+so they are sparse, until this process asks for the task's cancel (the request
+comes back on a heartbeat reply): then they are frequent.
+
+The pacing loop is exercised on its own, with `activity.heartbeat` recorded: the
+delivery of the cancel through real Temporal is covered by the cancel tests in
+test_durable.py and test_scale_out.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from molecule_runtime.adapters.echo import Adapter as EchoAdapter
+from molecule_runtime.durable import activities as activities_module
+from molecule_runtime.durable.activities import HURRIED_HEARTBEAT, TaskActivities
+from molecule_runtime.durable.registry import LiveTaskRegistry
+from molecule_runtime.execution.events import TaskEvents
+
+
+async def _beats_during(loop_task: asyncio.Task[None], beats: list[float], seconds: float) -> int:
+    before = len(beats)
+    await asyncio.sleep(seconds)
+    assert not loop_task.done()
+    return len(beats) - before
+
+
+async def test_heartbeats_are_sparse_until_a_cancel_is_asked_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    beats: list[float] = []
+    monkeypatch.setattr(activities_module.activity, "heartbeat", lambda *a: beats.append(time.monotonic()))
+    registry = LiveTaskRegistry()
+
+    async def deliver(_event: object) -> None:
+        return None
+
+    activities = TaskActivities(EchoAdapter(), None, registry, heartbeat_interval=1.0)  # type: ignore[arg-type]
+    with registry.register(TaskEvents("t1", "c1", deliver)) as entry:
+        loop_task = asyncio.create_task(activities._heartbeat_loop("t1"))
+        try:
+            # One at once, then none for the rest of the interval.
+            assert await _beats_during(loop_task, beats, 0.5) == 1
+            entry.cancel_requested.set()
+            # The waiting loop wakes at once, then beats every HURRIED_HEARTBEAT.
+            hurried = await _beats_during(loop_task, beats, 0.5)
+            assert hurried >= 0.5 / HURRIED_HEARTBEAT - 2, hurried
+        finally:
+            loop_task.cancel()
+            await asyncio.gather(loop_task, return_exceptions=True)
+
+
+async def test_a_headless_attempt_beats_at_the_regular_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    beats: list[float] = []
+    monkeypatch.setattr(activities_module.activity, "heartbeat", lambda *a: beats.append(time.monotonic()))
+    activities = TaskActivities(EchoAdapter(), None, LiveTaskRegistry(), heartbeat_interval=0.2)  # type: ignore[arg-type]
+    loop_task = asyncio.create_task(activities._heartbeat_loop("nobody-here"))
+    try:
+        assert 2 <= await _beats_during(loop_task, beats, 0.5) <= 4
+    finally:
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
