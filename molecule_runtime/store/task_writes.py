@@ -6,7 +6,7 @@ The rows are the SDK's own (`tasks`, `task_versions`, `task_events`, as
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from a2a.server.cluster import ConcurrentTaskModificationError
@@ -113,50 +113,23 @@ def task_row(task: Task, owner: str, cache: RowCache | None = None) -> dict[str,
 
 async def write_pending(conn: AsyncConnection, item: PendingWrite) -> int | Exception:
     """Write one task's pending events; its new stored version, or the conflict."""
-    key = and_(_VERSIONS.c.task_id == item.task_id, _VERSIONS.c.owner == item.owner)
-    events = item.events
-    upto = item.upto
-    if item.expect == 0 and not item.cancel:
-        await conn.execute(
-            insert(_VERSIONS).values(task_id=item.task_id, owner=item.owner, version=upto)
-        )
-        await conn.execute(insert(_TASKS).values(**item.row))
-    else:
-        if item.cancel:
-            stored = await _cancelable_version(conn, item)
-            if stored is None:
-                return ConcurrentTaskModificationError(item.task_id)
-            if stored != item.expect:
-                # Another writer moved the task on: its cancel goes after
-                # whatever that writer may have streamed.
-                upto = stored + MAX_UNSTORED + 1
-                events = [(upto, events[-1][1])] if events else []
-            condition = and_(key, _VERSIONS.c.version == stored)
-        else:
-            condition = and_(key, _VERSIONS.c.version == item.expect)
-        result = await conn.execute(update(_VERSIONS).where(condition).values(version=upto))
-        if result.rowcount == 0:
+    if item.cancel:
+        stored = await _cancelable_version(conn, item)
+        if stored is None:
             return ConcurrentTaskModificationError(item.task_id)
-        row = {k: v for k, v in item.row.items() if k not in ("id", "owner")}
-        await conn.execute(
-            update(_TASKS)
-            .where(and_(_TASKS.c.id == item.task_id, _TASKS.c.owner == item.owner))
-            .values(**row)
-        )
-    if events:
-        await conn.execute(
-            insert(_EVENTS),
-            [
-                {
-                    "task_id": item.task_id,
-                    "owner": item.owner,
-                    "task_version": version,
-                    "event_data": data,
-                }
-                for version, data in events
-            ],
-        )
-    return upto
+        upto, events = item.upto, item.events
+        if stored != item.expect:
+            # Another writer moved the task on: its cancel goes after
+            # whatever that writer may have streamed.
+            upto = stored + MAX_UNSTORED + 1
+            events = [(upto, events[-1][1])] if events else []
+        item = replace(item, expect=stored, upto=upto, events=events, cancel=False)
+    try:
+        await _write_plain(conn, [item])
+    except BatchConflict:
+        return ConcurrentTaskModificationError(item.task_id)
+    return item.upto
+
 
 class BatchConflict(Exception):
     """Some task of a batch was moved on by another writer; which one is found by
@@ -170,15 +143,24 @@ async def write_batch(conn: AsyncConnection, items: list[PendingWrite]) -> list[
     task and table made a commit of 100 tasks take seconds. A conflict on any
     task raises `BatchConflict` (the caller rolls back and writes one by one).
     """
-    single = [item for item in items if item.cancel]
-    new = [item for item in items if item.expect == 0 and not item.cancel]
-    moved = [item for item in items if item.expect != 0 and not item.cancel]
     outcomes: dict[str, int | Exception] = {}
-    for item in single:
-        outcome = await write_pending(conn, item)
-        if isinstance(outcome, Exception):
-            raise BatchConflict(item.task_id)
-        outcomes[item.task_id] = outcome
+    for item in items:
+        if item.cancel:  # rare, and each needs its stored state read first
+            outcome = await write_pending(conn, item)
+            if isinstance(outcome, Exception):
+                raise BatchConflict(item.task_id)
+            outcomes[item.task_id] = outcome
+    plain = [item for item in items if not item.cancel]
+    await _write_plain(conn, plain)
+    outcomes.update((item.task_id, item.upto) for item in plain)
+    return [outcomes[item.task_id] for item in items]
+
+
+async def _write_plain(conn: AsyncConnection, items: list[PendingWrite]) -> None:
+    """New tasks inserted, the others moved from `expect` to `upto` (or `BatchConflict`),
+    then every task's events: a few statements for any number of tasks."""
+    new = [item for item in items if item.expect == 0]
+    moved = [item for item in items if item.expect != 0]
     if new:
         await conn.execute(
             insert(_VERSIONS),
@@ -199,14 +181,11 @@ async def write_batch(conn: AsyncConnection, items: list[PendingWrite]) -> list[
         )
     events = [
         {"task_id": i.task_id, "owner": i.owner, "task_version": version, "event_data": data}
-        for i in (*new, *moved)
+        for i in items
         for version, data in i.events
     ]
     if events:
         await conn.execute(insert(_EVENTS), events)
-    for item in (*new, *moved):
-        outcomes[item.task_id] = item.upto
-    return [outcomes[item.task_id] for item in items]
 
 
 async def _move_versions(conn: AsyncConnection, items: list[PendingWrite]) -> None:
