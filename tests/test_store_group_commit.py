@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,6 +67,22 @@ async def stored_rows(url: str, task_id: str) -> tuple[int | None, list[int]]:
             return version, list(events)
     finally:
         await engine.dispose()
+
+
+@contextlib.contextmanager
+def counting(stores: Stores, statements: list[str]) -> Iterator[None]:
+    """Every SQL statement the store runs meanwhile, appended to `statements`."""
+    assert stores.engine is not None
+    engine = stores.engine.sync_engine
+
+    def count(_conn, _cursor, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
 
 
 @contextlib.asynccontextmanager
@@ -289,21 +305,12 @@ async def test_one_commit_of_many_tasks_is_a_few_statements(opened) -> None:
     writers = [Writer(stores, str(uuid.uuid4())) for _ in range(40)]
     await asyncio.gather(*(w.create() for w in writers))
     statements: list[str] = []
-    engine = stores.engine
-    assert engine is not None
-
-    def count(_conn, _cursor, statement: str, *_args: object) -> None:
-        statements.append(statement.split()[0].upper())
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with counting(stores, statements):
         for w in writers:
             await w.chunk("x", append=False)
             await w.chunk("y")
         await asyncio.gather(*(stores.tasks.wait_stored(w.task.id) for w in writers))
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
-    writes = [s for s in statements if s in ("INSERT", "UPDATE")]
+    writes = [s for s in statements if s.split()[0].upper() in ("INSERT", "UPDATE")]
     # One commit may split in two (a flush started while the chunks arrived);
     # per commit: versions, task rows, events.
     assert 0 < len(writes) <= 2 * 3, statements
@@ -348,17 +355,10 @@ async def test_a_conflict_in_a_commit_fails_only_that_task(store_url: str) -> No
 
 async def test_a_new_task_id_made_up_here_is_read_without_the_database(opened, monkeypatch) -> None:
     stores, _ = opened
-    engine = stores.engine
-    assert engine is not None
     statements: list[str] = []
-
-    def count(_conn, _cursor, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
     writer = Writer(stores, str(uuid.uuid4()))
     stores.tasks.expect_new(writer.task.id)
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with counting(stores, statements):
         assert await stores.tasks.get(writer.task.id, CTX) is None
         assert statements == []
         await writer.create()
@@ -371,5 +371,3 @@ async def test_a_new_task_id_made_up_here_is_read_without_the_database(opened, m
         statements.clear()
         assert await stores.tasks.get(stale, CTX) is None
         assert statements, "an expired new id must be read from the database"
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
