@@ -67,10 +67,14 @@ async def test_100_concurrent_durable_streams_all_complete_running_once(
     chunks = 100  # 5 s each
     limits = httpx.Limits(max_connections=120, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        request = stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05})
-        results = await asyncio.gather(
-            *(read_frames(http, request, timeout=150) for _ in range(100))
-        )
+        # One request each: a message sent again (same messageId) would be a repeat
+        # following the first one's task, not a task of its own.
+        requests = [
+            stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05})
+            for _ in range(100)
+        ]
+        results = await asyncio.gather(*(read_frames(http, r, timeout=150) for r in requests))
+        assert len({task_id_of(frames) for frames in results}) == 100
         for frames in results:
             assert state_of(frames[-1][1]) == "TASK_STATE_COMPLETED", frames[-1]
             assert text_of(frames) == expected(chunks)

@@ -20,7 +20,7 @@ from molecule_runtime.store import open_stores
 from molecule_runtime.store.message_ids import MessageClaim, now_utc
 from tests.fixtures.submission_adapter import runs
 from tests.support.a2a import make_client, task_text, user_message
-from tests.support.durable import own_temporal
+from tests.support.durable import own_temporal, streamed_text
 from tests.support.procs import ServerProcess, running_server
 from tests.support.sse import A2A
 
@@ -123,6 +123,9 @@ async def test_a_repeated_message_attaches_to_its_task_and_runs_once(
         task_id = stream_task_id(first_events)
         assert stream_task_id(repeat_events) == task_id
         assert final_task_state(repeat_events) == TaskState.TASK_STATE_COMPLETED
+        # It joined mid-answer: its first event is the task so far, then the rest.
+        assert repeat_events[0].WhichOneof("payload") == "task"
+        assert streamed_text(repeat_events) == "".join(f"s{i} " for i in range(12))
         assert {t.id for t in repeated} == {task_id}
         assert {t.status.state for t in repeated} == {TaskState.TASK_STATE_COMPLETED}
         assert task_text(repeated[0]) == "".join(f"s{i} " for i in range(12))

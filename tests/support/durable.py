@@ -58,9 +58,14 @@ def durable_env(temporal_address: str, record_dir: Path, **extra: str) -> dict[s
 
 
 def streamed_text(events: list) -> str:
-    """Reassemble the answer from artifact events, honouring append=false (restart)."""
+    """Reassemble the answer as a client following the stream holds it: a Task
+    snapshot (e.g. the first event of a repeated send) replaces it, artifact
+    events append to it, append=false (a restart) starts it over."""
     text = ""
     for event in events:
+        if event.WhichOneof("payload") == "task":
+            text = "".join(p.text for a in event.task.artifacts for p in a.parts)
+            continue
         if event.WhichOneof("payload") != "artifact_update":
             continue
         update = event.artifact_update

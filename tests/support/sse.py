@@ -108,8 +108,15 @@ def state_of(payload: dict[str, Any]) -> str | None:
 
 
 def text_of(frames: list[Frame]) -> str:
+    """The answer's text as a client following the stream holds it: a Task
+    snapshot (e.g. the first frame of a repeated send) replaces it, appended
+    chunks add to it, a non-append chunk starts it over."""
     text = ""
     for _, payload in frames:
+        if "task" in payload:
+            artifacts = payload["task"].get("artifacts", [])
+            text = "".join(p.get("text", "") for a in artifacts for p in a["parts"])
+            continue
         update = payload.get("artifactUpdate")
         if update is not None:
             chunk = "".join(p.get("text", "") for p in update["artifact"]["parts"])
