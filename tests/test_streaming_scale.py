@@ -17,7 +17,6 @@ import pytest
 
 from tests.fixtures.scripted_adapter import read_records
 from tests.support.durable import durable_env, scripted_env
-from tests.support.procs import ServerProcess
 from tests.support.sse import (
     TERMINAL,
     Frame,
@@ -136,47 +135,58 @@ class WriteLock:
             conn.close()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("mode", ["direct", pytest.param("durable", marks=pytest.mark.temporal)])
-async def test_a_store_locked_longer_than_30_s_slows_tasks_down_without_failing_them(
-    request: pytest.FixtureRequest, server_factory, tmp_path: Path, mode: str
-) -> None:
-    records = tmp_path / "records"
-    if mode == "durable":
-        env = durable_env(request.getfixturevalue("temporal_server").address, records)
-    else:
-        env = scripted_env(records)
-    server: ServerProcess = server_factory(env)
-    chunks = 80  # 4 s each
-    lock = WriteLock(server.workdir / "data" / "tasks.db")
-    async with httpx.AsyncClient(timeout=120) as http:
-        # Eight messages (each its own messageId: one sent eight times would be one task).
-        streams = [
-            asyncio.create_task(
-                read_frames(
-                    http,
-                    stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.05}),
-                    timeout=150,
-                )
+async def _eight_streams(http: httpx.AsyncClient, base: str, chunks: int) -> list[asyncio.Task[list[Frame]]]:
+    # Eight messages (each its own messageId: one sent eight times would be one task).
+    return [
+        asyncio.create_task(
+            read_frames(
+                http,
+                stream_request("JSONRPC", base, "go", {"chunks": chunks, "delay": 0.05}),
+                timeout=150,
             )
-            for _ in range(8)
-        ]
+        )
+        for _ in range(8)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.temporal
+async def test_a_store_locked_longer_than_30_s_slows_tasks_down_without_failing_them(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    """Both modes at once, each server on its own database, both locked for 35 s."""
+    servers = {
+        "direct": (server_factory(scripted_env(tmp_path / "direct")), tmp_path / "direct"),
+        "durable": (
+            server_factory(durable_env(temporal_server.address, tmp_path / "durable")),
+            tmp_path / "durable",
+        ),
+    }
+    chunks = 80  # 4 s each
+    locks = [WriteLock(server.workdir / "data" / "tasks.db") for server, _ in servers.values()]
+    async with httpx.AsyncClient(timeout=120) as http:
+        streams = {mode: await _eight_streams(http, server.url, chunks) for mode, (server, _) in servers.items()}
         await asyncio.sleep(1.0)
-        holder = threading.Thread(target=lock.hold, daemon=True)
-        holder.start()
-        assert await asyncio.to_thread(lock.taken.wait, 30)
+        holders = [threading.Thread(target=lock.hold, daemon=True) for lock in locks]
+        for holder in holders:
+            holder.start()
+        for lock in locks:
+            assert await asyncio.to_thread(lock.taken.wait, 30)
         await asyncio.sleep(35)
-        lock.release.set()
-        await asyncio.to_thread(holder.join, 30)
-        results: list[list[Frame]] = await asyncio.gather(*streams)
-        for frames in results:
-            assert state_of(frames[-1][1]) == "TASK_STATE_COMPLETED", frames[-1]
-            assert text_of(frames) == expected(chunks)
-            task_id = task_id_of(frames)
-            task = await wait_done(http, server.url, task_id, 30)
-            assert parts_text(task) == [expected(chunks)]
-            assert starts(records, task_id) == 1, read_records(records, task_id)
-    assert "Retrying" not in server.log()
+        for lock in locks:
+            lock.release.set()
+        for holder in holders:
+            await asyncio.to_thread(holder.join, 30)
+        for mode, (server, records) in servers.items():
+            results: list[list[Frame]] = await asyncio.gather(*streams[mode])
+            for frames in results:
+                assert state_of(frames[-1][1]) == "TASK_STATE_COMPLETED", (mode, frames[-1])
+                assert text_of(frames) == expected(chunks), mode
+                task_id = task_id_of(frames)
+                task = await wait_done(http, server.url, task_id, 30)
+                assert parts_text(task) == [expected(chunks)], mode
+                assert starts(records, task_id) == 1, (mode, read_records(records, task_id))
+            assert "Retrying" not in server.log(), mode
 
 
 async def test_a_4000_chunk_answer_is_stored_as_one_part(server_factory, tmp_path: Path) -> None:

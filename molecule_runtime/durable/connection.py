@@ -15,15 +15,25 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, Interceptor
-from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.envconfig import ClientConfigProfile
 
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.embedded import EmbeddedTemporal
 from molecule_runtime.durable.worker import TaskWorkers
 from molecule_runtime.observability import metrics
+from molecule_runtime.observability.tracing import tracing_requested
 
 log = logging.getLogger(__name__)
+
+
+def _interceptors() -> list[Interceptor]:
+    """Trace propagation through workflows and activities, when traces are exported:
+    otherwise its spans go nowhere and it still runs at every call."""
+    if not tracing_requested():
+        return []
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    return [TracingInterceptor()]
 
 
 def connect_options(settings: Settings, target_host: str) -> dict[str, Any]:
@@ -100,7 +110,7 @@ class TemporalConnection:
 
     async def _connect(self) -> None:
         client = await asyncio.wait_for(
-            connect(self.settings, self.target, interceptors=[TracingInterceptor()]),
+            connect(self.settings, self.target, interceptors=_interceptors()),
             timeout=self.settings.temporal_connect_timeout,
         )
         self.client = client
