@@ -184,7 +184,9 @@ class SubmissionRules:
         owner = resolve_user_scope(context)
         digest = message_digest(message)
         sent_context = message.context_id
-        if message.message_id:
+        if message.message_id and message.task_id:
+            # A repeat of an answer is recognised before its task's state is
+            # checked; a new message's repeat shows when its claim below fails.
             earlier = await self.message_ids.get(owner, message.message_id)
             if earlier is not None:
                 return self._repeat(earlier, digest, sent_context)
