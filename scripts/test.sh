@@ -20,6 +20,27 @@ bash scripts/ensure-browser.sh
 echo "== ruff check ."
 .venv/bin/python -m ruff check .
 
-echo "== pytest $*"
-# exec: pytest's exit status is this script's (5, "no tests ran", included).
-exec .venv/bin/python -m pytest "$@"
+# Two pytest workers (one per core here), a test file per worker at a time: most
+# integration tests wait on processes, so this halves the suite's time. Load and
+# timing tests (marked `serial`) run afterwards, alone. MOLECULE_TEST_WORKERS=0
+# runs everything in one process, in one go.
+workers="${MOLECULE_TEST_WORKERS:-2}"
+if [ "$workers" = "0" ]; then
+    echo "== pytest $*"
+    # exec: pytest's exit status is this script's (5, "no tests ran", included).
+    exec .venv/bin/python -m pytest "$@"
+fi
+echo "== pytest -n $workers --dist loadfile -m 'not serial' $*"
+set +e
+.venv/bin/python -m pytest -n "$workers" --dist loadfile -m "not serial" "$@"
+parallel=$?
+echo "== pytest -m serial $*"
+.venv/bin/python -m pytest -m serial "$@"
+serial=$?
+set -e
+# 5 is "no tests ran": fine for one half (e.g. -k picked tests of the other), not both.
+if [ "$parallel" = 5 ] && [ "$serial" = 5 ]; then exit 5; fi
+for status in "$parallel" "$serial"; do
+    if [ "$status" != 0 ] && [ "$status" != 5 ]; then exit "$status"; fi
+done
+exit 0

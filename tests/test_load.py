@@ -26,7 +26,8 @@ from tests.support.figures import record
 from tests.support.procs import ServerProcess
 from tests.support.sse import aiter_sse
 
-pytestmark = pytest.mark.slow
+# Load tests run alone (scripts/test.sh): their figures and other tests' timings would mix.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 # 250 keeps the default suite within its time budget; docs/reliability.md has the 1000 run.
 CLIENTS = int(os.environ.get("MOLECULE_LOAD_CLIENTS", "250"))

@@ -32,6 +32,9 @@ from tests.support.sse import (
     text_of,
 )
 
+# Load tests run alone (scripts/test.sh): 100 streams would skew other tests' timings.
+pytestmark = pytest.mark.serial
+
 
 def expected(chunks: int) -> str:
     return "".join(f"c{i} " for i in range(chunks))
