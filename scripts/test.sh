@@ -30,12 +30,28 @@ if [ "$workers" = "0" ]; then
     # exec: pytest's exit status is this script's (5, "no tests ran", included).
     exec .venv/bin/python -m pytest "$@"
 fi
-echo "== pytest -n $workers --dist loadfile -m 'not serial' $*"
+# A marker expression given here (-m "not slow") narrows both halves.
+marks=""
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -m) marks="$2"; shift 2 ;;
+        -m*) marks="${1#-m}"; shift ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+parallel_marks="not serial"
+serial_marks="serial"
+if [ -n "$marks" ]; then
+    parallel_marks="($marks) and not serial"
+    serial_marks="($marks) and serial"
+fi
+echo "== pytest -n $workers --dist loadfile -m '$parallel_marks' ${args[*]}"
 set +e
-.venv/bin/python -m pytest -n "$workers" --dist loadfile -m "not serial" "$@"
+.venv/bin/python -m pytest -n "$workers" --dist loadfile -m "$parallel_marks" "${args[@]}"
 parallel=$?
-echo "== pytest -m serial $*"
-.venv/bin/python -m pytest -m serial "$@"
+echo "== pytest -m '$serial_marks' ${args[*]}"
+.venv/bin/python -m pytest -m "$serial_marks" "${args[@]}"
 serial=$?
 set -e
 # 5 is "no tests ran": fine for one half (e.g. -k picked tests of the other), not both.
