@@ -5,7 +5,7 @@
     python -m bench.streaming --only direct-sqlite --only floor --n 100   # a subset
 
 Scenarios (`--only` names): direct-sqlite, direct-memory, direct-postgres,
-durable-sqlite, durable-postgres, floor, growth. Durable mode with the memory
+durable-sqlite, durable-postgres, floor, temporal-floor, growth. Durable mode with the memory
 store is not run: that store lives in one process and is lost with it, so
 durable execution over it is not meaningful.
 
@@ -21,6 +21,10 @@ durable execution over it is not meaningful.
    write is in flight streams a no-delay answer in a handful of events).
 3. Floor: `bench/streaming_floor.py`, a bare Starlette + uvicorn SSE endpoint
    relaying the same chunks with the same batching, same N.
+4. Temporal floor: `bench/temporal_floor.py`, the durable scenarios' lower
+   bound: the runtime's workflow shape on a bare temporalio client + worker,
+   the same generation schedule and heartbeats, no A2A and no store, same N, a
+   fresh dev server each.
 
 Outputs: bench/results/streaming.json (a run with --only/--n writes
 streaming-subset.json instead and leaves the docs alone unless --docs), the
@@ -63,8 +67,8 @@ from tests.support.temporal import TemporalDevServer
 RESULTS = REPO / "bench" / "results"
 RUNTIME_SCENARIOS = ("direct-memory", "direct-sqlite", "direct-postgres", "durable-sqlite",
                      "durable-postgres")
-ALL = ("floor", *RUNTIME_SCENARIOS, "growth")
-QUICK = ("floor", "direct-memory", "direct-sqlite", "durable-sqlite", "growth")
+ALL = ("floor", "temporal-floor", *RUNTIME_SCENARIOS, "growth")
+QUICK = ("floor", "temporal-floor", "direct-memory", "direct-sqlite", "durable-sqlite", "growth")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DURABLE_MEMORY = ("not run: the memory store lives in one process and is lost with it, so a "
                   "durable task could not be resumed from it; durable execution over it is not meaningful")
@@ -370,6 +374,21 @@ def run_floor(root: Path, plan: Plan, n: int) -> dict[str, Any]:
     return result
 
 
+def run_temporal_floor(infra: Infra, plan: Plan, n: int) -> dict[str, Any]:
+    """`bench/temporal_floor.py` against a fresh dev server; its CPU and the server's."""
+    name = f"temporal-floor-{n}"
+    with infra.temporal(name) as temporal:
+        assert temporal.proc is not None
+        argv = python_module("bench.temporal_floor", temporal.address, str(temporal.proc.pid), str(n),
+                             str(plan.chunks), str(plan.delay))
+        done = subprocess.run(argv, capture_output=True, text=True, cwd=REPO,
+                              timeout=plan.timeout_factor * plan.generation_s + 120)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"bench.temporal_floor exited {done.returncode}: {done.stderr.strip()[-1500:]}")
+    return json.loads(lines[-1])
+
+
 # ---- cost growth -------------------------------------------------------------
 
 
@@ -512,6 +531,21 @@ def run(plan: Plan) -> dict[str, Any]:
         infra = Infra(root)
         try:
             for key in plan.scenarios:
+                if key == "temporal-floor":
+                    floors: dict[str, Any] = {}
+                    result["temporal_floor"] = floors
+                    for n in plan.levels:
+                        log(f"temporal floor: {n} workflows of the runtime's shape, bare temporalio")
+                        try:
+                            floors[str(n)] = r = run_temporal_floor(infra, plan, n)
+                            log(f"  temporal floor N={n}: wall/gen {r['wall_over_generation']:.2f}x, "
+                                f"completed {r['completed']}/{n}, first step p50 {r['first_chunk_p50_s']:.2f} s "
+                                f"max {r['first_chunk_max_s']:.2f} s, process CPU {r['cpu_s']['server']:.1f} s, "
+                                f"Temporal CPU {r['cpu_s']['temporal']:.1f} s")
+                        except Exception as exc:
+                            floors[str(n)] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+                            log(f"  temporal floor N={n} failed: {exc}")
+                    continue
                 if key == "growth":
                     log(f"cost growth: one answer of {' vs '.join(map(str, plan.growth_sizes))} chunks, "
                         "STREAM_BATCH_WINDOW=0, no delay (direct, SQLite)")

@@ -19,6 +19,7 @@ LABELS = {
 }
 STYLE = {
     "floor": ("black", "--"),
+    "temporal-floor": ("grey", ":"),
     "direct-memory": ("C2", "-"),
     "direct-sqlite": ("C0", "-"),
     "direct-postgres": ("C4", "-"),
@@ -94,6 +95,20 @@ def common_n(res: dict[str, Any], a: str, b: str) -> tuple[int | None, str]:
     return None, ""
 
 
+def temporal_floor(res: dict[str, Any], n: int) -> dict[str, Any] | None:
+    r = (res.get("temporal_floor") or {}).get(str(n))
+    return r if _ok(r) else None
+
+
+def _floor_detail(res: dict[str, Any], r: dict[str, Any], n: int) -> str:
+    f = temporal_floor(res, n)
+    if f is None:
+        return ""
+    return (f"; Temporal alone (bare temporalio, same workflow shape and heartbeats, no A2A, no store) "
+            f"{f['wall_over_generation']:.2f}x in this run, so the runtime is "
+            f"{r['wall_over_generation'] / f['wall_over_generation']:.2f}x its floor")
+
+
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     not_run = "not measured in this run"
@@ -104,7 +119,8 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(_t(name, "-", "≤ 1.3x", None, not_run))
             continue
         ok = r["wall_over_generation"] <= 1.3 and all_exact(r) and r["reruns"] == 0 and r["never_ran"] == 0
-        out.append(_t(name, f"{r['wall_over_generation']:.2f}x", "≤ 1.3x", ok, _exact_detail(r)))
+        detail = _exact_detail(r) + (_floor_detail(res, r, 100) if mode == "durable" else "")
+        out.append(_t(name, f"{r['wall_over_generation']:.2f}x", "≤ 1.3x", ok, detail))
     r = level(res, "direct-sqlite", 500)
     name = "direct, SQLite, N=500: all exact, wall ≤ 2x generation"
     if r is None:
@@ -247,6 +263,26 @@ def growth_table(res: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def temporal_floor_table(res: dict[str, Any]) -> str:
+    floors = res.get("temporal_floor") or {}
+    if not floors:
+        return "Not measured in this run."
+    rows = ["| N | wall / generation | completed | first step p50 | first step max | process CPU (s) "
+            "| Temporal CPU (s) | durable SQLite wall / this floor |",
+            "|---|---|---|---|---|---|---|---|"]
+    for n_text, f in floors.items():
+        if not _ok(f):
+            why = [x for x in (f.get("error") or "?").splitlines() if x.strip()]
+            rows.append(f"| {n_text} | {(why[-1] if why else '?').replace('|', '/')[:200]} |" + " |" * 6)
+            continue
+        r = level(res, "durable-sqlite", int(n_text))
+        vs = f"{r['wall_over_generation'] / f['wall_over_generation']:.2f}x" if r is not None else "-"
+        rows.append(f"| {n_text} | {f['wall_over_generation']:.2f}x | {f['completed']}/{f['n']} | "
+                    f"{_fmt_ms(f['first_chunk_p50_s'])} | {_fmt_ms(f['first_chunk_max_s'])} | "
+                    f"{f['cpu_s']['server']:.1f} | {f['cpu_s']['temporal']:.1f} | {vs} |")
+    return "\n".join(rows)
+
+
 def targets_table(ts: list[dict[str, Any]]) -> str:
     rows = ["| target | measured | limit | verdict | detail |", "|---|---|---|---|---|"]
     rows += [f"| {t['target']} | {t['value']} | {t['limit']} | **{t['verdict']}** | {t['detail']} |" for t in ts]
@@ -269,7 +305,8 @@ def findings(res: dict[str, Any]) -> str:
 
 
 def console(res: dict[str, Any]) -> str:
-    parts = [results_table(res), "", ratios_table(res), "", growth_table(res), "", targets_table(res["targets"])]
+    parts = [results_table(res), "", ratios_table(res), "", temporal_floor_table(res), "", growth_table(res), "",
+             targets_table(res["targets"])]
     for key, why in (res.get("skipped") or {}).items():
         parts.append(f"skipped {key}: {why}")
     parts.append(f"load average before {res['load_before']} after {res['load_after']}; "
@@ -305,6 +342,16 @@ compare within this run. This block is written by `bench/streaming.py`; `bench/r
 Server CPU per streamed chunk (server CPU seconds / chunks the client received), ratios:
 
 {ratios_table(res)}
+
+### Temporal floor: the durable scenarios' lower bound
+
+The runtime's workflow shape (local receive, `llm_call`-like activity on the process's own queue,
+local complete) on a bare temporalio client + worker sharing one event loop, eager start, the
+runtime's worker settings, the same generation schedule and a heartbeat a second; no A2A, no HTTP,
+no task store (`bench/temporal_floor.py`, a fresh dev server per N). First step = burst start → an
+activity's first chunk; process CPU = that Python process (its client, worker and activities).
+
+{temporal_floor_table(res)}
 
 ### Cost growth: one answer alone, `STREAM_BATCH_WINDOW=0`, no delay (direct, SQLite)
 
@@ -394,6 +441,12 @@ def plot(res: dict[str, Any], path: Path) -> None:
         if unit:
             ax.set_ylabel(unit)
         ax.set_title(title, fontsize=10)
+    floors = sorted((int(n), f["wall_over_generation"]) for n, f in (res.get("temporal_floor") or {}).items()
+                    if _ok(f))
+    if floors:
+        color, ls = STYLE["temporal-floor"]
+        axes[0].plot([p[0] for p in floors], [p[1] for p in floors], marker="s", color=color, ls=ls,
+                     label="Temporal floor (bare temporalio, durable's lower bound)")
     axes[0].axhline(1.3, color="red", ls=":", lw=1, label="1.3x target (N=100)")
     axes[0].axhline(2.0, color="red", ls="--", lw=1, label="2x target (N=500, direct)")
     axes[0].legend(fontsize=8)
