@@ -6,6 +6,11 @@ replica or on two sharing the database — exactly one inserts it; the other
 reads the winner's row and is answered with the winner's task. The in-memory
 store keeps the same map per process.
 
+Claims made while one is being written wait and are written together, in one
+transaction (insert what is free, then read who holds each id): a burst of new
+tasks costs a few transactions instead of one each, which on a busy process
+were the queue every new task waited in.
+
 A message answered with a Message rather than a task (an adapter that
 `replies_with_message`) is claimed as such: its row keeps the reply, so a
 repeat gets the same Message, and it is never a task of its conversation.
@@ -13,6 +18,7 @@ repeat gets the same Message, and it is never a task of its conversation.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -35,6 +41,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -62,6 +69,17 @@ MESSAGE_IDS = Table(
 
 # Built once: constructing the statement per claim cost more CPU than running it.
 _INSERT = insert(MESSAGE_IDS)
+# Taken where free, skipped where held: who holds an id is read afterwards.
+_INSERT_FREE = {
+    "sqlite": sqlite.insert(MESSAGE_IDS).on_conflict_do_nothing(
+        index_elements=["owner", "message_id"]
+    ),
+    "postgresql": postgresql.insert(MESSAGE_IDS).on_conflict_do_nothing(
+        index_elements=["owner", "message_id"]
+    ),
+}
+# Claims written in one transaction at most (SQLite binds at most 32766 values).
+MAX_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,9 @@ class MessageIds:
         self._retention = retention
         self._memory: dict[tuple[str, str], MessageClaim] = {}
         self._memory_pruned = time.monotonic()
+        self._insert_free = _INSERT_FREE.get(engine.dialect.name) if engine is not None else None
+        self._waiting: list[tuple[MessageClaim, asyncio.Future[MessageClaim | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @property
     def shared(self) -> bool:
@@ -114,6 +135,60 @@ class MessageIds:
                 return earlier
             self._memory[key] = claim
             return None
+        if self._insert_free is None:
+            return await self._claim_alone(claim)
+        future: asyncio.Future[MessageClaim | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((claim, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_waiting(), name="message-id-claims")
+        held = await future
+        if held is not None and held.task_id == claim.task_id:
+            return None
+        if held is None:
+            # Released (or pruned) between the insert and the read: try once more.
+            return await self.claim(claim)
+        return held
+
+    async def _write_waiting(self) -> None:
+        """Write the claims that wait, a batch per transaction, until none is left."""
+        while self._waiting:
+            batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
+            try:
+                holders = await self._insert_batch([claim for claim, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for claim, future in batch:
+                if not future.done():
+                    future.set_result(holders.get((claim.owner, claim.message_id)))
+
+    async def _insert_batch(
+        self, claims: list[MessageClaim]
+    ) -> dict[tuple[str, str], MessageClaim]:
+        """Insert the claims whose ids are free; who holds each id afterwards."""
+        assert self._engine is not None and self._insert_free is not None
+        c = MESSAGE_IDS.c
+        async with self._engine.begin() as conn:
+            await conn.execute(self._insert_free, [_row(claim) for claim in claims])
+            rows = (
+                await conn.execute(
+                    select(MESSAGE_IDS).where(
+                        and_(
+                            c.owner.in_({claim.owner for claim in claims}),
+                            c.message_id.in_({claim.message_id for claim in claims}),
+                        )
+                    )
+                )
+            ).all()
+        return {(row.owner, row.message_id): MessageClaim(**row._mapping) for row in rows}
+
+    async def _claim_alone(self, claim: MessageClaim) -> MessageClaim | None:
+        """One claim in its own transaction (a database without insert-or-skip)."""
+        assert self._engine is not None
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(_INSERT, _row(claim))
@@ -122,8 +197,7 @@ class MessageIds:
             pass
         earlier = await self.get(claim.owner, claim.message_id)
         if earlier is None:
-            # Released (or pruned) between the insert and the read: try once more.
-            return await self.claim(claim)
+            return await self._claim_alone(claim)
         return earlier
 
     async def get(self, owner: str, message_id: str) -> MessageClaim | None:
