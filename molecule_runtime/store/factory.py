@@ -11,7 +11,6 @@ from pathlib import Path
 
 from a2a.server.cluster import LegacyTaskStoreAdapter, VersionedDatabaseTaskStore
 from a2a.server.tasks import (
-    DatabasePushNotificationConfigStore,
     InMemoryPushNotificationConfigStore,
     InMemoryTaskStore,
     PushNotificationConfigStore,
@@ -25,6 +24,7 @@ from molecule_runtime.store.group_commit import GroupCommitTaskStore
 from molecule_runtime.store.message_ids import MessageIds
 from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.store.owners import TaskOwners
+from molecule_runtime.store.push_configs import DatabasePushConfigs
 from molecule_runtime.store.retention import (
     prune_message_ids_periodically,
     prune_periodically,
@@ -170,7 +170,7 @@ async def open_stores(
     event_log = TaskEventLog(
         engine, poll_interval_s=EVENT_POLL_INTERVAL, unstored=group_commit.unstored_events
     )
-    push_configs = DatabasePushNotificationConfigStore(engine, encryption_key=push_encryption_key)
+    push_configs = DatabasePushConfigs(engine, encryption_key=push_encryption_key)
     message_ids = MessageIds(engine, retention=idempotency_retention)
     try:
         async with _schema_lock(engine, url):
