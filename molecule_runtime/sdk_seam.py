@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from a2a.server.cluster import TaskVersion
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.tasks import InMemoryTaskStore
+from a2a.types.a2a_pb2 import Task
 
 # The SDK warns (log and warning) when a versioned store comes without an event
 # stream, i.e. for every in-memory store, which serves one process by design.
@@ -26,6 +28,11 @@ def version_number(version: TaskVersion) -> int:
     """A database store's version as an integer; 0 for MISSING (the in-memory store)."""
     value = version._value  # no accessor: the SDK keeps versions opaque
     return value if isinstance(value, int) else 0
+
+
+def memory_tasks(store: InMemoryTaskStore) -> dict[str, dict[str, Task]]:
+    """The in-memory store's tasks by owner, then id (the store lists one owner at a time)."""
+    return store._impl.tasks
 
 
 async def events_taken(event_queue: EventQueue) -> None:

@@ -37,7 +37,16 @@ async def test_memory_store(server_factory, tmp_path: Path) -> None:
         assert task_text(task) == "kept in memory"
     finally:
         await client.close()
+    async with httpx.AsyncClient(timeout=5) as http:
+        unknown = await http.post(
+            server.url + "/",
+            headers={"A2A-Version": "1.0"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": "no-such-task"}},
+        )
+    assert unknown.json()["error"]["code"] == -32001, unknown.text  # TaskNotFoundError
     assert not (workdir / "data" / "tasks.db").exists()
+    # The start-up sweep of unfinished tasks and the owner lookups work on this store too.
+    assert "ERROR" not in server.log() and "Traceback" not in server.log(), server.log()
 
 
 def test_unsupported_store_url_exits_before_binding(tmp_path: Path) -> None:

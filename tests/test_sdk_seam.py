@@ -37,13 +37,25 @@ from molecule_runtime.sdk_seam import (
     answer_taken,
     events_taken,
     expect_snapshot_relay,
+    memory_tasks,
     runs_here,
     single_process_note_silenced,
     version_number,
 )
 from molecule_runtime.server.executor import RuntimeExecutor
 from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store.owners import acting_for
 from molecule_runtime.store.task_writes import task_row
+
+
+async def test_the_memory_store_keeps_its_tasks_by_owner_then_id() -> None:
+    store = InMemoryTaskStore()
+    for owner, task_id in (("alice", "t1"), ("alice", "t2"), ("bob", "t3")):
+        task = Task(id=task_id, context_id="c", status=TaskStatus(state=TaskState.TASK_STATE_WORKING))
+        await store.save(task, acting_for(owner))
+    tasks = memory_tasks(store)
+    assert {owner: sorted(by_id) for owner, by_id in tasks.items()} == {"alice": ["t1", "t2"], "bob": ["t3"]}
+    assert tasks["bob"]["t3"].status.state == TaskState.TASK_STATE_WORKING
 
 
 def test_versions_are_integers_and_missing_is_zero() -> None:

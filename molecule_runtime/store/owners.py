@@ -21,6 +21,8 @@ from a2a.server.tasks import InMemoryTaskStore
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from molecule_runtime.sdk_seam import memory_tasks
+
 # Call-context state key marking the runtime's own calls.
 RUNTIME_CALL = "molecule.runtime_call"
 # Owners remembered from this process's writes (a miss costs one indexed read).
@@ -82,7 +84,7 @@ class TaskOwners:
         if owner is not None:
             return owner
         if self._memory is not None:
-            for name, tasks in self._memory.tasks.items():
+            for name, tasks in memory_tasks(self._memory).items():
                 if task_id in tasks:
                     return name
             return None
@@ -101,7 +103,7 @@ class TaskOwners:
     async def owners(self) -> list[str]:
         """Every owner that has tasks (for the runtime's sweep across principals)."""
         if self._memory is not None:
-            return list(self._memory.tasks)
+            return list(memory_tasks(self._memory))
         if self._engine is None:
             return [""]
         async with self._engine.connect() as conn:
