@@ -5,6 +5,7 @@ processes (two `MessageIds` on one database) claim it at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -118,3 +119,27 @@ async def test_a_failed_batch_fails_its_claims_and_later_claims_are_written(
     assert all(isinstance(a, OperationalError | ProgrammingError) for a in answers), answers
     await ids.initialize()
     assert await asyncio.gather(*(ids.claim(c) for c in claims)) == [None] * 5
+
+
+async def test_a_claim_whose_sender_is_cancelled_while_it_is_written_is_given_back(
+    engines: list[AsyncEngine],
+) -> None:
+    ids = MessageIds(engines[0])
+    await ids.initialize()
+    kept, dropped = claim("alice", "kept"), claim("alice", "dropped")
+    first = asyncio.create_task(ids.claim(kept))
+    second = asyncio.create_task(ids.claim(dropped))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # both wait in the batch now being written
+    second.cancel()
+    assert await first is None
+    with contextlib.suppress(asyncio.CancelledError):
+        await second
+    assert second.cancelled()
+    # Nothing will be created for the dropped claim: another send takes the id at once.
+    for _ in range(50):
+        if await ids.get("alice", "dropped") is None:
+            break
+        await asyncio.sleep(0.02)
+    assert await ids.claim(claim("alice", "dropped")) is None
+    assert (await ids.get("alice", "kept")).task_id == kept.task_id  # type: ignore[union-attr]

@@ -155,16 +155,25 @@ class MessageIds:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
                 holders = await self._insert_batch([claim for claim, _ in batch])
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                # Shutting down: nobody will write what waits.
+                for _, future in batch + self._waiting:
+                    future.cancel()
+                self._waiting = []
+                raise
+            except Exception as exc:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
                 continue
             for claim, future in batch:
+                held = holders.get((claim.owner, claim.message_id))
                 if not future.done():
-                    future.set_result(holders.get((claim.owner, claim.message_id)))
+                    future.set_result(held)
+                elif held is not None and held.task_id == claim.task_id:
+                    # Its sender is gone (cancelled while it was written): nothing will
+                    # be created for it, so the id is given back at once.
+                    await self.release(claim)
 
     async def _insert_batch(
         self, claims: list[MessageClaim]
