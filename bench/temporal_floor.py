@@ -27,6 +27,8 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRunner, Worker
 
+from bench.measure import pct
+from bench.streaming import cpu_s
 from bench.workflows import FloorInput, FloorSameShape
 
 # The runtime's llm_call heartbeats this often (molecule_runtime/durable/process.py).
@@ -63,17 +65,6 @@ class Generation:
     @activity.defn(name="b_complete")
     async def complete(self) -> None:
         return None
-
-
-def cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] if ordered else float("nan")
 
 
 async def main(address: str, temporal_pid: int, n: int, chunks: int, delay: float) -> dict[str, Any]:

@@ -35,7 +35,6 @@ from sqlalchemy import (
     Text,
     and_,
     delete,
-    insert,
     inspect,
     select,
     text,
@@ -43,7 +42,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _TASKS = TaskModel.__table__
@@ -67,9 +65,8 @@ MESSAGE_IDS = Table(
     Index("ix_molecule_message_ids_context", "owner", "context_id", "created_at"),
 )
 
-# Built once: constructing the statement per claim cost more CPU than running it.
-_INSERT = insert(MESSAGE_IDS)
-# Taken where free, skipped where held: who holds an id is read afterwards.
+# Taken where free, skipped where held: who holds an id is read afterwards. Built
+# once: constructing the statement per claim cost more CPU than running it.
 _INSERT_FREE = {
     "sqlite": sqlite.insert(MESSAGE_IDS).on_conflict_do_nothing(
         index_elements=["owner", "message_id"]
@@ -110,7 +107,8 @@ class MessageIds:
         self._retention = retention
         self._memory: dict[tuple[str, str], MessageClaim] = {}
         self._memory_pruned = time.monotonic()
-        self._insert_free = _INSERT_FREE.get(engine.dialect.name) if engine is not None else None
+        # The stores open SQLite and PostgreSQL only (store/factory.py).
+        self._insert_free = _INSERT_FREE[engine.dialect.name] if engine is not None else None
         self._waiting: list[tuple[MessageClaim, asyncio.Future[MessageClaim | None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -135,8 +133,6 @@ class MessageIds:
                 return earlier
             self._memory[key] = claim
             return None
-        if self._insert_free is None:
-            return await self._claim_alone(claim)
         future: asyncio.Future[MessageClaim | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((claim, future))
         if self._writer is None or self._writer.done():
@@ -194,20 +190,6 @@ class MessageIds:
                 )
             ).all()
         return {(row.owner, row.message_id): MessageClaim(**row._mapping) for row in rows}
-
-    async def _claim_alone(self, claim: MessageClaim) -> MessageClaim | None:
-        """One claim in its own transaction (a database without insert-or-skip)."""
-        assert self._engine is not None
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(_INSERT, _row(claim))
-            return None
-        except IntegrityError:
-            pass
-        earlier = await self.get(claim.owner, claim.message_id)
-        if earlier is None:
-            return await self._claim_alone(claim)
-        return earlier
 
     async def get(self, owner: str, message_id: str) -> MessageClaim | None:
         if self._engine is None:
