@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         4 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_REQUEST_BYTES"), ge=1
     )
     request_timeout: float = Field(30.0, validation_alias=_env("MOLECULE_REQUEST_TIMEOUT"), gt=0)
+    # Request complexity (server/limits.py): a body's JSON nesting and number of
+    # values are checked on its bytes before it is parsed; a request over them
+    # would hold the event loop while the SDK builds it, whoever else waits.
+    max_json_depth: int = Field(64, validation_alias=_env("MOLECULE_MAX_JSON_DEPTH"), ge=8, le=512)
+    max_json_values: int = Field(
+        100_000, validation_alias=_env("MOLECULE_MAX_JSON_VALUES"), ge=100
+    )
     # The gRPC binding (server/grpc_server.py): off unless a port is set.
     grpc_port: int | None = Field(None, validation_alias=_env("MOLECULE_GRPC_PORT"), ge=1, le=65535)
     grpc_public_url: str | None = Field(None, validation_alias=_env("MOLECULE_GRPC_PUBLIC_URL"))

@@ -168,6 +168,8 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             max_body_bytes=settings.max_request_bytes,
             body_timeout=settings.request_timeout,
         )
+            max_json_depth=settings.max_json_depth,
+            max_json_values=settings.max_json_values,
     )
 
     # Other bindings of the handler (gRPC): their calls end before it closes.

@@ -28,6 +28,8 @@ from molecule_runtime.server.routes import Endpoint, wrap_endpoints
 # Call-context state key: offset of the event being yielded (None: not logged).
 OFFSET_KEY = "molecule.event_offset"
 _SCOPE_KEY = "molecule.call_state"
+# The largest event offset a store holds (a signed 64-bit integer column).
+MAX_OFFSET = 2**63 - 1
 
 
 class EventIdContextBuilder(DefaultServerCallContextBuilder):
@@ -47,14 +49,20 @@ def requested_offset(context: ServerCallContext) -> int | None:
     raw = headers.get("last-event-id")
     if raw is None or not raw.strip():
         return None
+    text = raw.strip()
     try:
-        offset = int(raw.strip())
+        # At most 19 digits: int() of a longer text costs time for nothing.
+        offset = int(text) if len(text) <= 20 else MAX_OFFSET + 1
     except ValueError:
+        shown = text if len(text) <= 40 else text[:40] + "…"
         raise InvalidParamsError(
-            message=f"Last-Event-ID must be an event id sent by this server, not {raw!r}"
+            message=f"Last-Event-ID must be an event id sent by this server, not {shown!r}"
         ) from None
     if offset < 0:
         raise InvalidParamsError(message="Last-Event-ID must not be negative")
+    if offset > MAX_OFFSET:
+        # Not an id this server sent: the stores keep offsets as 64-bit integers.
+        raise InvalidParamsError(message="Last-Event-ID is not an event id sent by this server")
     return offset
 
 
