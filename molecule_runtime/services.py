@@ -162,12 +162,9 @@ class Services:
             "workspace_id": self.settings.workspace_id,
         }
         ok = not self.draining.is_set()
-        try:
-            await self.stores.check()
-            body["store"] = "ok"
-        except Exception as exc:
-            body["store"] = f"unreachable: {type(exc).__name__}"
-            ok = False
+        # A write, not only a connection: "cannot write: disk full" and the like.
+        writable, body["store"] = await self.stores.write_status()
+        ok = ok and writable
         if self.durable is not None:
             # Ready when the worker runs, or when the fallback to direct is active.
             body["temporal"] = self.durable.status()

@@ -120,7 +120,7 @@ async def test_database_restart_under_a_running_server(server_factory, tmp_path:
         async with httpx.AsyncClient(timeout=10) as http:
             down = await http.get(server.url + "/readyz")
             assert down.status_code == 503, down.text
-            assert down.json()["store"].startswith("unreachable")
+            assert down.json()["store"].startswith("cannot write: unreachable")
             assert PASSWORD not in down.text
 
             pg.start()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from a2a.server.cluster import LegacyTaskStoreAdapter, VersionedDatabaseTaskStore
@@ -15,12 +17,24 @@ from a2a.server.tasks import (
     InMemoryTaskStore,
     PushNotificationConfigStore,
 )
-from sqlalchemy import event, text
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from molecule_runtime.config import Settings, redact_url
 from molecule_runtime.store.event_log import LiveEventOffsets, TaskEventLog
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
+from molecule_runtime.store.health import StoreHealth, StoreUnavailable, is_transient, reason_of
 from molecule_runtime.store.message_ids import MessageIds
 from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.store.owners import TaskOwners
@@ -35,11 +49,49 @@ from molecule_runtime.store.retention import (
 EVENT_POLL_INTERVAL = 1.0
 
 _LOCK_KEY = "molecule_runtime.schema"
+SQLITE_BUSY_TIMEOUT_MS = 30000
 
 # SQLAlchemy's default pool (5 + 10 connections) is kept: a larger one keeps
 # its idle connections (and their file descriptors) open after a burst. Under
 # a burst, tasks wait for a connection a little longer instead of failing.
 _POOL = {"pool_timeout": 60}
+# How long /readyz's write probe may take before it says the store cannot write.
+READY_PROBE_TIMEOUT = 3.0
+
+# One row, written by the probes: whether the store takes a write, not only a
+# connection (a read-only, locked or full database still answers SELECT 1).
+_PROBE_METADATA = MetaData()
+_PROBE = Table(
+    "molecule_store_probe",
+    _PROBE_METADATA,
+    Column("id", Integer, primary_key=True),
+    Column("checked_at", DateTime, nullable=True),
+)
+
+
+async def _create_probe(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(_PROBE_METADATA.create_all)
+        if (await conn.execute(select(_PROBE.c.id).where(_PROBE.c.id == 1))).first() is None:
+            await conn.execute(insert(_PROBE).values(id=1, checked_at=None))
+
+
+async def write_probe(engine: AsyncEngine, *, busy_timeout_ms: int | None = None) -> None:
+    """One small write in a transaction of its own; raises when the store cannot write."""
+    async with engine.begin() as conn:
+        sqlite_wait = engine.dialect.name == "sqlite" and busy_timeout_ms is not None
+        if sqlite_wait:
+            # Not the writers' 30 s: a locked database answers the probe in time.
+            await conn.exec_driver_sql(f"PRAGMA busy_timeout={int(busy_timeout_ms or 0)}")
+        try:
+            await conn.execute(
+                update(_PROBE)
+                .where(_PROBE.c.id == 1)
+                .values(checked_at=datetime.now(UTC).replace(tzinfo=None))
+            )
+        finally:
+            if sqlite_wait:
+                await conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
 
 
 class StoreConfigError(ValueError):
@@ -62,11 +114,30 @@ class Stores:
     _pruner: asyncio.Task[None] | None = None
     _message_id_pruner: asyncio.Task[None] | None = None
 
+    health: StoreHealth = field(default_factory=StoreHealth)
+
     async def check(self) -> None:
-        """Raise if the store cannot be reached."""
-        if self.engine is not None:
-            async with self.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+        """Raise if the store cannot take a write now (a real one: a database that
+        answers reads may still be read-only, locked or out of disk)."""
+        if self.engine is None:
+            return
+        if not self.health.available:
+            raise self.health.unavailable()
+        async with asyncio.timeout(READY_PROBE_TIMEOUT):
+            await write_probe(self.engine, busy_timeout_ms=int(READY_PROBE_TIMEOUT * 500))
+
+    async def write_status(self) -> tuple[bool, str]:
+        """For /readyz: ("ok") or why the store cannot write now."""
+        try:
+            await self.check()
+        except StoreUnavailable as exc:
+            return False, f"cannot write: {exc.why} (for {self.health.down_for:.0f} s)"
+        except TimeoutError:
+            return False, "cannot write: no answer within the probe's time (locked or overloaded)"
+        except Exception as exc:
+            why = reason_of(exc) if is_transient(exc) else type(exc).__name__
+            return False, f"cannot write: {why}"
+        return True, "ok"
 
     async def aclose(self) -> None:
         for pruner in (self._pruner, self._message_id_pruner):
@@ -76,6 +147,7 @@ class Stores:
                     await pruner
         if self._group_commit is not None:
             await self._group_commit.aclose()
+        await self.health.aclose()
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -87,7 +159,7 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         # WAL lets readers (GetTask, ListTasks) proceed while a task streams.
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
 
@@ -166,18 +238,20 @@ async def open_stores(
         )
     engine = _engine(url)
     database = VersionedDatabaseTaskStore(engine)
-    group_commit = GroupCommitTaskStore(database, engine)
+    health = StoreHealth(functools.partial(write_probe, engine))
+    group_commit = GroupCommitTaskStore(database, engine, health)
     event_log = TaskEventLog(
         engine, poll_interval_s=EVENT_POLL_INTERVAL, unstored=group_commit.unstored_events
     )
     push_configs = DatabasePushConfigs(engine, encryption_key=push_encryption_key)
-    message_ids = MessageIds(engine, retention=idempotency_retention)
+    message_ids = MessageIds(engine, retention=idempotency_retention, health=health)
     try:
         async with _schema_lock(engine, url):
             await database.initialize()
             await event_log.initialize()
             await push_configs.initialize()
             await message_ids.initialize()
+            await _create_probe(engine)
     except Exception:
         await engine.dispose()
         raise
@@ -189,6 +263,7 @@ async def open_stores(
         engine,
         redact_url(url),
         message_ids=message_ids,
+        health=health,
         _group_commit=group_commit,
     )
     loop = asyncio.get_running_loop()

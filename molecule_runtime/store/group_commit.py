@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from a2a.server.cluster import (
     ConcurrentTaskModificationError,
@@ -50,12 +51,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.sdk_seam import version_number
 from molecule_runtime.states import TERMINAL_STATE_NAMES
+from molecule_runtime.store.health import (
+    RETRY_MAX,
+    RETRY_MIN,
+    StoreHealth,
+    is_transient,
+    until_stored,
+)
 from molecule_runtime.store.task_writes import (
     MAX_UNSTORED,
     BatchConflict,
     PendingWrite,
     RowCache,
-    is_transient,
+    stored_version,
     task_row,
     write_batch,
     write_pending,
@@ -72,8 +80,18 @@ _WORKING = TaskState.Name(TaskState.TASK_STATE_WORKING)
 # How long an id this process made up for a new task is taken as not stored
 # without asking the database (until the task's first write, at most this).
 NEW_ID_TTL = 60.0
-# Back-off while the database refuses writes (locked, restarting): never give up.
-_RETRY_MIN, _RETRY_MAX = 0.05, 2.0
+
+
+class TaskNotStored(RuntimeError):
+    """A task's write the database rejected for good: the task fails, not the others."""
+
+    def __init__(self, task_id: str, cause: Exception) -> None:
+        super().__init__(
+            f"The task could not be stored ({type(cause).__name__}); this is a bug in the "
+            "runtime, not a problem of the database, and was logged. Send the message again "
+            "with a new messageId."
+        )
+        self.task_id = task_id
 
 
 @dataclass
@@ -90,6 +108,9 @@ class _Pending:
     error: Exception | None = None
     touched: float = field(default_factory=time.monotonic)
     row_cache: RowCache = field(default_factory=dict)
+    # Versions a commit tried to store when the database dropped the connection:
+    # the commit may have gone through nonetheless.
+    tried: set[int] = field(default_factory=set)
 
     @property
     def dirty(self) -> bool:
@@ -99,9 +120,15 @@ class _Pending:
 class GroupCommitTaskStore(VersionedTaskStore):
     """A `VersionedTaskStore` with write-behind chunks and group commit (see module doc)."""
 
-    def __init__(self, database: VersionedDatabaseTaskStore, engine: AsyncEngine) -> None:
+    def __init__(
+        self,
+        database: VersionedDatabaseTaskStore,
+        engine: AsyncEngine,
+        health: StoreHealth | None = None,
+    ) -> None:
         self._db = database
         self._engine = engine
+        self.health = health or StoreHealth()
         self._tasks: dict[str, _Pending] = {}
         self._new_ids: dict[str, float] = {}
         self._wake = asyncio.Event()
@@ -279,15 +306,21 @@ class GroupCommitTaskStore(VersionedTaskStore):
             cancel=pending.cancel,
         )
 
+    def _dirty_items(self) -> list[tuple[PendingWrite, _Pending]]:
+        return [(self._item(task_id, p), p) for task_id, p in self._tasks.items() if p.dirty]
+
     async def _commit_with_retries(self, items: list[tuple[PendingWrite, _Pending]]) -> None:
-        delay = _RETRY_MIN
+        """Commit `items` in one transaction; while the database refuses it for
+        now, wait and try again (with whatever is pending by then), without limit."""
+        delay = RETRY_MIN
         while True:
             try:
                 async with self._engine.begin() as conn:
                     outcomes = await write_batch(conn, [item for item, _ in items])
             except (IntegrityError, BatchConflict):
-                # Some item's write raced another process: commit one by one so
-                # only that task is affected.
+                # Some item's write raced another process (or a commit whose
+                # answer was lost did go through): one by one, so only that
+                # task is affected.
                 for item, pending in items:
                     await self._commit_alone(item, pending)
                 return
@@ -296,16 +329,23 @@ class GroupCommitTaskStore(VersionedTaskStore):
                     for item, pending in items:
                         await self._commit_alone(item, pending)
                     return
-                log.warning("task store busy (%s); retrying in %.2f s", type(exc).__name__, delay)
+                for item, pending in items:
+                    pending.tried.add(item.upto)
+                self.health.failed(exc, sum(len(item.events) for item, _ in items))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
+                delay = min(delay * 2, RETRY_MAX)
+                # Everything pending now goes in the next try, the newest state included.
+                items = self._dirty_items()
+                if not items:
+                    return
                 continue
+            self.health.succeeded(sum(len(item.events) for item, _ in items))
             for (item, pending), outcome in zip(items, outcomes, strict=True):
                 self._settle(item, pending, outcome)
             return
 
     async def _commit_alone(self, item: PendingWrite, pending: _Pending) -> None:
-        delay = _RETRY_MIN
+        delay = RETRY_MIN
         while True:
             try:
                 async with self._engine.begin() as conn:
@@ -314,13 +354,42 @@ class GroupCommitTaskStore(VersionedTaskStore):
                 outcome = ConcurrentTaskModificationError(item.task_id)
             except Exception as exc:
                 if is_transient(exc):
+                    pending.tried.add(item.upto)
+                    self.health.failed(exc, len(item.events))
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, _RETRY_MAX)
+                    delay = min(delay * 2, RETRY_MAX)
+                    if not pending.dirty:
+                        return
+                    item = self._item(item.task_id, pending)
                     continue
-                log.exception("could not store task %s", item.task_id)
-                outcome = exc
+                # Not the database's weather: something the runtime itself got
+                # wrong for this task. It fails; the other tasks are not affected.
+                log.error(
+                    "task %s could not be stored (%s: %s); it fails",
+                    item.task_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                outcome = TaskNotStored(item.task_id, exc)
+            else:
+                self.health.succeeded(len(item.events))
+            if isinstance(outcome, ConcurrentTaskModificationError) and pending.tried:
+                stored = await until_stored(
+                    functools.partial(self._stored_version, item.task_id), self.health
+                )
+                if stored is not None and stored in pending.tried and stored > pending.stored:
+                    # A commit whose answer was lost with its connection did go through.
+                    self._settle(replace(item, upto=stored, cancel=False), pending, stored)
+                    if not pending.dirty:
+                        return
+                    item = self._item(item.task_id, pending)
+                    continue
             self._settle(item, pending, outcome)
             return
+
+    async def _stored_version(self, task_id: str) -> int | None:
+        async with self._engine.connect() as conn:
+            return await stored_version(conn, task_id)
 
     def _settle(self, item: PendingWrite, pending: _Pending, outcome: int | Exception) -> None:
         if isinstance(outcome, Exception):
@@ -334,6 +403,7 @@ class GroupCommitTaskStore(VersionedTaskStore):
             return
         pending.stored = outcome
         pending.version = max(pending.version, outcome)
+        pending.tried = {v for v in pending.tried if v > outcome}
         stored_upto = item.upto
         pending.events = [(v, d) for v, d in pending.events if v > stored_upto]
         if item.cancel and outcome != item.upto:

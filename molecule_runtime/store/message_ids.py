@@ -19,6 +19,7 @@ repeat gets the same Message, and it is never a task of its conversation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from molecule_runtime.store.health import StoreHealth, until_stored
 
 _TASKS = TaskModel.__table__
 _METADATA = MetaData()
@@ -75,6 +78,9 @@ _INSERT_FREE = {
         index_elements=["owner", "message_id"]
     ),
 }
+# How long a send waits for its claim while the store refuses writes; then it
+# is refused (503, send it again), while the claim is still written.
+CLAIM_PATIENCE = 10.0
 # Claims written in one transaction at most (SQLite binds at most 32766 values).
 MAX_BATCH = 500
 
@@ -102,8 +108,14 @@ def now_utc() -> datetime:
 class MessageIds:
     """The claims, in the database (`engine`) or in this process's memory."""
 
-    def __init__(self, engine: AsyncEngine | None = None, retention: float = 86400.0) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine | None = None,
+        retention: float = 86400.0,
+        health: StoreHealth | None = None,
+    ) -> None:
         self._engine = engine
+        self._health = health or StoreHealth()
         self._retention = retention
         self._memory: dict[tuple[str, str], MessageClaim] = {}
         self._memory_pruned = time.monotonic()
@@ -133,11 +145,24 @@ class MessageIds:
                 return earlier
             self._memory[key] = claim
             return None
+        if not self._health.available:
+            # Nothing could be stored for the message now: refused, to be sent again.
+            raise self._health.unavailable()
         future: asyncio.Future[MessageClaim | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((claim, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_waiting(), name="message-id-claims")
-        held = await future
+        try:
+            await asyncio.wait({future}, timeout=CLAIM_PATIENCE)
+        except asyncio.CancelledError:
+            future.cancel()  # the writer gives the id back once it is written
+            raise
+        if not future.done():
+            # The store went away while the claim was written. The writer keeps
+            # trying (a claim written after all is given back: nobody waits for it).
+            future.cancel()
+            raise self._health.unavailable()
+        held = future.result()
         if held is not None and held.task_id == claim.task_id:
             return None
         if held is None:
@@ -150,7 +175,11 @@ class MessageIds:
         while self._waiting:
             batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             try:
-                holders = await self._insert_batch([claim for claim, _ in batch])
+                holders = await until_stored(
+                    functools.partial(self._insert_batch, [claim for claim, _ in batch]),
+                    self._health,
+                    waiting=len(batch),
+                )
             except asyncio.CancelledError:
                 # Shutting down: nobody will write what waits.
                 for _, future in batch + self._waiting:
@@ -158,6 +187,7 @@ class MessageIds:
                 self._waiting = []
                 raise
             except Exception as exc:
+                # Not the database's weather (is_transient): these claims fail.
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
@@ -169,7 +199,7 @@ class MessageIds:
                 elif held is not None and held.task_id == claim.task_id:
                     # Its sender is gone (cancelled while it was written): nothing will
                     # be created for it, so the id is given back at once.
-                    await self.release(claim)
+                    await until_stored(functools.partial(self.release, claim), self._health)
 
     async def _insert_batch(
         self, claims: list[MessageClaim]
@@ -228,6 +258,10 @@ class MessageIds:
             if (held := self._memory.get(key)) is not None and held.task_id == claim.task_id:
                 self._memory[key] = replace(held, reply=reply)
             return
+        await until_stored(functools.partial(self._set_reply, claim, reply), self._health)
+
+    async def _set_reply(self, claim: MessageClaim, reply: bytes) -> None:
+        assert self._engine is not None
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(MESSAGE_IDS)

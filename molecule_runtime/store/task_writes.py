@@ -15,7 +15,6 @@ from a2a.types.a2a_pb2 import Artifact, Task, TaskState
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from sqlalchemy import and_, bindparam, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from molecule_runtime.states import TERMINAL_STATES
@@ -23,7 +22,6 @@ from molecule_runtime.states import TERMINAL_STATES
 # Events of one task streamed but not stored yet, at most; also the versions a
 # new writer of a task skips, so its events come after any a crashed writer streamed.
 MAX_UNSTORED = 64
-_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03", "57P01", "08006", "08003"})
 
 
 @dataclass
@@ -44,12 +42,11 @@ _VERSIONS = TaskVersionModel.__table__
 _EVENTS = TaskEventModel.__table__
 
 
-def is_transient(error: BaseException) -> bool:
-    if isinstance(error, DBAPIError) and not isinstance(error, IntegrityError):
-        return isinstance(error, OperationalError) or (
-            getattr(error.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
-        )
-    return isinstance(error, OSError | TimeoutError)
+async def stored_version(conn: AsyncConnection, task_id: str) -> int | None:
+    """The version of `task_id` the database holds (None: not there)."""
+    return (
+        await conn.execute(select(_VERSIONS.c.version).where(_VERSIONS.c.task_id == task_id))
+    ).scalar_one_or_none()
 
 
 # What a task's row was made of at its last write: per part of the row, the

@@ -1,0 +1,227 @@
+"""The task store through database outages: a PostgreSQL restart, a port that
+answers 57P03 ("the database system is starting up") for a while, connections
+cut mid-stream, refused connections, a full SQLite disk. Writes wait and are
+retried; no pending write is dropped and no task fails because of it.
+
+PostgreSQL runs as a cluster of this module's own (the tests stop it), behind a
+small TCP proxy (tests/support/pg_proxy.py) that plays the outages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from a2a.types.a2a_pb2 import TaskState
+from sqlalchemy import event
+
+from molecule_runtime.store import Stores, open_stores
+from molecule_runtime.store.message_ids import MessageClaim, now_utc
+from tests.support.pg_proxy import PgProxy
+from tests.support.postgres import PostgresServer, find_bindir
+from tests.test_store_group_commit import Writer, stored_rows
+
+TASKS = 10
+CHUNKS = 25
+
+
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[PostgresServer]:
+    """A cluster of this module's own: its tests stop and restart it."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries not found: run scripts/ensure-postgres.sh")
+    pg = PostgresServer(bindir).start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+@pytest.fixture
+async def proxied(own_pg: PostgresServer) -> AsyncIterator[tuple[PgProxy, str, str]]:
+    """(proxy, store URL through the proxy, store URL of the real server)."""
+    url = own_pg.database()
+    proxy = await PgProxy(own_pg.port).start()
+    try:
+        yield proxy, proxy.url(url, own_pg.port), url
+    finally:
+        await proxy.aclose()
+
+
+async def stream(writer: Writer, delay: float = 0.02) -> int:
+    await writer.chunk("0", append=False)
+    for i in range(1, CHUNKS):
+        await writer.chunk(str(i % 10))
+        await asyncio.sleep(delay)
+    return await writer.state(TaskState.TASK_STATE_COMPLETED)
+
+
+async def stream_through(stores: Stores, outage) -> list[tuple[Writer, int]]:
+    """TASKS tasks streaming while `outage()` runs; each task's final version."""
+    writers = [Writer(stores, str(uuid.uuid4())) for _ in range(TASKS)]
+    await asyncio.gather(*(w.create() for w in writers))
+    streams = asyncio.gather(*(stream(w) for w in writers))
+    await asyncio.sleep(0.15)
+    await outage()
+    finals = await asyncio.wait_for(streams, 120)
+    return list(zip(writers, finals, strict=True))
+
+
+async def assert_all_stored(url: str, results: list[tuple[Writer, int]]) -> None:
+    """Every version of every task is in the database: nothing was dropped."""
+    for writer, final in results:
+        assert await stored_rows(url, writer.task.id) == (final, list(range(1, final + 1)))
+
+
+@pytest.mark.parametrize("mode", ["starting_up", "refuse"])
+async def test_writes_wait_out_a_database_that_refuses_them(
+    proxied: tuple[PgProxy, str, str], mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """57P03 for 2 s (what PostgreSQL answers in crash recovery), or connections
+    refused for 2 s; open connections are cut as the outage starts."""
+    proxy, url, real_url = proxied
+    caplog.set_level(logging.INFO, logger="molecule_runtime")
+    stores = await open_stores(url, event_retention=0)
+    try:
+
+        async def outage() -> None:
+            await proxy.set_mode(mode)  # type: ignore[arg-type]
+            await asyncio.sleep(2.0)
+            await proxy.set_mode("forward")
+
+        results = await stream_through(stores, outage)
+    finally:
+        await stores.aclose()
+    await assert_all_stored(real_url, results)
+    if mode == "starting_up":
+        assert proxy.refused_starting_up > 0
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "task store unavailable" in warnings[0].getMessage()
+    assert not any(r.exc_info for r in caplog.records if r.levelno >= logging.INFO)
+    back = [r.getMessage() for r in caplog.records if "task store is back" in r.getMessage()]
+    assert len(back) == 1, back
+
+
+async def test_writes_survive_connections_cut_mid_stream(proxied: tuple[PgProxy, str, str]) -> None:
+    """A killed postmaster: every connection drops (maybe mid-commit), several times."""
+    proxy, url, real_url = proxied
+    stores = await open_stores(url, event_retention=0)
+    try:
+
+        async def outage() -> None:
+            for _ in range(6):
+                await proxy.cut()
+                await asyncio.sleep(0.07)
+
+        results = await stream_through(stores, outage)
+    finally:
+        await stores.aclose()
+    await assert_all_stored(real_url, results)
+
+
+async def test_writes_survive_a_postgresql_restart(own_pg: PostgresServer) -> None:
+    """Fast shutdown of the real server, back 2 s later on the same port."""
+    url = own_pg.database()
+    stores = await open_stores(url, event_retention=0)
+    try:
+
+        async def outage() -> None:
+            await asyncio.to_thread(own_pg.stop, remove=False)
+            await asyncio.sleep(2.0)
+            await asyncio.to_thread(own_pg.start)
+
+        results = await stream_through(stores, outage)
+    finally:
+        await stores.aclose()
+    await assert_all_stored(url, results)
+
+
+async def test_a_claim_waits_out_57p03(proxied: tuple[PgProxy, str, str]) -> None:
+    proxy, url, _ = proxied
+    stores = await open_stores(url, event_retention=0)
+    try:
+        await proxy.set_mode("starting_up")
+        claim = MessageClaim("owner", "m-1", "t-1", "c-1", "d", now_utc())
+        taken = asyncio.ensure_future(stores.message_ids.claim(claim))
+        await asyncio.sleep(1.0)
+        assert not taken.done()
+        await proxy.set_mode("forward")
+        assert await asyncio.wait_for(taken, 30) is None
+        held = await stores.message_ids.get("owner", "m-1")
+        assert held is not None and held.task_id == "t-1"
+    finally:
+        await stores.aclose()
+
+
+async def test_sqlite_writes_wait_out_a_full_disk(tmp_path: Path) -> None:
+    """SQLite's "database or disk is full" for 2 s (the database may not grow:
+    max_page_count at its current size), then room again."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
+    stores = await open_stores(url, event_retention=0)
+    assert stores.engine is not None
+    limit: list[int | None] = [None]
+
+    @event.listens_for(stores.engine.sync_engine, "checkout")
+    def _cap(dbapi_conn, _record, _proxy) -> None:
+        cursor = dbapi_conn.cursor()
+        if limit[0] is None:
+            cursor.execute("PRAGMA max_page_count=1073741823")
+        else:
+            cursor.execute("PRAGMA page_count")
+            pages = cursor.fetchone()[0]
+            cursor.execute(f"PRAGMA max_page_count={pages}")
+        cursor.close()
+
+    try:
+
+        async def outage() -> None:
+            limit[0] = 1
+            await asyncio.sleep(2.0)
+            assert not stores.health.available
+            assert stores.health.reason == "disk full"
+            limit[0] = None
+
+        results = await stream_through(stores, outage)
+    finally:
+        await stores.aclose()
+    await assert_all_stored(url, results)
+
+
+
+async def test_readiness_says_the_store_cannot_write_and_why(
+    proxied: tuple[PgProxy, str, str], tmp_path: Path
+) -> None:
+    """A write probe, not SELECT 1: a locked SQLite file still answers reads."""
+    proxy, url, _ = proxied
+    pg_stores = await open_stores(url, event_retention=0)
+    try:
+        assert await pg_stores.write_status() == (True, "ok")
+        await proxy.set_mode("starting_up")
+        ok, why = await pg_stores.write_status()
+        assert not ok and why.startswith("cannot write: database starting up"), why
+        await proxy.set_mode("forward")
+        assert await pg_stores.write_status() == (True, "ok")
+    finally:
+        await pg_stores.aclose()
+
+    db = tmp_path / "tasks.db"
+    sqlite_stores = await open_stores(f"sqlite+aiosqlite:///{db}", event_retention=0)
+    try:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            ok, why = await asyncio.wait_for(sqlite_stores.write_status(), 10)
+            assert not ok and why == "cannot write: locked", why
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        assert await sqlite_stores.write_status() == (True, "ok")
+    finally:
+        await sqlite_stores.aclose()
