@@ -120,3 +120,20 @@ async def answer_taken(handler: DefaultRequestHandler, task_id: str) -> bool:
     if active is None or active.is_finished:
         return False
     return active._request_lock.locked() or not active._request_queue.empty()
+
+
+# Closing a task's event queue after its dispatcher stopped (the SDK tears its
+# queues down at shutdown) logs a WARNING per queue; nothing is lost by then.
+_DISPATCHER_NOTE = "Dispatcher task is not running"
+_QUEUE_LOG = logging.getLogger("a2a.server.events.event_queue_v2")
+
+
+class _DispatcherNoteFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or _DISPATCHER_NOTE not in record.getMessage():
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return _QUEUE_LOG.isEnabledFor(logging.DEBUG)
+
+
+_QUEUE_LOG.addFilter(_DispatcherNoteFilter())

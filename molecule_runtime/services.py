@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def handover_after(settings: Settings) -> float:
+    """Seconds after SIGTERM when open streams end and tasks still followed here are
+    handed over: below uvicorn's own graceful timeout, so the server exits in time."""
+    return max(0.0, settings.shutdown_grace - 1.0)
+
+
 class Services:
     def __init__(
         self,
@@ -55,6 +61,13 @@ class Services:
         # connection can still arrive, and as a workflow it is handed over like
         # the running ones, where a direct run would be failed at shutdown.
         self.draining.set()
+        if self.durable is not None:
+            # When open streams are closed, requests still following a
+            # workflow stop following it, so that their answers (a retryable
+            # refusal for a blocking send) go out before the server stops.
+            asyncio.get_running_loop().call_later(
+                handover_after(self.settings), self.durable.tasks.handover.set
+            )
 
     @classmethod
     async def open(cls, settings: Settings, *, accept_tasks: bool) -> Services:

@@ -277,3 +277,21 @@ def test_task_rows_reuse_unchanged_parts_and_match_the_sdk_conversion() -> None:
     assert second["artifacts"][0] is not first["artifacts"][0]
     task.history[0].parts[0].text = "changed"
     assert task_row(task, "o", cache)["history"] == expected()["history"]
+
+
+def test_dispatcher_note_at_shutdown_is_the_sdks_and_is_demoted_to_debug(caplog) -> None:
+    """The SDK logs this WARNING when a queue closes after its dispatcher stopped
+    (every task's queue at shutdown); the seam logs it at DEBUG."""
+    import inspect
+    import logging
+
+    from a2a.server.events import event_queue_v2
+
+    from molecule_runtime import sdk_seam
+
+    assert sdk_seam._DISPATCHER_NOTE in inspect.getsource(event_queue_v2)
+    queue_log = logging.getLogger("a2a.server.events.event_queue_v2")
+    with caplog.at_level(logging.INFO):
+        queue_log.warning("Dispatcher task is not running. Cannot wait for event dispatch.")
+        queue_log.warning("another warning")
+    assert [r.getMessage() for r in caplog.records] == ["another warning"]

@@ -12,7 +12,7 @@ from a2a.types.a2a_pb2 import Task, TaskState
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskInput
 from molecule_runtime.durable.registry import LiveTaskRegistry
@@ -26,7 +26,7 @@ from molecule_runtime.durable.types import (
     TaskRef,
 )
 from molecule_runtime.execution.attempt import describe_error, run_attempt
-from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, TaskEvents
+from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, EventsDropped, TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES, InputNotStored, load_task_input
 from molecule_runtime.execution.usage import UsageLedger
@@ -65,6 +65,17 @@ def _add_stored_usage(current: Task | None, events: TaskEvents) -> None:
         events.usage.merge(UsageLedger.from_task(current))
     except Exception as exc:  # accounting must never fail an attempt
         log.warning("task %s: could not read its usage so far: %s", events.task_id, exc)
+
+
+def _handed_back(task: TaskInput, why: str) -> ApplicationError:
+    """A deploy cut the attempt short: retried elsewhere, logged once, no traceback
+    (a benign failure is logged by Temporal's SDK at DEBUG only)."""
+    log.info("task %s: attempt %d handed back at shutdown; it is retried elsewhere", task.task_id, task.attempt)
+    return ApplicationError(
+        f"{why}; the attempt is retried elsewhere.",
+        type=WORKER_SHUTDOWN_TYPE,
+        category=ApplicationErrorCategory.BENIGN,
+    )
 
 
 def _final_result(current: Task | None) -> LlmCallResult | None:
@@ -139,6 +150,11 @@ class TaskActivities:
                     return ReceiveResult(proceed=False, state=outcome)
                 if current is not None and dict(current.metadata).get(Meta.MODE) == Mode.DIRECT:
                     return ReceiveResult(proceed=False, state=Outcome.RAN_DIRECTLY)
+                # The workflow's first task did not run where the task was
+                # started (no eager start): that process may hold the client's
+                # stream and write the task, and a write from here would break
+                # its live view. llm_call reports the task working instead.
+                return ReceiveResult(proceed=True)
             await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
             await events.persisted()
             return ReceiveResult(proceed=True)
@@ -152,6 +168,25 @@ class TaskActivities:
             ref = TaskRef(inp.task.task_id, inp.task.context_id)
         current_task_id.set(ref.task_id)
         events, delivery = self._events(ref.task_id, ref.context_id, inp.artifact_id)
+        # From the start: reading the input and the stored task can take a
+        # while under a burst, and an attempt must not time out on heartbeats
+        # because this process is busy.
+        heartbeats = asyncio.create_task(self._heartbeat_loop(ref.task_id))
+        try:
+            return await self._attempt(inp, info, ref, events, delivery)
+        finally:
+            heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeats
+
+    async def _attempt(
+        self,
+        inp: LlmCallInput,
+        info: activity.Info,
+        ref: TaskRef,
+        events: TaskEvents,
+        delivery: Delivery,
+    ) -> LlmCallResult:
         task = replace(
             inp.task or await self._stored_input(ref, events, delivery),
             attempt=inp.attempt_base + info.attempt,
@@ -170,6 +205,14 @@ class TaskActivities:
                 return finished
             # Live first attempts were seeded by the executor from the stored task.
             _add_stored_usage(current, events)
+            if delivery == Delivery.HEADLESS and (
+                current is None or dict(current.metadata).get(Meta.MODE) != Mode.DURABLE
+            ):
+                await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
+        if delivery == Delivery.LIVE and not events.working.is_set():
+            # task_receive ran in another process (see there): the task is
+            # reported working by the process that streams it.
+            await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
         if task.attempt > 1:
             metrics.RETRIES.inc()
         if delivery == Delivery.HEADLESS:
@@ -181,7 +224,6 @@ class TaskActivities:
                 task.attempt,
             )
         await self._take_over(task.task_id)
-        heartbeats = asyncio.create_task(self._heartbeat_loop(ref.task_id))
         try:
             with stage_span(Stage.LLM_CALL, task, self._span_attrs(delivery)):
                 result = await run_attempt(
@@ -205,20 +247,17 @@ class TaskActivities:
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
                 # Hand the attempt back: a cancel would end the task canceled.
-                raise ApplicationError(
-                    "This process shut down during the attempt; it is retried elsewhere.",
-                    type=WORKER_SHUTDOWN_TYPE,
-                ) from None
+                raise _handed_back(task, "This process shut down during the attempt") from None
             raise
         except ApplicationError:
             raise
+        except EventsDropped as exc:
+            # The client stream was closed at shutdown: a routine hand-over.
+            raise _handed_back(task, f"Its client stream closed at shutdown ({exc})") from None
         except Exception as exc:
             log.warning("task %s: attempt %d failed: %s", task.task_id, task.attempt, describe_error(exc))
             raise ApplicationError(describe_error(exc), type=type(exc).__name__) from exc
         finally:
-            heartbeats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeats
             if self._attempts.get(task.task_id) is asyncio.current_task():
                 del self._attempts[task.task_id]
 

@@ -92,6 +92,9 @@ class DurableTasks:
         self.registry = registry
         self.accept_tasks = accept_tasks
         self.fallbacks = 0
+        # Set when this process hands its tasks over at shutdown: requests stop
+        # following their workflows (which go on elsewhere) and are answered.
+        self.handover = asyncio.Event()
         self._start_gate = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
         self._peers = WorkflowPeers(
             lambda: connection.client,
@@ -267,15 +270,20 @@ class DurableTasks:
         result = asyncio.ensure_future(self._result(handle))
         paused = asyncio.ensure_future(events.input_required.wait())
         elsewhere = asyncio.ensure_future(self._asked_elsewhere(events))
+        handover = asyncio.ensure_future(self.handover.wait())
+        waits = (result, paused, elsewhere, handover)
         try:
             # Cancelled here is not a cancel of the task: CancelTask reaches the
             # workflow through cancel(), and at shutdown the workflow must go on
             # (another worker, or this process after a restart, finishes it).
-            await asyncio.wait({result, paused, elsewhere}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for future in (result, paused, elsewhere):
+            for future in waits:
                 if not future.done():
                     future.cancel()
+        if handover.done() and not (result.done() or paused.done() or elsewhere.done()):
+            log.debug("task %s: handed over to Temporal at shutdown; it finishes elsewhere", events.task_id)
+            return
         if elsewhere.done() and not elsewhere.cancelled() and not events.input_required.is_set():
             # The question was stored by the process that ran the workflow's
             # task_complete: this stream ends with it, as if asked here.

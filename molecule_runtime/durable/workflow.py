@@ -176,7 +176,8 @@ class AgentTaskWorkflow:
                 raise
             # The accepting process is gone: any worker finishes the task
             # headless. At least one attempt is counted as used.
-            workflow.logger.warning("llm_call moved to the shared queue %s", inp.shared_queue)
+            # Routine after a deploy: the headless attempt logs the hand-over.
+            workflow.logger.debug("llm_call moved to the shared queue %s", inp.shared_queue)
             remaining = max(1, inp.max_attempts - 1)
             result = await workflow.execute_activity(
                 Stage.LLM_CALL,

@@ -27,7 +27,7 @@ from molecule_runtime.server.principals import build_authenticator
 from molecule_runtime.server.quotas import RequestRate
 from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_ids
 from molecule_runtime.server.submission import SubmissionRules
-from molecule_runtime.services import Services
+from molecule_runtime.services import Services, handover_after
 from molecule_runtime.store.push_configs import BoundedPushConfigs
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             else None
         ),
         push_url_validator=notifier.validate_url if notifier is not None else None,
+        draining=services.draining.is_set,
     )
     context_builder = EventIdContextBuilder()
     rate = (
@@ -97,7 +98,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
 
     # Open SSE streams may finish during shutdown; kept below uvicorn's own
     # graceful timeout so the server still exits in time.
-    sse_grace = max(0.0, settings.shutdown_grace - 1.0)
+    sse_grace = handover_after(settings)
 
     async def healthz(_: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -167,9 +168,9 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             RequestLimitsMiddleware,
             max_body_bytes=settings.max_request_bytes,
             body_timeout=settings.request_timeout,
-        )
             max_json_depth=settings.max_json_depth,
             max_json_values=settings.max_json_values,
+        )
     )
 
     # Other bindings of the handler (gRPC): their calls end before it closes.

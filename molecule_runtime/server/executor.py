@@ -246,6 +246,11 @@ class RuntimeExecutor(AgentExecutor):
                     except asyncio.CancelledError:
                         await events.status(TaskState.TASK_STATE_CANCELED, CANCELED_WAITING)
                         raise
+                    if route is _Route.DURABLE and self.durable is not None and self.durable.handover.is_set():
+                        # The slot came free because this process hands its work
+                        # over at shutdown: the task stays submitted, and this
+                        # instance's start-up sweep starts its workflow.
+                        return
                 metrics.IN_FLIGHT.labels(label).inc()
                 in_flight = True
                 mode_used = await self._run(context, events, route, started_working)

@@ -60,6 +60,22 @@ PARKED_RELEASE_AFTER = 1.0
 _Answer = TypeVar("_Answer")
 
 
+class HandedOver(RetryLater):
+    """A blocking send whose task had not finished when this server began to shut
+    down: the task goes on elsewhere (a durable workflow is handed over, never
+    cancelled), and the same message sent again attaches to it on any replica."""
+
+    reason = "SERVER_SHUTTING_DOWN"
+    retry_after = 1
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            f"This server is shutting down before task {task_id} finished; the task goes on "
+            "on another replica. To receive its result, send the same message again (the same "
+            "messageId), to any replica: it is not run a second time."
+        )
+
+
 def _task_id_of(event: object) -> str:
     if isinstance(event, Task):
         return event.id
@@ -110,6 +126,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         live_offsets: LiveEventOffsets | None = None,
         admission: Admission | None = None,
         submissions: SubmissionRules | None = None,
+        draining: Callable[[], bool] = lambda: False,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("request_context_builder", ConversationContextBuilder())
@@ -128,6 +145,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         self._admission = admission
         self._submissions = submissions
         self._repeats = Repeats(submissions) if submissions is not None else None
+        self._draining = draining
         if submissions is not None:
             submissions.cancel = self._interrupt
 
@@ -225,14 +243,30 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         if answer is not None:
             if isinstance(answer, Message):
                 return answer
-            return apply_history_length(answer, params.configuration)
+            return self._blocking_answer(apply_history_length(answer, params.configuration), params)
         try:
             with self._answering(submission), self._admitted(context, submission):
                 await self._held(submission)
-                return await super().on_message_send(params, context)
+                result = await super().on_message_send(params, context)
         except Exception:
             await self._refused(submission, params, context)
             raise
+        return self._blocking_answer(result, params)
+
+    def _blocking_answer(self, result: Message | Task, params: SendMessageRequest) -> Message | Task:
+        """A blocking send ends with the task finished or waiting for the client.
+        One cut short by this server's shutdown is refused as retryable instead:
+        the client would otherwise take the unfinished task for its answer."""
+        if (
+            isinstance(result, Task)
+            and not params.configuration.return_immediately
+            and not (is_terminal(result) or is_interrupted(result))
+            and self._draining()
+        ):
+            error = HandedOver(result.id)
+            note_refusal(error)
+            raise error
+        return result
 
     def _answering(self, submission: Submission) -> contextlib.AbstractContextManager[None]:
         if self._repeats is None:

@@ -25,8 +25,12 @@ def temporal_cli() -> str:
 class TemporalDevServer(OwnedProcess):
     """`temporal server start-dev` on 127.0.0.1; SQLite file so it can be restarted."""
 
-    def __init__(self, workdir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, *, port: int | None = None, dynamic_config: tuple[str, ...] = ()
+    ) -> None:
         self.workdir = workdir
+        # Extra `--dynamic-config-value` settings, e.g. a server that refuses eager starts.
+        self.dynamic_config = dynamic_config
         self.port = port or free_port()
         self.ui_port = free_port()
         self.db = workdir / "temporal.db"
@@ -50,6 +54,7 @@ class TemporalDevServer(OwnedProcess):
                 "--sqlite-pragma", "synchronous=OFF",
                 "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="1ms"',
                 "--dynamic-config-value", "history.transferProcessorMaxPollRPS=10000",
+                *(arg for value in self.dynamic_config for arg in ("--dynamic-config-value", value)),
             ],
             self.workdir / "temporal.log",
         )

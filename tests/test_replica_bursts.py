@@ -1,0 +1,140 @@
+"""Two replicas, one store, a burst of durable tasks sent to one of them.
+
+When Temporal does not hand a workflow's first task to the process that
+started it (eager start refused: no free slot under a burst, or a server that
+does not do eager starts), that task, with the `task_receive` local activity,
+runs on whichever replica polls it first, while the client's live stream is
+held by the other. Every task must still complete once, with its exact text.
+
+The dev server here refuses every eager start, so about half the tasks take
+that path on every run instead of a few under a heavy burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from a2a.types.a2a_pb2 import GetTaskRequest, SendMessageRequest, TaskState
+
+from tests.fixtures.scripted_adapter import read_records
+from tests.support.a2a import make_client, task_text
+from tests.support.durable import durable_env, scripted_message
+from tests.support.procs import ServerProcess
+from tests.support.temporal import TemporalDevServer
+
+pytestmark = pytest.mark.temporal
+
+TASKS = 16
+CHUNKS = 10
+DELAY = 0.05
+
+
+@pytest.fixture(scope="module")
+def no_eager_temporal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalDevServer]:
+    server = TemporalDevServer(
+        tmp_path_factory.mktemp("temporal-no-eager"),
+        dynamic_config=("system.enableEagerWorkflowStart=false",),
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _replicas(
+    server_factory, temporal: TemporalDevServer, tmp_path: Path, records: Path, **extra: str
+) -> tuple[ServerProcess, ServerProcess]:
+    env = durable_env(
+        temporal.address,
+        records,
+        TASK_STORE_URL=f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}",
+        TEMPORAL_HEARTBEAT_TIMEOUT="5",
+        **extra,
+    )
+    a = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-a"}, workdir=tmp_path / "a")
+    b = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-b"}, workdir=tmp_path / "b")
+    return a, b
+
+
+async def test_burst_on_one_replica_completes_every_task_once(
+    no_eager_temporal: TemporalDevServer, server_factory, tmp_path: Path
+) -> None:
+    records = tmp_path / "records"
+    replica_a, replica_b = _replicas(server_factory, no_eager_temporal, tmp_path, records)
+    client = await make_client(replica_a.url, streaming=False)
+    messages = [
+        scripted_message(chunks=CHUNKS, delay=DELAY, label=f"t{i}-") for i in range(TASKS)
+    ]
+
+    async def send(message) -> object:
+        responses = [r async for r in client.send_message(SendMessageRequest(message=message))]
+        return responses[-1].task
+
+    try:
+        tasks = await asyncio.wait_for(asyncio.gather(*(send(m) for m in messages)), 120)
+        for i, task in enumerate(tasks):
+            expected = "".join(f"t{i}-{n} " for n in range(CHUNKS))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED, (i, task)
+            assert task_text(task) == expected, (i, task_text(task))
+            stored = await client.get_task(GetTaskRequest(id=task.id))
+            assert task_text(stored) == expected, (i, task_text(stored))
+            starts = [r for r in read_records(records, task.id) if r["event"] == "start"]
+            assert len(starts) == 1, (i, read_records(records, task.id))
+    finally:
+        await client.close()
+    for replica in (replica_a, replica_b):
+        log = replica.log()
+        assert "modified concurrently" not in log, log[-4000:]
+        assert " ERROR " not in log, log[-4000:]
+
+
+async def test_sigterm_mid_burst_hands_tasks_over_and_tells_blocking_clients(
+    no_eager_temporal: TemporalDevServer, server_factory, tmp_path: Path
+) -> None:
+    """A deploy: SIGTERM to the replica holding a burst of blocking sends. No task
+    fails; a client whose task is not finished when its replica goes is told to
+    send the message again (never handed the unfinished task as its answer), and
+    the repeat, on the other replica, returns the task's result."""
+    records = tmp_path / "records"
+    replica_a, replica_b = _replicas(
+        server_factory, no_eager_temporal, tmp_path, records, MOLECULE_SHUTDOWN_GRACE="1"
+    )
+    client_a = await make_client(replica_a.url, streaming=False)
+    client_b = await make_client(replica_b.url, streaming=False)
+    chunks = 30
+    messages = [scripted_message(chunks=chunks, delay=0.1, label=f"s{i}-") for i in range(8)]
+
+    async def send(client, message) -> object:
+        responses = [r async for r in client.send_message(SendMessageRequest(message=message))]
+        return responses[-1].task
+
+    try:
+        sends = [asyncio.ensure_future(send(client_a, m)) for m in messages]
+        deadline = asyncio.get_running_loop().time() + 30
+        while sum(1 for _ in records.glob("*.jsonl")) < len(messages):
+            assert asyncio.get_running_loop().time() < deadline, "the tasks did not start"
+            await asyncio.sleep(0.05)
+        assert replica_a.proc is not None
+        os.kill(replica_a.proc.pid, signal.SIGTERM)
+        answers = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 60)
+        told_to_resend = 0
+        for i, (message, answer) in enumerate(zip(messages, answers, strict=True)):
+            if isinstance(answer, BaseException):
+                assert "send the same message again" in str(answer), (i, repr(answer))
+                told_to_resend += 1
+                answer = await asyncio.wait_for(send(client_b, message), 60)
+            expected = "".join(f"s{i}-{n} " for n in range(chunks))
+            assert answer.status.state == TaskState.TASK_STATE_COMPLETED, (i, answer)
+            assert task_text(answer) == expected, (i, task_text(answer))
+        assert told_to_resend, "every task finished within the grace: the test proved nothing"
+    finally:
+        await client_a.close()
+        await client_b.close()
+    assert replica_a.proc.wait(30) == 0
+    log = replica_a.log()
+    assert " ERROR " not in log and "Traceback" not in log, log[-6000:]
