@@ -9,7 +9,7 @@ import sys
 
 from opentelemetry import trace
 
-from molecule_runtime.observability.redaction import RedactWebhookSecrets
+from molecule_runtime.observability.redaction import ClientErrorRecords, RedactWebhookSecrets
 
 current_task_id: contextvars.ContextVar[str] = contextvars.ContextVar(
     "molecule_task_id", default="-"
@@ -44,6 +44,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(TaskContextFilter())
+    handler.addFilter(ClientErrorRecords())
     handler.addFilter(RedactWebhookSecrets())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
