@@ -138,6 +138,8 @@ class Settings(BaseSettings):
     # Resumable streams and push notifications
     event_retention: float = Field(
         7 * 86400.0, validation_alias=_env("MOLECULE_EVENT_RETENTION"), ge=0
+    # Exactly once by (sender, messageId): off for clients that reuse message ids.
+    message_id_dedup: bool = Field(True, validation_alias=_env("MOLECULE_MESSAGE_ID_DEDUP"))
     )
     push_notifications: bool = Field(True, validation_alias=_env("MOLECULE_PUSH_NOTIFICATIONS"))
     push_allow_private: bool = Field(False, validation_alias=_env("MOLECULE_PUSH_ALLOW_PRIVATE"))

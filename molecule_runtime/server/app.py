@@ -87,6 +87,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             else None
         ),
         push_url_validator=notifier.validate_url if notifier is not None else None,
+            dedup=settings.message_id_dedup,
         draining=services.draining.is_set,
     )
     context_builder = EventIdContextBuilder()

@@ -7,7 +7,9 @@
    was answered with (server/repeats.py): its task, or the Message of an
    adapter that replies with messages, and never runs the adapter again. The
    same id on a different message (other text, other conversation) is invalid
-   params.
+   params. With deduplication off (MOLECULE_MESSAGE_ID_DEDUP=false) every send
+   is a new message: its claim gets a key of its own, so the ordering below
+   still sees it, and nothing is recognised as a repeat.
 2. **Conversations (A2A 1.0).** A message with a `taskId` and no `contextId`
    belongs to the task's context; a `contextId` contradicting the task's is
    invalid params, and the task is not touched. An answer to a durable task is
@@ -165,6 +167,7 @@ class SubmissionRules:
         replies_with_message: bool = False,
         resumable: Callable[[], bool] | None = None,
         cancel: Callable[[str, ServerCallContext], Awaitable[object]] | None = None,
+        dedup: bool = True,
     ) -> None:
         self.store = store
         self.message_ids = message_ids
@@ -176,6 +179,8 @@ class SubmissionRules:
         self.resumable = resumable
         # How `interrupt` cancels a task (the request handler's CancelTask).
         self.cancel = cancel
+        # Exactly once by (sender, messageId); off for clients that reuse ids.
+        self.dedup = dedup
         self._turns = _Turns()
 
     async def submit(self, params: SendMessageRequest, context: ServerCallContext) -> Submission:
@@ -184,7 +189,7 @@ class SubmissionRules:
         owner = resolve_user_scope(context)
         digest = message_digest(message)
         sent_context = message.context_id
-        if message.message_id and message.task_id:
+        if self.dedup and message.message_id and message.task_id:
             # A repeat of an answer is recognised before its task's state is
             # checked; a new message's repeat shows when its claim below fails.
             earlier = await self.message_ids.get(owner, message.message_id)
@@ -210,6 +215,11 @@ class SubmissionRules:
                     "taskId) in the same contextId to continue the conversation"
                 )
             message.context_id = named.context_id
+            if not self.dedup and any(m.message_id == message.message_id for m in named.history):
+                # The SDK keeps one message per id in a task's history (a second
+                # one would be dropped, and a durable turn would read the first);
+                # a reused id is stored with a suffix of its own.
+                message.message_id = f"{message.message_id}~{uuid.uuid4().hex[:12]}"
 
         answer = named is not None and named.status.state not in RUNNING_STATES
         if answer and named is not None:
@@ -240,7 +250,7 @@ class SubmissionRules:
             if message.message_id:
                 claim = MessageClaim(
                     owner=owner,
-                    message_id=message.message_id,
+                    message_id=self._claim_key(message.message_id),
                     task_id=task_id,
                     context_id=message.context_id,
                     digest=digest,
@@ -263,6 +273,11 @@ class SubmissionRules:
                 await submission.refused(self.message_ids)
                 raise
         return submission
+
+    def _claim_key(self, message_id: str) -> str:
+        """The key a message is claimed under: its id, or (deduplication off) a
+        key no other send shares, so that no send is taken for a repeat."""
+        return message_id if self.dedup else f"{message_id} {uuid.uuid4()}"
 
     def _check_resumable(self, task: Task) -> None:
         """An answer to a durable task is taken only when its workflow can be told."""
