@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     jwt_leeway: float = Field(30.0, validation_alias=_env("MOLECULE_JWT_LEEWAY"), ge=0, le=300)
     jwt_tenant_claim: str | None = Field(None, validation_alias=_env("MOLECULE_JWT_TENANT_CLAIM"))
     metrics_public: bool = Field(True, validation_alias=_env("MOLECULE_METRICS_PUBLIC"))
+    # Browsers (server/browsers.py): the Host names served (unset: loopback names,
+    # PUBLIC_URL's host and HOST; `*`: any), and web origins allowed to call.
+    allowed_hosts: str | None = Field(None, validation_alias=_env("MOLECULE_ALLOWED_HOSTS"))
+    cors_origins: str | None = Field(None, validation_alias=_env("MOLECULE_CORS_ORIGINS"))
     # Per-principal limits (0: none): tasks admitted at once, requests a minute.
     principal_max_tasks: int = Field(0, validation_alias=_env("MOLECULE_PRINCIPAL_MAX_TASKS"), ge=0)
     principal_requests_per_minute: int = Field(

@@ -10,6 +10,7 @@ from a2a.server.routes import create_jsonrpc_routes, create_rest_routes
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -17,6 +18,14 @@ from starlette.routing import Route
 from molecule_runtime.execution.admission import Admission
 from molecule_runtime.observability import metrics
 from molecule_runtime.server.auth import AuthMiddleware
+from molecule_runtime.server.browsers import (
+    CORS_REQUEST_HEADERS,
+    CrossSiteRefusal,
+    HostAllowList,
+    allowed_hosts,
+    cors_origins,
+    note_defaults,
+)
 from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card, card_routes
 from molecule_runtime.server.console.routes import PublicConsole, console_routes
@@ -153,6 +162,21 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         middleware.append(
             Middleware(OpenTelemetryMiddleware, excluded_urls="healthz,readyz,metrics")
         )
+    # A Host this server is not reached by is refused first (DNS rebinding);
+    # listed web origins get CORS answers, preflights included (server/browsers.py).
+    middleware.append(Middleware(HostAllowList, hosts=allowed_hosts(settings)))
+    note_defaults(settings)
+    origins = cors_origins(settings)
+    if origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=CORS_REQUEST_HEADERS,
+                expose_headers=["Retry-After"],
+            )
+        )
     if console:
         # Outside auth: the page loads without the token, then asks for it.
         middleware.append(Middleware(PublicConsole, routes=console))
@@ -163,6 +187,9 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
                 AuthMiddleware, authenticator=authenticator, metrics_public=settings.metrics_public
             )
         )
+    # After auth (an unauthenticated request gets its 401 whatever it sends):
+    # what a browser may send cross-site without a preflight is refused.
+    middleware.append(Middleware(CrossSiteRefusal, origins=origins))
     # Innermost: unauthenticated requests are refused before their body is read.
     middleware.append(
         Middleware(
