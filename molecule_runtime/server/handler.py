@@ -84,6 +84,22 @@ def _task_id_of(event: object) -> str:
     return ""
 
 
+def _opening_task(before: Task, answer: Message, first: TaskStatusUpdateEvent | None) -> Task:
+    """The task as it stands when its answer's turn begins: the stored task
+    `before` with the answer in its history (the question moved there first, as
+    the SDK stores it) and the status of the turn's first event, if given."""
+    task = Task()
+    task.CopyFrom(before)
+    if task.status.HasField("message"):
+        task.history.append(task.status.message)
+        task.status.ClearField("message")
+    if not any(m.message_id == answer.message_id for m in task.history):
+        task.history.append(answer)
+    if first is not None:
+        task.status.CopyFrom(first.status)
+    return task
+
+
 class ConversationContextBuilder(SimpleRequestContextBuilder):
     """Notes whether the client named an existing conversation (context id),
     and gives a new task the id its message was claimed for (submission.py).
@@ -285,14 +301,27 @@ class RuntimeRequestHandler(DefaultRequestHandler):
                 yield event
             return
         started = False
+        # An answer to a task that waits for input: the SDK streams its turn from
+        # `working` on, but a task's stream begins with the Task (A2A 1.0 §3.1.2).
+        waiting = await self._store.get(params.message.task_id, context) if params.message.task_id else None
         try:
             with self._answering(submission), self._admitted(context, submission):
                 await self._held(submission)
                 async for event in super().on_message_send_stream(params, context):
-                    started = True
                     offset = None
                     if self._live_offsets is not None:
                         offset = self._live_offsets.lookup(_task_id_of(event), event)
+                    if not started and waiting is not None and not isinstance(event, Task | Message):
+                        # A first status update is folded into the Task (with its offset).
+                        folded = isinstance(event, TaskStatusUpdateEvent)
+                        set_offset(context, offset if folded else None)
+                        started = True
+                        yield _opening_task(
+                            waiting.task, params.message, event if folded else None
+                        )
+                        if folded:
+                            continue
+                    started = True
                     set_offset(context, offset)
                     yield event
         except Exception:

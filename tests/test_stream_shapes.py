@@ -1,0 +1,62 @@
+"""What a stream looks like on the wire, for clients that read it literally (the official
+JS SDK, Google ADK, the TCK), over real HTTP in both modes (real Temporal):
+
+- a stream that answers an `input-required` task begins with the Task (A2A 1.0 §3.1.2:
+  a task lifecycle stream MUST begin with the Task object), on JSON-RPC and HTTP+JSON,
+  with its SSE ids increasing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.procs import ServerProcess, running_server
+from tests.support.sse import assert_increasing, read_frames, state_of
+from tests.test_submission import MODES, rpc_send, submission_env
+
+BINDINGS = ["JSONRPC", "HTTP+JSON"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    workdir = tmp_path_factory.mktemp(f"shapes-{request.param}")
+    with running_server(workdir, submission_env(request.param, request, workdir / "records")) as server:
+        yield server
+
+
+def answer_request(binding: str, base: str, task_id: str, text: str):
+    message = {
+        "role": "ROLE_USER",
+        "messageId": str(uuid.uuid4()),
+        "taskId": task_id,
+        "parts": [{"text": text}],
+    }
+    if binding == "JSONRPC":
+        body = {"jsonrpc": "2.0", "id": 3, "method": "SendStreamingMessage", "params": {"message": message}}
+        return "POST", f"{base}/", body
+    return "POST", f"{base}/rest/message:stream", {"message": message}
+
+
+@pytest.mark.parametrize("binding", BINDINGS)
+async def test_the_stream_of_an_answer_begins_with_the_task(
+    served: ServerProcess, binding: str
+) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        first = {"role": "ROLE_USER", "messageId": str(uuid.uuid4()), "parts": [{"text": "ask a"}]}
+        asked = (await rpc_send(http, served.url, first))["result"]["task"]
+        assert asked["status"]["state"] == "TASK_STATE_INPUT_REQUIRED"
+        # An answer that asks again, then one that ends the task.
+        for text, end in (("ask b", "TASK_STATE_INPUT_REQUIRED"), ("bye", "TASK_STATE_COMPLETED")):
+            frames = await read_frames(http, answer_request(binding, served.url, asked["id"], text))
+            kinds = [next(iter(payload)) for _, payload in frames]
+            assert kinds[0] == "task", kinds
+            task = frames[0][1]["task"]
+            assert task["id"] == asked["id"] and task["contextId"] == asked["contextId"]
+            assert task["status"]["state"] != "TASK_STATE_INPUT_REQUIRED", task["status"]
+            assert state_of(frames[-1][1]) == end
+            assert kinds.count("task") == 1
+            assert_increasing(frames)
