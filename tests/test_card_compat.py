@@ -157,3 +157,37 @@ def test_a2a_sdk_0_3_client(server: ServerProcess, transport: str) -> None:
     assert seen["get"] == {"state": "completed", "text": "c0 c1 "}
     assert seen["cancel"] == {"answer": "canceled", "stored": "canceled"}
 
+
+
+V03_KEYS = {"url", "protocolVersion", "preferredTransport", "additionalInterfaces", "security"}
+
+
+async def test_a_1_0_client_gets_the_1_0_card_alone(server: ServerProcess) -> None:
+    """`A2A-Version: 1.0` (header or query, as the JS SDK and the TCK send it): no 0.3 key
+    anywhere, so clients that take a security scheme's `type` for a 0.3 card, and strict
+    schema checks, read it as 1.0. Without it, the 0.3 fields are there for 0.3 clients."""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for asked in (
+            await http.get(CARD, headers={"A2A-Version": "1.0"}),
+            await http.get(CARD, params={"A2A-Version": "1.0"}),
+        ):
+            assert asked.status_code == 200
+            card = asked.json()
+            assert not V03_KEYS & set(card), card
+            assert set(card["securitySchemes"]["bearer"]) == {"httpAuthSecurityScheme"}
+            assert card["securityRequirements"] == [{"schemes": {"bearer": {}}}]
+            assert "A2A-Version" in asked.headers["vary"]
+            assert parse_agent_card(card) == parse_agent_card((await http.get(CARD)).json())
+        legacy = await http.get(CARD)
+        assert V03_KEYS <= set(legacy.json())
+        assert legacy.json()["securitySchemes"]["bearer"]["type"] == "http"
+        for_1_0 = await http.get(CARD, headers={"A2A-Version": "1.0"})
+        assert legacy.headers["etag"] != for_1_0.headers["etag"]
+        # Each ETag revalidates its own card.
+        again = await http.get(
+            CARD, headers={"A2A-Version": "1.0", "If-None-Match": for_1_0.headers["etag"]}
+        )
+        assert again.status_code == 304
+        assert (await http.get(CARD, headers={"If-None-Match": for_1_0.headers["etag"]})).status_code == 200
+        # 0.3 asked for explicitly is the compatible card.
+        assert (await http.get(CARD, headers={"A2A-Version": "0.3"})).json() == legacy.json()

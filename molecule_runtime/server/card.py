@@ -8,6 +8,13 @@ interfaces that answer 0.3 (JSON-RPC at `/`, the 0.3 gRPC service), so an
 a2a-sdk 0.3 client resolves it. A 1.0 client reads `supportedInterfaces`,
 which stays the 1.0 list: it ignores the 0.3 fields (the a2a-sdk client drops
 them) and parses the same card as without them.
+
+A client that says it speaks 1.0 (an `A2A-Version` header or query parameter
+of 1.0 or later, as the JS SDK sends) gets the 1.0 card alone: some read a
+0.3 key inside a 1.0 object (a security scheme's `type`) as the sign of a 0.3
+card, and strict schema checks (the TCK's) refuse extra fields. Without the
+header a client is taken for 0.3 (A2A 1.0: a request without `A2A-Version`
+is a 0.3 request) and gets both.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from a2a.types.a2a_pb2 import (
     SecurityScheme,
     StringList,
 )
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_0_3
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_0_3, VERSION_HEADER
 from google.protobuf.json_format import MessageToDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -139,17 +146,33 @@ def _matches(if_none_match: str, etag: str) -> bool:
     return "*" in candidates or any(c.removeprefix("W/") == etag.removeprefix("W/") for c in candidates)
 
 
+def speaks_1_0(request: Request) -> bool:
+    """The client asked for A2A 1.0 or later (`A2A-Version`, header or query)."""
+    version = request.headers.get(VERSION_HEADER) or request.query_params.get(VERSION_HEADER, "")
+    major = version.strip().split(".", 1)[0]
+    return major.isdigit() and int(major) >= 1
+
+
 def card_routes(card: AgentCard, settings: Settings) -> list[Route]:
-    """GET of the card: `ETag` (a matching `If-None-Match` gets 304) and
-    `Cache-Control: max-age` (MOLECULE_CARD_MAX_AGE)."""
-    document = card_document(card, v03_interfaces(settings))
-    body = json.dumps(document).encode()
-    headers = {
-        "ETag": _etag(document),
-        "Cache-Control": f"public, max-age={settings.card_max_age}",
-    }
+    """GET of the card, the one the client reads (`speaks_1_0`): `ETag` (a
+    matching `If-None-Match` gets 304), `Cache-Control: max-age`
+    (MOLECULE_CARD_MAX_AGE) and `Vary: A2A-Version` for caches."""
+    legacy = v03_interfaces(settings)
+
+    def served(document: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        headers = {
+            "ETag": _etag(document),
+            "Cache-Control": f"public, max-age={settings.card_max_age}",
+        }
+        if legacy:
+            headers["Vary"] = VERSION_HEADER
+        return json.dumps(document).encode(), headers
+
+    for_1_0 = served(card_document(card, []))
+    for_0_3 = served(card_document(card, legacy))
 
     async def agent_card(request: Request) -> Response:
+        body, headers = for_1_0 if speaks_1_0(request) else for_0_3
         if_none_match = request.headers.get("if-none-match")
         if if_none_match and _matches(if_none_match, headers["ETag"]):
             return Response(status_code=304, headers=headers)
