@@ -82,7 +82,15 @@ def test_rejected_without_the_token(
     response = httpx.request(method, secured.url + path, json=body, headers=sent, timeout=10)
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"].startswith("Bearer")
-    assert response.json()["error"] == "unauthorized"
+    error = response.json()["error"]
+    if path == "/":
+        # A JSON-RPC error object (the JS SDK reads any `error` key there as one).
+        assert response.json()["jsonrpc"] == "2.0" and response.json()["id"] is None
+        assert error["code"] == -32040 and error["data"]["reason"] == "UNAUTHENTICATED"
+    else:
+        # AIP-193, as HTTP+JSON answers every error.
+        assert error["code"] == 401 and error["status"] == "UNAUTHENTICATED"
+    assert "Bearer" in error["message"]
     assert TOKEN not in response.text
 
 

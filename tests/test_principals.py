@@ -145,7 +145,7 @@ def test_bad_tokens_get_the_same_401(server: ServerProcess, issuer: Issuer) -> N
         answers.add((reply.text, reply.headers["www-authenticate"]))
     assert len(answers) == 1, answers  # nothing tells one failure from another
     missing = send(server.url, None)
-    assert missing.status_code == 401 and missing.json()["error"] == "unauthorized"
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == -32040
 
 
 def test_unknown_key_ids_do_not_flood_the_jwks(server: ServerProcess, issuer: Issuer) -> None:

@@ -26,8 +26,25 @@ METRICS_PATH = "/metrics"
 
 # Says only that a credential is needed, never why one was refused: an expired
 # token, an unknown key and a forged signature look the same from outside.
-_BODY = json.dumps(
-    {"error": "unauthorized", "detail": "send Authorization: Bearer <credential>"}
+_MESSAGE = "Unauthenticated: send Authorization: Bearer <credential>"
+# The JSON-RPC endpoint answers a JSON-RPC error (clients read any `error` key
+# there as one; the request's id is unknown, its body is not read); every other
+# path the AIP-193 error that HTTP+JSON uses for all its errors.
+JSONRPC_PATH = "/"
+UNAUTHENTICATED_CODE = -32040
+_JSONRPC_BODY = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {
+            "code": UNAUTHENTICATED_CODE,
+            "message": _MESSAGE,
+            "data": {"reason": "UNAUTHENTICATED", "httpStatus": 401},
+        },
+    }
+).encode()
+_REST_BODY = json.dumps(
+    {"error": {"code": 401, "status": "UNAUTHENTICATED", "message": _MESSAGE}}
 ).encode()
 
 
@@ -61,6 +78,7 @@ class AuthMiddleware:
         challenge = b'Bearer realm="molecule-runtime"'
         if supplied:
             challenge += b', error="invalid_token"'
+        body = _JSONRPC_BODY if scope["path"] == JSONRPC_PATH else _REST_BODY
         await send(
             {
                 "type": "http.response.start",
@@ -68,8 +86,8 @@ class AuthMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"www-authenticate", challenge),
-                    (b"content-length", str(len(_BODY)).encode()),
+                    (b"content-length", str(len(body)).encode()),
                 ],
             }
         )
-        await send({"type": "http.response.body", "body": _BODY})
+        await send({"type": "http.response.body", "body": body})
