@@ -28,6 +28,7 @@ from tests.support.browser import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPORT_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "report" / "adapter.py"
 BROWSER, WHY_NO_BROWSER = find_browser()
 needs_browser = pytest.mark.skipif(BROWSER is None, reason=WHY_NO_BROWSER)
 TOKEN = "console-token-0123456789"
@@ -158,6 +159,13 @@ def test_answers_an_input_required_question(server_factory, page, tmp_path: Path
     question = last_answer(page).locator("[data-testid=question]")
     assert question.text_content() == "What is your name?"
     page.screenshot(path=str(tmp_path / "question.png"))
+    # A reload shows the conversation from the task store, question included,
+    # and the answer still goes to the task that asked.
+    page.reload()
+    page.wait_for_selector("[data-testid=agent-message][data-restored=true]")
+    assert page.locator("[data-testid=user-message]").all_text_contents() == ["hello there"]
+    assert last_answer(page).locator("[data-testid=question]").text_content() == "What is your name?"
+    assert last_answer(page).get_attribute("data-state") == "input-required"
     send(page, "Ada")
     wait_state(page, "completed")
     assert last_answer(page).locator("[data-testid=answer-text]").text_content() == (
@@ -182,6 +190,10 @@ def test_cancel_a_long_task(server_factory, page, tmp_path: Path) -> None:
         "[data-testid=answer-text]')?.textContent || '').length > 0"
     )
     assert page.is_enabled("[data-testid=cancel]")
+    # The header counts the running task (it is refreshed when a task starts).
+    page.wait_for_function(
+        "() => document.querySelector('[data-health=\"in flight\"] strong')?.textContent === '1'"
+    )
     started = time.monotonic()
     page.click("[data-testid=cancel]")
     wait_state(page, "canceled", timeout=15_000)
@@ -253,6 +265,7 @@ def test_with_auth_nothing_shows_before_the_token(server_factory, page, tmp_path
     page.wait_for_selector("[data-testid=gate]:not([hidden])")
     page.screenshot(path=str(tmp_path / "gate.png"))
     assert page.is_hidden("#app") and page.is_hidden("[data-testid=health]")
+    assert page.is_hidden("#sign-out")  # no token yet, nothing to forget
     assert page.locator("[data-testid=task-row]").count() == 0
     data_requests = [u for u in requests if "/console/static/" not in u and not u.endswith("/console/")]
     assert all(u.endswith("/console") or u.endswith("/console/config") for u in data_requests), requests
@@ -270,4 +283,155 @@ def test_with_auth_nothing_shows_before_the_token(server_factory, page, tmp_path
     assert page.evaluate("localStorage.length") == 0
     assert all(TOKEN not in u for u in requests)
     assert TOKEN not in server.log()
+    # Forgetting the token closes the console and leaves the prompt alone.
+    page.click("#sign-out")
+    page.wait_for_selector("[data-testid=gate]:not([hidden])")
+    assert page.is_hidden("#sign-out") and page.is_hidden("#app")
+    assert page.evaluate("sessionStorage.getItem('molecule-console-token')") is None
 
+
+
+@needs_browser
+def test_server_gone_mid_answer_then_back(server_factory, page, tmp_path: Path) -> None:
+    env = {"RUNTIME": "echo", "ADAPTER_OPTIONS": json.dumps({"delay": 0.3})}
+    server = server_factory(env)
+    open_console(page, server.url)
+    send(page, " ".join(f"slow{i}" for i in range(200)))
+    page.wait_for_function(
+        "() => (document.querySelector('[data-testid=agent-message]:last-child "
+        "[data-testid=answer-text]')?.textContent || '').length > 0"
+    )
+    page.wait_for_selector("[data-testid=task-row] [data-state=working]")
+    task_id = last_answer(page).get_attribute("data-task-id")
+    server.kill()  # a crash: the stream just breaks
+    # The answer says the server is gone, the page says so, the list is marked stale.
+    page.wait_for_selector("[data-testid=agent-message][data-connection=lost]")
+    assert "stopped answering" in (last_answer(page).locator("[data-testid=connection]").text_content() or "")
+    page.wait_for_selector("[data-testid=offline]:not([hidden])")
+    page.wait_for_selector("[data-testid=tasks][data-stale=true]")
+    assert "not answering" in (page.text_content("#tasks-note") or "")
+    assert page.is_disabled("[data-testid=send]")
+    page.screenshot(path=str(tmp_path / "server-gone.png"))
+    # Back on the same port and data: the restarted server settled the task
+    # (direct mode cannot resume it), and the page shows what became of it.
+    server_factory(env, port=server.port, workdir=server.workdir)
+    wait_state(page, "failed")
+    answer = last_answer(page)
+    assert answer.get_attribute("data-task-id") == task_id
+    assert answer.get_attribute("data-connection") == "back"
+    assert "server stopped" in (answer.locator("[data-testid=status-message]").text_content() or "")
+    page.wait_for_selector("[data-testid=offline]", state="hidden")
+    page.wait_for_selector("[data-testid=tasks]:not([data-stale])")
+    page.wait_for_selector(f"[data-testid=task-row][data-task-id='{task_id}'] [data-state=failed]")
+    assert page.locator("[data-testid=task-row] [data-state=working]").count() == 0
+    assert page.is_enabled("[data-testid=send]")
+    page.screenshot(path=str(tmp_path / "server-back.png"))
+
+
+@needs_browser
+def test_reload_restores_the_conversation(server_factory, page, tmp_path: Path) -> None:
+    server = server_factory({"RUNTIME": "echo"})
+    open_console(page, server.url)
+    send(page, "first words")
+    wait_state(page, "completed")
+    send(page, "second words")
+    wait_state(page, "completed")
+    context_id = page.text_content("[data-testid=context-id]")
+    page.reload()
+    # What the chat showed before the reload, read back from the task store.
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=agent-message][data-restored=true]').length === 2"
+    )
+    assert page.text_content("[data-testid=context-id]") == context_id
+    assert page.locator("[data-testid=user-message]").all_text_contents() == ["first words", "second words"]
+    answers = page.locator("[data-testid=agent-message] [data-testid=answer-text]").all_text_contents()
+    assert answers == ["first words", "second words"]
+    states = page.eval_on_selector_all("[data-testid=agent-message]", "b => b.map(x => x.dataset.state)")
+    assert states == ["completed", "completed"]
+    # The next message continues that visible conversation.
+    send(page, "third words")
+    wait_state(page, "completed")
+    assert page.text_content("[data-testid=context-id]") == context_id
+    page.screenshot(path=str(tmp_path / "restored.png"))
+    # A conversation the store does not know: a new one, and the page says so.
+    page.evaluate("sessionStorage.setItem('molecule-console-context', 'no-such-context')")
+    page.reload()
+    page.wait_for_selector("[data-testid=chat-note]")
+    assert "new conversation" in (page.text_content("[data-testid=chat-note]") or "")
+    assert page.text_content("[data-testid=context-id]") == "new"
+    assert page.locator("[data-testid=agent-message]").count() == 0
+    send(page, "fresh start")
+    wait_state(page, "completed")
+    assert page.text_content("[data-testid=context-id]") not in ("new", context_id, "no-such-context")
+
+
+@needs_browser
+def test_finished_answer_stays_in_view(server_factory, page, tmp_path: Path) -> None:
+    long_text = " ".join(f"line{i}" for i in range(400))
+    script = [{"text": long_text, "usage": {"input_tokens": 5, "output_tokens": 400}}]
+    env = {
+        "RUNTIME": "langgraph",
+        "ADAPTER_OPTIONS": json.dumps(
+            {"model_factory": f"{FIXTURES / 'langgraph_fake_models.py'}:scripted", "fake_script": script}
+        ),
+    }
+    server = server_factory(env)
+    page.set_viewport_size({"width": 1200, "height": 600})
+    open_console(page, server.url)
+    for _ in range(2):
+        send(page, "tell me a lot")
+        wait_state(page, "completed")
+    usage = last_answer(page).locator("[data-testid=answer-usage]")
+    usage.wait_for()
+    assert "5 in / 400 out tokens" in (usage.text_content() or "")
+    # The chat overflows, and its end, the usage line included, is in view.
+    in_view = page.evaluate(
+        """() => {
+            const box = document.getElementById('messages');
+            const answers = box.querySelectorAll('[data-testid=agent-message]');
+            const usage = answers[answers.length - 1].querySelector('[data-testid=answer-usage]');
+            const b = box.getBoundingClientRect(), u = usage.getBoundingClientRect();
+            return {overflows: box.scrollHeight > box.clientHeight,
+                    visible: u.height > 0 && u.top >= b.top && u.bottom <= b.bottom + 1};
+        }"""
+    )
+    assert in_view == {"overflows": True, "visible": True}, in_view
+    page.screenshot(path=str(tmp_path / "in-view.png"))
+
+
+@needs_browser
+def test_files_refusals_and_empty_chunks(server_factory, page, tmp_path: Path) -> None:
+    server = server_factory({"ADAPTER_MODULE": str(REPORT_ADAPTER)})
+    open_console(page, server.url)
+    send(page, "apples 3, pears 5")
+    wait_state(page, "completed")
+    answer = last_answer(page)
+    report_task = answer.get_attribute("data-task-id")
+    assert answer.locator("[data-testid=answer-text]").text_content() == "2 items, 8 in all."
+    assert answer.locator("[data-testid=status-message]").text_content() == "Report ready."
+    # The CSV is a link that downloads the file, with its name and content.
+    link = answer.locator("[data-testid=file-link]")
+    assert link.get_attribute("download") == "report.csv"
+    with page.expect_download() as download:
+        link.click()
+    assert download.value.suggested_filename == "report.csv"
+    assert Path(download.value.path()).read_bytes() == b"item,qty\napples,3\npears,5\n"
+    summary = answer.locator("[data-artifact=summary] pre").text_content() or ""
+    assert json.loads(summary) == {"items": 2, "total": 8, "largest": {"item": "pears", "qty": 5}}
+    page.screenshot(path=str(tmp_path / "files.png"))
+    # A refusal shows its reason and no empty answer line above it.
+    send(page, "hello")
+    wait_state(page, "rejected")
+    refused = last_answer(page)
+    assert "Send items with quantities" in (refused.locator("[data-testid=status-message]").text_content() or "")
+    assert refused.locator("[data-testid=answer-text]").is_hidden()
+    # The timeline: the file as a link too, and no event for an empty chunk.
+    page.locator(f"[data-testid=task-row][data-task-id='{report_task}']").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=timeline-event]')]"
+        ".some(e => e.querySelector('[data-state=completed]'))"
+    )
+    assert page.locator("[data-testid=timeline-artifacts] [data-testid=file-link]").count() == 1
+    chunks = page.locator("[data-testid=timeline-event][data-kind=artifact] .chunk").all_text_contents()
+    assert chunks and '""' not in chunks, chunks
+    page.screenshot(path=str(tmp_path / "files-timeline.png"), full_page=True)

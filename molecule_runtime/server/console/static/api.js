@@ -39,12 +39,56 @@ export function newId() {
 
 let nextRequestId = 1;
 
+// Whether the server answers: every call says so, and the page listens
+// ("connection" events on `connection`) to show that the server is gone and
+// to pick up again when it is back.
+export const connection = new EventTarget();
+let offlineSince = null;
+
+export function serverOffline() { return offlineSince; }
+
+function reached() {
+  if (offlineSince === null) return;
+  const since = offlineSince;
+  offlineSince = null;
+  connection.dispatchEvent(new CustomEvent("online", { detail: { since } }));
+}
+
+function lost() {
+  if (offlineSince !== null) return;
+  offlineSince = new Date();
+  connection.dispatchEvent(new CustomEvent("offline", { detail: { since: offlineSince } }));
+}
+
+// fetch, telling `connection` whether the server could be reached at all (any
+// HTTP answer counts; a network error, an aborted request excepted, does not).
+async function call(url, init) {
+  let reply;
+  try {
+    reply = await fetch(url, init);
+  } catch (error) {
+    if (error.name !== "AbortError") lost();
+    throw error;
+  }
+  reached();
+  return reply;
+}
+
+// Whether `error` means the connection to the server broke (not an answer).
+export function isNetworkError(error) {
+  return error instanceof TypeError;
+}
+
+// Mark the server unreachable after a stream broke mid-way (fetch itself had
+// succeeded, so `call` could not see it).
+export function streamBroke() { lost(); }
+
 function envelope(method, params) {
   return JSON.stringify({ jsonrpc: "2.0", id: nextRequestId++, method, params });
 }
 
 export async function rpc(method, params) {
-  const reply = await fetch(BASE, { method: "POST", headers: headers(), body: envelope(method, params) });
+  const reply = await call(BASE, { method: "POST", headers: headers(), body: envelope(method, params) });
   if (reply.status === 401) throw new Unauthorized();
   const body = await reply.json();
   if (body.error) throw new RpcError(body.error);
@@ -56,7 +100,7 @@ export async function rpc(method, params) {
 export async function* rpcStream(method, params, { signal, lastEventId } = {}) {
   const extra = { Accept: "text/event-stream" };
   if (lastEventId !== undefined) extra["Last-Event-ID"] = String(lastEventId);
-  const reply = await fetch(BASE, {
+  const reply = await call(BASE, {
     method: "POST", headers: headers(extra), body: envelope(method, params), signal,
   });
   if (reply.status === 401) throw new Unauthorized();
@@ -71,7 +115,14 @@ export async function* rpcStream(method, params, { signal, lastEventId } = {}) {
   const decoder = new TextDecoder();
   let buffer = "";
   for (;;) {
-    const { value, done } = await reader.read();
+    let chunk;
+    try {
+      chunk = await reader.read();
+    } catch (error) {
+      if (error.name !== "AbortError" && isNetworkError(error)) streamBroke();
+      throw error;
+    }
+    const { value, done } = chunk;
     if (done) break;
     buffer += decoder.decode(value, { stream: true });
     let cut;
@@ -99,7 +150,7 @@ function parseEvent(block) {
 
 // GET a console or health path relative to the server's base URL.
 export async function get(path) {
-  const reply = await fetch(new URL(path, BASE), { headers: headers() });
+  const reply = await call(new URL(path, BASE), { headers: headers() });
   if (reply.status === 401) throw new Unauthorized();
   return reply;
 }

@@ -48,6 +48,66 @@ function describePart(part) {
   return "";
 }
 
+// Whether an artifact update carries nothing to show (e.g. an empty text that
+// only marks the answer's last chunk).
+export function isEmptyChunk(parts) {
+  return (parts || []).every((p) => p.text === "");
+}
+
+// A file part as a link: bytes (`raw`, base64) become a download of a blob
+// with the file's name and type; a `url` opens in a new tab (http(s) only, so
+// a task cannot plant a script URL on the page).
+export function fileLink(part) {
+  const name = part.filename || "file";
+  const label = `${name}${part.mediaType ? ` (${part.mediaType})` : ""}`;
+  if (part.raw !== undefined) {
+    const binary = atob(part.raw);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    const blob = new Blob([bytes], { type: part.mediaType || "application/octet-stream" });
+    return el("a", {
+      class: "file-link", href: URL.createObjectURL(blob), download: name, dataTestid: "file-link",
+      text: `\u2913 ${label}`, title: `Download ${name} (${bytes.length} bytes)`,
+    });
+  }
+  let url = null;
+  try {
+    url = new URL(part.url);
+  } catch {
+    // Not a URL at all: shown as text below.
+  }
+  if (url && (url.protocol === "https:" || url.protocol === "http:")) {
+    return el("a", {
+      class: "file-link", href: url.href, target: "_blank", rel: "noopener noreferrer",
+      dataTestid: "file-link", text: `\u2197 ${label}`, title: url.href,
+    });
+  }
+  return el("span", { class: "file-link", text: `${label}: ${part.url || ""}` });
+}
+
+// An artifact's parts as nodes: text as text, files as links, data as JSON.
+export function partNodes(parts) {
+  const nodes = [];
+  let text = "";
+  const flush = () => {
+    if (text) nodes.push(el("pre", { class: "part-text", text }));
+    text = "";
+  };
+  for (const part of parts || []) {
+    if (part.text !== undefined) {
+      text += part.text;
+    } else if (part.raw !== undefined || part.url) {
+      flush();
+      nodes.push(el("div", {}, fileLink(part)));
+    } else if (part.data !== undefined) {
+      flush();
+      nodes.push(el("pre", { class: "part-data", text: JSON.stringify(part.data, null, 2) }));
+    }
+  }
+  flush();
+  return nodes;
+}
+
 export function shortId(id) { return id ? id.slice(0, 8) : ""; }
 
 export function seconds(value) {

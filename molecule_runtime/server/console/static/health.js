@@ -35,7 +35,10 @@ export class Health {
         items.push(badge("temporal", t.connected ? "connected" : "unreachable", t.connected ? "ok" : "bad"));
       }
     } catch (error) {
-      items.push(badge("status", `unreachable (${error.message})`, "bad"));
+      items.push(badge("status", "unreachable", "bad"));
+      // Nothing else can be known while the server is gone.
+      this.box.replaceChildren(...items);
+      return;
     }
     try {
       const reply = await get("metrics");

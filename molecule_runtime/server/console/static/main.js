@@ -1,7 +1,7 @@
 // Start-up: with auth on, nothing is shown (or fetched beyond /console/config,
 // which answers 401) until the user enters a token that the server accepts.
 
-import { clearToken, get, setToken, token } from "./api.js";
+import { clearToken, connection, get, setToken, token } from "./api.js";
 import { Chat } from "./chat.js";
 import { Health } from "./health.js";
 import { TaskList } from "./tasks.js";
@@ -20,6 +20,8 @@ function showGate(message = "") {
   }
   app.hidden = true;
   document.getElementById("health").hidden = true;
+  document.getElementById("sign-out").hidden = true;
+  document.getElementById("offline").hidden = true;
   document.getElementById("agent-name").textContent = "";
   gate.hidden = false;
   document.getElementById("gate-error").textContent = message;
@@ -52,7 +54,11 @@ async function boot() {
     const tasks = new TaskList({ onOpen: (id) => timeline.open(id), onUnauthorized: unauthorized });
     const health = new Health({ config });
     const chat = new Chat({
-      onTask: () => tasks.refresh(),
+      onTask: () => {
+        tasks.refresh();
+        // "in flight" counts the new task now, not at the next 5 s tick.
+        health.refresh();
+      },
       onDone: () => {
         tasks.refresh();
         health.refresh();
@@ -60,6 +66,9 @@ async function boot() {
       onUnauthorized: unauthorized,
     });
     panels = { tasks, health, timeline, chat };
+    watchConnection(panels);
+    // Before the first message: the conversation this tab had before a reload.
+    chat.restore();
   }
   panels.tasks.start();
   panels.health.start();
@@ -70,6 +79,24 @@ async function boot() {
     // The card only names the agent in the header.
   }
   document.getElementById("prompt").focus();
+}
+
+// A banner while the server does not answer; when it is back, everything is
+// read again (the chat follows its task by itself).
+function watchConnection({ tasks, health, timeline }) {
+  const banner = document.getElementById("offline");
+  connection.addEventListener("offline", (event) => {
+    if (!gate.hidden) return;
+    banner.textContent = `The server is not answering (since ${event.detail.since.toLocaleTimeString()}): `
+      + "what you see is what it last said. Retrying…";
+    banner.hidden = false;
+  });
+  connection.addEventListener("online", () => {
+    banner.hidden = true;
+    tasks.refresh();
+    health.refresh();
+    timeline.reopen();
+  });
 }
 
 document.getElementById("gate-form").addEventListener("submit", (event) => {

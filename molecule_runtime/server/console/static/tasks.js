@@ -1,7 +1,7 @@
 // The task list: ListTasks, filtered by state and context, polled while the
 // tab is visible (the list is ordered by last update, newest first).
 
-import { rpc } from "./api.js";
+import { isNetworkError, rpc } from "./api.js";
 import { Poller } from "./poller.js";
 import { META, TERMINAL, el, seconds, shortId, stateBadge, usageOf, when } from "./format.js";
 
@@ -16,6 +16,7 @@ export class TaskList {
     this.state = document.getElementById("filter-state");
     this.context = document.getElementById("filter-context");
     this.selected = null;
+    this.listedAt = null;
     this.poller = new Poller(() => this.refresh(), POLL_MS);
     this.state.addEventListener("change", () => this.refresh());
     this.context.addEventListener("input", () => this.refresh());
@@ -47,9 +48,19 @@ export class TaskList {
         this.onUnauthorized();
         return;
       }
-      this.note.textContent = `Could not list tasks: ${error.message}`;
+      // Keep the rows, but marked as what was last seen: a row still saying
+      // "working" may no longer be true.
+      this.rows.closest("table").classList.add("stale");
+      this.rows.closest("table").dataset.stale = "true";
+      const at = this.listedAt ? ` at ${this.listedAt.toLocaleTimeString()}` : "";
+      this.note.textContent = isNetworkError(error)
+        ? `The server is not answering: these are the tasks as they were${at}; retrying every ${POLL_MS / 1000} s.`
+        : `Could not list tasks: ${error.message}`;
       return;
     }
+    this.listedAt = new Date();
+    this.rows.closest("table").classList.remove("stale");
+    delete this.rows.closest("table").dataset.stale;
     const tasks = page.tasks || [];
     const now = Date.now();
     this.rows.replaceChildren(...tasks.map((task) => this.row(task, now)));

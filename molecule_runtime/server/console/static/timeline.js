@@ -2,9 +2,9 @@
 // logged events (each with its offset), then follows it live until it ends.
 // GetTask gives the stored result: artifacts, usage per attempt.
 
-import { rpc, rpcStream } from "./api.js";
+import { isNetworkError, rpc, rpcStream } from "./api.js";
 import {
-  META, TERMINAL, el, partsText, stateBadge, stateName, usageOf, usageText,
+  META, TERMINAL, el, isEmptyChunk, partNodes, partsText, stateBadge, stateName, usageOf, usageText,
 } from "./format.js";
 
 export class Timeline {
@@ -26,8 +26,14 @@ export class Timeline {
     this.panel.hidden = true;
   }
 
+  // After the server was away: the open timeline, read again if it was cut off.
+  reopen() {
+    if (this.taskId !== null && this.lost) this.open(this.taskId);
+  }
+
   async open(taskId) {
     this.close();
+    this.lost = false;
     this.taskId = taskId;
     this.panel.hidden = false;
     document.getElementById("timeline-id").textContent = taskId;
@@ -39,6 +45,10 @@ export class Timeline {
       const stream = rpcStream("SubscribeToTask", { id: taskId }, { signal: abort.signal, lastEventId: 0 });
       for await (const { id, result } of stream) {
         if (this.taskId !== taskId) return;
+        // An empty appended chunk only marks the answer's end: nothing to read
+        // (an empty replacing one clears a retried answer: that one shows).
+        const update = result.artifactUpdate;
+        if (update && update.append && isEmptyChunk(update.artifact?.parts)) continue;
         this.events.append(this.eventRow(id, result));
         if (result.statusUpdate) await this.load(taskId);
       }
@@ -47,6 +57,12 @@ export class Timeline {
       if (error.name === "AbortError" || this.taskId !== taskId) return;
       if (error.name === "Unauthorized") {
         this.onUnauthorized();
+        return;
+      }
+      if (isNetworkError(error)) {
+        this.lost = true;
+        this.note.textContent = "The server stopped answering: above is what it sent until then; "
+          + "the timeline reloads when the server is back.";
         return;
       }
       // e.g. TASK_STORE_URL=memory keeps no log: the stored task is all there is.
@@ -75,7 +91,7 @@ export class Timeline {
       ...(task.artifacts || []).map((a) => el(
         "div", { class: "artifact" },
         el("div", { class: "muted small", text: `${a.name || "artifact"} · ${a.artifactId}` }),
-        el("pre", { text: partsText(a.parts) }),
+        ...partNodes(a.parts),
       )),
     );
     if (!TERMINAL.has(task.status?.state)) artifacts.dataset.live = "true";
@@ -133,7 +149,10 @@ export class Timeline {
     } else if (result.artifactUpdate) {
       const update = result.artifactUpdate;
       row.dataset.kind = "artifact";
-      const flags = [update.append ? "append" : "replace", update.lastChunk ? "last" : ""].filter(Boolean);
+      const name = update.artifact?.name;
+      const flags = [
+        name && name !== "answer" ? name : "", update.append ? "append" : "replace", update.lastChunk ? "last" : "",
+      ].filter(Boolean);
       row.append(el("span", { class: "kind", text: "chunk" }),
         el("span", { class: "muted small", text: flags.join(", ") }),
         el("span", { class: "detail chunk", text: JSON.stringify(partsText(update.artifact?.parts)) }));
