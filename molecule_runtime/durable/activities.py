@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from a2a.server.cluster import VersionedTaskStore
 from a2a.types.a2a_pb2 import Task, TaskState
@@ -34,9 +37,11 @@ from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.observability.spans import stage_span
 from molecule_runtime.states import TERMINAL_STATES, outcome_of, state_of
+from molecule_runtime.store.health import RETRY_MAX, StoreHealth, until_stored
 from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Heartbeat interval of an attempt this process asked Temporal to cancel.
 HURRIED_HEARTBEAT = 0.1
@@ -129,6 +134,25 @@ class TaskActivities:
         events.max_file_bytes = self.max_file_bytes
         return events, Delivery.HEADLESS
 
+    async def _from_store(self, read: Callable[[], Awaitable[_T]]) -> _T:
+        """What a stage reads from the task store, waited for while the store is
+        away: an outage of the runtime's own dependency costs time, never an
+        attempt of TEMPORAL_MAX_ATTEMPTS. A regular activity heartbeats while it
+        waits; a local one cannot, its start-to-close timeout bounds the wait."""
+        local = activity.info().is_local
+        health: StoreHealth | None = getattr(self.store, "health", None)
+
+        async def heartbeat() -> None:
+            if not local:
+                activity.heartbeat()
+
+        return await until_stored(
+            read, health, pause=heartbeat, max_delay=min(RETRY_MAX, self.heartbeat_interval)
+        )
+
+    async def _stored(self, task_id: str) -> Task | None:
+        return await self._from_store(functools.partial(stored_task, self.store, task_id))
+
     def _span_attrs(self, delivery: Delivery) -> dict[str, str]:
         return {
             "mode": Mode.DURABLE,
@@ -144,7 +168,7 @@ class TaskActivities:
         events, delivery = self._events(task.task_id, task.context_id)
         with stage_span(Stage.TASK_RECEIVE, task, self._span_attrs(delivery)):
             if delivery == Delivery.HEADLESS:
-                current = await stored_task(self.store, task.task_id)
+                current = await self._stored(task.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
                     outcome = outcome_of(current.status.state) or Outcome.FAILED
                     return ReceiveResult(proceed=False, state=outcome)
@@ -193,7 +217,7 @@ class TaskActivities:
         )
         if delivery == Delivery.HEADLESS or task.attempt > 1:
             # A retry may find the task already finished: never run it again.
-            current = await stored_task(self.store, task.task_id)
+            current = await self._stored(task.task_id)
             finished = _final_result(current)
             if finished is not None:
                 log.info(
@@ -267,7 +291,11 @@ class TaskActivities:
             if delivery == Delivery.LIVE:
                 # The request that accepted the message may still be storing it.
                 await events.persisted()
-            return await load_task_input(self.store, ref.task_id, ref.message_id, self.history_bytes)
+            return await self._from_store(
+                functools.partial(
+                    load_task_input, self.store, ref.task_id, ref.message_id, self.history_bytes
+                )
+            )
         except InputNotStored as exc:
             # Not stored yet (another process is still writing it): retried.
             raise ApplicationError(str(exc), type=type(exc).__name__) from exc
@@ -308,7 +336,7 @@ class TaskActivities:
         with stage_span(Stage.TASK_COMPLETE, task, {**self._span_attrs(delivery), "outcome": inp.state}):
             metadata = None
             if delivery == Delivery.HEADLESS:
-                current = await stored_task(self.store, inp.task_id)
+                current = await self._stored(inp.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
                     if not dict(current.metadata).get(Meta.LOST_CONTACT):
                         return  # safe to run twice

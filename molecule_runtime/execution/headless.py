@@ -4,12 +4,15 @@ anywhere follow them through the store's event log."""
 
 from __future__ import annotations
 
+import functools
+
 from a2a.server.cluster import ConcurrentTaskModificationError, VersionedTaskStore
 from a2a.server.tasks.task_manager import TaskManager
 from a2a.types.a2a_pb2 import Task, TaskState
 
 from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents, TaskStopped
 from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store.health import is_transient, until_stored
 from molecule_runtime.store.owners import runtime_context
 
 
@@ -29,10 +32,21 @@ def headless_events(
         initial_message=None,
     )
 
+    health = getattr(store, "health", None)
+
+    async def process(event: object) -> None:
+        try:
+            await manager.process(event)  # type: ignore[arg-type]
+        except Exception as exc:
+            if is_transient(exc):
+                manager.invalidate()  # read the task again once the store is back
+            raise
+
     async def deliver(event: object) -> None:
         for _ in range(5):
             try:
-                await manager.process(event)  # type: ignore[arg-type]
+                # A store that is away for now is waited for (store/health.py).
+                await until_stored(functools.partial(process, event), health)
                 return
             except ConcurrentTaskModificationError:
                 # Someone else wrote the task (e.g. CancelTask): re-read and decide.

@@ -1,7 +1,8 @@
 """The answer to a request refused before anything was done: retry later.
 
-Refusals are admission control's (server busy: 503) and the per-principal
-limits' (too many tasks or requests: 429); all are `RetryLater` errors.
+Refusals are admission control's (server busy: 503), the per-principal
+limits' (too many tasks or requests: 429) and the task store's while it
+cannot write (store unavailable: 503); all are `RetryLater` errors.
 
 The SDK turns an A2A error into an answer through fixed tables
 (`a2a.utils.errors.A2A_ERROR_MAPPING` for the REST status,
@@ -38,6 +39,7 @@ from starlette.routing import BaseRoute
 from molecule_runtime.execution.admission import RetryLater
 from molecule_runtime.server.quotas import RequestRate, owner_of_request
 from molecule_runtime.server.routes import Endpoint, wrap_endpoints
+from molecule_runtime.store.health import REFUSAL_HOOKS
 
 # JSON-RPC 2.0 leaves -32000..-32099 to servers; A2A numbers its own errors
 # from -32001 up, so -32000 ("server error") stays clear of them.
@@ -58,6 +60,23 @@ def note_refusal(error: RetryLater) -> None:
     box = _refusals.get()
     if box is not None:
         box.append(error)
+
+
+# The task store refuses a request it cannot serve while it is away (store/health.py).
+REFUSAL_HOOKS.append(note_refusal)
+
+
+def _is_error(response: Response) -> bool:
+    """The SDK answered with an error (REST: a 4xx/5xx; JSON-RPC: an `error` member)."""
+    if isinstance(response, EventSourceResponse):
+        return False
+    if response.status_code >= 400:
+        return True
+    try:
+        body = json.loads(bytes(response.body))
+    except (AttributeError, ValueError):
+        return False
+    return isinstance(body, dict) and "error" in body
 
 
 def error_details(error: RetryLater) -> list[dict[str, Any]]:
@@ -150,7 +169,9 @@ def _answering_busy(endpoint: Endpoint, binding: Binding, rate: RequestRate | No
         # Not reset: a streamed body is read after this returns, in this task's context.
         _refusals.set(box)
         response = await endpoint(request)
-        if box:
+        # A store read that failed for now may have been retried and succeeded:
+        # only an answer that is an error is replaced by the refusal.
+        if box and _is_error(response):
             return _answer(box[0], binding, _id_of(response))
         if (
             binding == "jsonrpc"

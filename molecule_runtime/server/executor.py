@@ -44,6 +44,7 @@ from molecule_runtime.sdk_seam import events_taken
 from molecule_runtime.server.submission import MESSAGE_CLAIM
 from molecule_runtime.states import TERMINAL_STATES, outcome_of
 from molecule_runtime.store import ObservedTaskStore
+from molecule_runtime.store.health import until_stored
 from molecule_runtime.store.message_ids import MessageClaim, MessageIds
 from molecule_runtime.vocabulary import CONTINUES_CONTEXT, Meta, Mode, Outcome
 
@@ -151,14 +152,17 @@ class RuntimeExecutor(AgentExecutor):
 
     async def _history(self, context: RequestContext) -> list[tuple[str, str]]:
         """Earlier tasks of the same conversation (A2A context), within the byte budget."""
+        read = functools.partial(
+            conversation_history,
+            self.store,
+            str(context.context_id),
+            str(context.task_id),
+            context.call_context,
+            self.history_bytes,
+        )
         try:
-            return await conversation_history(
-                self.store,
-                str(context.context_id),
-                str(context.task_id),
-                context.call_context,
-                self.history_bytes,
-            )
+            # A store that is away for now is waited for, not read as "no history".
+            return await until_stored(read, self.store.health)
         except Exception:
             log.exception("could not read the history of context %s", context.context_id)
             return []

@@ -102,6 +102,8 @@ def is_transient(error: BaseException) -> bool:
     Not transient: what the runtime itself got wrong (a broken constraint, bad
     data, SQL the database does not accept); retrying would never help.
     """
+    if isinstance(error, StoreUnavailable):
+        return True
     if isinstance(error, IntegrityError | DataError | ProgrammingError | NotSupportedError):
         return _sqlstate(error) in {"40001", "40P01"}  # a rollback the driver filed there
     code = _sqlstate(error)
@@ -124,6 +126,8 @@ def is_transient(error: BaseException) -> bool:
 
 def reason_of(error: BaseException) -> str:
     """Why the store cannot write, in words that name no host, port or driver."""
+    if isinstance(error, StoreUnavailable):
+        return error.why
     code = _sqlstate(error) or ""
     text = " ".join(str(cause) for cause in _causes(error)).lower()
     if code == "53100" or "disk is full" in text or "no space left" in text:
@@ -194,7 +198,9 @@ class StoreHealth:
     def failed(self, error: BaseException, waiting: int = 0) -> None:
         """A store operation failed for now (`is_transient`); `waiting` writes wait on it."""
         self._waited = max(self._waited, waiting)
-        self._last_failure = time.monotonic()
+        if waiting:
+            # Writes wait and retry by themselves: the probe must not say "back" for them.
+            self._last_failure = time.monotonic()
         reason = reason_of(error)
         if self._down_since is None:
             self._down_since = time.monotonic()
@@ -257,12 +263,39 @@ class StoreHealth:
                 await self._prober
 
 
+# Told of every StoreUnavailable raised to a request (server/busy.py answers
+# the request with it: 503 + Retry-After, JSON-RPC -32000).
+REFUSAL_HOOKS: list[Callable[[RetryLater], None]] = []
+
+
+@contextlib.contextmanager
+def refusing(health: StoreHealth | None) -> Iterator[None]:
+    """A transient failure of the store inside the block is raised as
+    `StoreUnavailable`: a retryable refusal naming no host, port or driver text."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        for hook in REFUSAL_HOOKS:
+            hook(exc)
+        raise
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        if health is not None:
+            health.failed(exc)
+        refusal = StoreUnavailable(reason_of(exc))
+        for hook in REFUSAL_HOOKS:
+            hook(refusal)
+        raise refusal from None
+
+
 async def until_stored(
     operation: Callable[[], Awaitable[_T]],
     health: StoreHealth | None,
     *,
     waiting: int = 1,
     pause: Callable[[], Awaitable[None]] | None = None,
+    max_delay: float = RETRY_MAX,
 ) -> _T:
     """`operation`, tried again after every transient failure of the store (no limit)."""
     delay = RETRY_MIN
@@ -277,7 +310,7 @@ async def until_stored(
             if pause is not None:
                 await pause()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+            delay = min(delay * 2, max_delay)
             continue
         if health is not None:
             health.succeeded()

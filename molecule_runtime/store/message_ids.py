@@ -45,7 +45,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from molecule_runtime.store.health import StoreHealth, until_stored
+from molecule_runtime.store.health import StoreHealth, refusing, until_stored
 
 _TASKS = TaskModel.__table__
 _METADATA = MetaData()
@@ -147,7 +147,7 @@ class MessageIds:
             return None
         if not self._health.available:
             # Nothing could be stored for the message now: refused, to be sent again.
-            raise self._health.unavailable()
+            self._refuse()
         future: asyncio.Future[MessageClaim | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((claim, future))
         if self._writer is None or self._writer.done():
@@ -161,7 +161,7 @@ class MessageIds:
             # The store went away while the claim was written. The writer keeps
             # trying (a claim written after all is given back: nobody waits for it).
             future.cancel()
-            raise self._health.unavailable()
+            self._refuse()
         held = future.result()
         if held is not None and held.task_id == claim.task_id:
             return None
@@ -169,6 +169,10 @@ class MessageIds:
             # Released (or pruned) between the insert and the read: try once more.
             return await self.claim(claim)
         return held
+
+    def _refuse(self) -> None:
+        with refusing(self._health):
+            raise self._health.unavailable()
 
     async def _write_waiting(self) -> None:
         """Write the claims that wait, a batch per transaction, until none is left."""
@@ -224,6 +228,11 @@ class MessageIds:
     async def get(self, owner: str, message_id: str) -> MessageClaim | None:
         if self._engine is None:
             return self._memory.get((owner, message_id))
+        with refusing(self._health):
+            return await self._get(owner, message_id)
+
+    async def _get(self, owner: str, message_id: str) -> MessageClaim | None:
+        assert self._engine is not None
         async with self._engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -300,8 +309,9 @@ class MessageIds:
         if not include_stored:
             stored = select(_TASKS.c.id).where(_TASKS.c.id == MESSAGE_IDS.c.task_id)
             conditions.append(~stored.exists())
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(select(MESSAGE_IDS).where(and_(*conditions)))).all()
+        with refusing(self._health):
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(select(MESSAGE_IDS).where(and_(*conditions)))).all()
         return [MessageClaim(**row._mapping) for row in rows]
 
     async def prune(self, older_than: datetime) -> int:

@@ -19,6 +19,7 @@ from a2a.types.a2a_pb2 import (
 )
 
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
+from molecule_runtime.store.health import StoreHealth, refusing
 from molecule_runtime.store.owners import TaskOwners, acting_for, is_runtime
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ class ObservedTaskStore(VersionedTaskStore):
         owner = await self.owners.owner_of(task_id)
         return acting_for(owner) if owner is not None else context
 
+    @property
+    def health(self) -> StoreHealth | None:
+        """Whether the database takes writes now (None: the memory store)."""
+        return self.inner.health if isinstance(self.inner, GroupCommitTaskStore) else None
+
     def observe(self, observer: WriteObserver) -> None:
         self._observers.append(observer)
 
@@ -93,10 +99,13 @@ class ObservedTaskStore(VersionedTaskStore):
             # In place: the SDK keeps this object as its current task, so it
             # stays compact for every later event and copy.
             merge_appended_text(task, event)
-        context = await self.as_owner(task.id, context)
-        version = await self.inner.save(
-            task, event=event, prev=prev, prev_version=prev_version, context=context
-        )
+        # Writes wait out an outage (store/group_commit.py); a read that fails
+        # for now is a retryable refusal (store/health.py), never the driver's text.
+        with refusing(self.health):
+            context = await self.as_owner(task.id, context)
+            version = await self.inner.save(
+                task, event=event, prev=prev, prev_version=prev_version, context=context
+            )
         self.owners.remember(task.id, resolve_user_scope(context))
         if event is not None:
             for observer in self._observers:
@@ -108,9 +117,14 @@ class ObservedTaskStore(VersionedTaskStore):
         return version
 
     async def get(self, task_id: str, context: ServerCallContext) -> StoredTask | None:
-        return await self.inner.get(task_id, await self.as_owner(task_id, context))
+        with refusing(self.health):
+            return await self.inner.get(task_id, await self.as_owner(task_id, context))
 
     async def list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
+        with refusing(self.health):
+            return await self._list(params, context)
+
+    async def _list(self, params: ListTasksRequest, context: ServerCallContext) -> ListTasksResponse:
         if not is_runtime(context):
             return await self.inner.list(params, context)
         # The runtime's own listing (the start-up sweep) spans every owner, in
@@ -132,7 +146,8 @@ class ObservedTaskStore(VersionedTaskStore):
         return everything
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
-        await self.inner.delete(task_id, await self.as_owner(task_id, context))
+        with refusing(self.health):
+            await self.inner.delete(task_id, await self.as_owner(task_id, context))
 
     async def wait_stored(self, task_id: str) -> None:
         """Return once every write to `task_id` so far is durable (at once for memory)."""
