@@ -28,6 +28,7 @@ from tests.support.a2a import (
     user_message,
     wait_terminal,
 )
+from tests.support.durable import streamed_text
 from tests.support.procs import ServerProcess, running_server
 from tests.support.template_repo import template_repo
 
@@ -115,13 +116,12 @@ async def test_stream(agent: Agent, binding: str) -> None:
         assert events[0].task.status.state == TaskState.TASK_STATE_WORKING
         states = [e.status_update.status.state for e in events if e.HasField("status_update")]
         assert states[-1] == TaskState.TASK_STATE_COMPLETED
-        streamed = "".join(
-            p.text
-            for e in events
-            if e.HasField("artifact_update")
-            for p in e.artifact_update.artifact.parts
-        )
-        assert streamed == agent.answer("hello brave new world")
+        # Read as A2A says (append adds, append=false replaces) the stream holds the answer once.
+        assert streamed_text(events) == agent.answer("hello brave new world")
+        # Its closing update is the whole answer (what Google ADK takes for the artifact).
+        closing = [e.artifact_update for e in events if e.HasField("artifact_update")][-1]
+        assert closing.last_chunk and not closing.append
+        assert "".join(p.text for p in closing.artifact.parts) == agent.answer("hello brave new world")
         got = await client.get_task(GetTaskRequest(id=task_id))
         assert task_text(got) == agent.answer("hello brave new world")
     finally:

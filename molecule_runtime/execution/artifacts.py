@@ -1,9 +1,17 @@
 """Routes an attempt's outputs into artifact events: text through a batcher per
-artifact, files and data as whole parts, each to the artifact it names."""
+artifact, files and data as whole parts, each to the artifact it names.
+
+An artifact's last event (`lastChunk: true`) is its closing update: the whole
+artifact as this attempt wrote it, `append: false`. Clients that follow
+`append` replace what they built with the same content; Google ADK, which
+ignores `append` and takes the `lastChunk` update for the whole artifact, gets
+the whole answer instead of its tail (docs/clients.md). It costs the
+artifact's bytes once more per artifact and turn, not per chunk.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from a2a.types.a2a_pb2 import Part
 
@@ -19,6 +27,22 @@ class _Target:
     description: str = ""
     started: bool = False  # written by this attempt: later parts append
     batcher: ChunkBatcher | None = None
+    # What this attempt wrote, for the closing update: runs of text (joined
+    # once, at the end) and whole parts (files, data), in order.
+    written: list[list[str] | Part] = field(default_factory=list)
+
+    def keep(self, parts: list[Part]) -> None:
+        for part in parts:
+            if part.WhichOneof("content") != "text":
+                self.written.append(part)
+            elif self.written and isinstance(self.written[-1], list):
+                self.written[-1].append(part.text)
+            else:
+                self.written.append([part.text])
+
+    def whole(self) -> list[Part]:
+        parts = [Part(text="".join(w)) if isinstance(w, list) else w for w in self.written]
+        return parts or [Part(text="")]
 
 
 class _TextSink:
@@ -80,11 +104,16 @@ class ArtifactWriter:
         await self.send(target, [part])
 
     async def send(self, target: _Target, parts: list[Part], *, last: bool = False) -> None:
+        target.keep(parts)
+        append = target.started
+        if last:
+            # The closing update: the whole artifact, replacing what was streamed.
+            parts, append = target.whole(), False
         await self.events.artifact(
             target.artifact_id,
             target.name,
             parts,
-            append=target.started,
+            append=append,
             last=last,
             description=target.description,
         )
@@ -110,6 +139,14 @@ class ArtifactWriter:
                 flush = False
         if error is not None:
             raise error
+
+    async def close_answer(self, *, restarted: bool) -> None:
+        """End the answer with its closing update unless the batcher's tail was it:
+        also when nothing was streamed by a retry (`restarted`), which empties it."""
+        if self.answer.artifact_id in self.last_sent:
+            return
+        if self.answer.started or restarted:
+            await self.send(self.answer, [], last=True)
 
     async def clear_earlier(self, known: dict[str, str]) -> None:
         """Empty the artifacts an earlier attempt of this turn wrote, except the

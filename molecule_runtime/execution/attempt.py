@@ -100,12 +100,8 @@ async def run_attempt(
         # Release a generator abandoned by an error of ours (not the adapter's).
         with contextlib.suppress(BaseException):
             await agen.aclose()
-    answer_id = events.artifact_id
-    if not writer.answer_started and task.attempt > 1:
-        # Nothing streamed this time: still clear an earlier attempt's partial text.
-        await events.chunk("", append=False)
-    if (writer.answer_started or task.attempt > 1) and answer_id not in writer.last_sent:
-        await events.chunk("", append=True, last=True)
+    # Nothing streamed by a retry still clears an earlier attempt's partial text.
+    await writer.close_answer(restarted=task.attempt > 1)
     if isinstance(last, InputRequired):
         return AttemptResult(produced, last.question)
     if isinstance(last, Done):
