@@ -27,6 +27,7 @@ from molecule_runtime.adapters.langgraph.options import (
     LangGraphOptions,
     OptionsError,
 )
+from molecule_runtime.adapters.outputs import Done
 from molecule_runtime.adapters.usage import report_usage
 
 if TYPE_CHECKING:
@@ -139,7 +140,16 @@ class LangGraphAdapter(BaseAdapter):
         if server is not None:
             await server.release()
 
-    async def stream(self, task: TaskInput) -> AsyncIterator[str]:
+    def cut_message(self) -> str:
+        """The status message of a task whose final reply hit the token limit."""
+        limit = self.options.max_tokens or (LOCAL_MAX_TOKENS if self._local_server else None)
+        cap = f"the {limit}-token limit" if limit else "the model's token limit"
+        return (
+            f"The answer stopped at {cap} (max_tokens in ADAPTER_OPTIONS): "
+            "ask the agent to go on, or raise the limit."
+        )
+
+    async def stream(self, task: TaskInput) -> AsyncIterator[str | Done]:
         if self._agent is None:
             raise RuntimeError("LangGraphAdapter.stream() called before setup()")
         run_config = {
@@ -157,6 +167,9 @@ class LangGraphAdapter(BaseAdapter):
             {"messages": to_messages(task, self._inputs)}, config=run_config, version="v2"
         )
         usage = {"input_tokens": 0, "output_tokens": 0}
+        # Whether the latest model reply stopped at max_tokens: only the last
+        # one is the answer (earlier ones chose tools).
+        cut = False
         try:
             async for event in events:
                 text = _stream_text(event)
@@ -164,6 +177,7 @@ class LangGraphAdapter(BaseAdapter):
                     yield text
                 elif event.get("event") == "on_chat_model_end":
                     _add_usage(usage, event, default_model=self._genai[1] or "")
+                    cut = _stopped_at_limit(event)
         except Exception as exc:
             permanent = _permanent_failure(exc)
             if permanent is not None:
@@ -181,6 +195,9 @@ class LangGraphAdapter(BaseAdapter):
                 input_tokens=usage["input_tokens"] or None,
                 output_tokens=usage["output_tokens"] or None,
             )
+        if cut:
+            # Without this a truncated answer looks like a finished one.
+            yield Done(self.cut_message())
 
 
 def trim_history(task: TaskInput, char_budget: int) -> TaskInput:
@@ -246,6 +263,16 @@ def _add_usage(usage: dict[str, int], event: dict[str, Any], default_model: str 
         if model.startswith("/"):  # llama.cpp answers with the GGUF's path: keep its name
             model = model.rsplit("/", 1)[-1]
         report_usage(**reported, model=model)
+
+
+def _stopped_at_limit(event: dict[str, Any]) -> bool:
+    """Whether a chat model's reply ended because it reached max_tokens
+    (OpenAI-compatible servers, llama.cpp's included, say `finish_reason: length`;
+    Anthropic says `stop_reason: max_tokens`)."""
+    output = (event.get("data") or {}).get("output")
+    response = getattr(output, "response_metadata", None) or {}
+    reason = response.get("finish_reason") or response.get("stop_reason")
+    return reason in ("length", "max_tokens", "MAX_TOKENS")
 
 
 def _stream_text(event: dict[str, Any]) -> str:
