@@ -18,13 +18,23 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+import grpc.aio
 import httpx
 import pytest
-from a2a.types.a2a_pb2 import GetTaskRequest, TaskState
+from a2a.types import a2a_pb2_grpc
+from a2a.types.a2a_pb2 import (
+    GetTaskRequest,
+    SendMessageConfiguration,
+    SendMessageRequest,
+    TaskState,
+)
+from google.rpc import error_details_pb2, status_pb2
 
 from tests.fixtures.scripted_adapter import read_records
-from tests.support.a2a import make_client, stream_events, task_text
+from tests.support.a2a import make_client, stream_events, task_text, user_message
 from tests.support.durable import durable_env, scripted_env, scripted_message
+from tests.support.grpc_client import grpc_env
 from tests.support.pg_proxy import PgProxy
 from tests.support.postgres import PASSWORD, PostgresServer, find_bindir
 from tests.support.sse import message_json
@@ -64,7 +74,7 @@ async def proxy(own_pg: PostgresServer) -> AsyncIterator[PgProxy]:
 
 def server_env(mode: str, url: str, records: Path, request: pytest.FixtureRequest) -> dict[str, str]:
     if mode == "direct":
-        return {**scripted_env(records), "TASK_STORE_URL": url}
+        return {**scripted_env(records), **grpc_env(), "TASK_STORE_URL": url}
     temporal: TemporalDevServer = request.getfixturevalue("temporal_server")
     return {
         **durable_env(temporal.address, records),
@@ -106,8 +116,35 @@ def assert_refusal_is_clean(text: str, proxy_port: int, pg_port: int) -> None:
         assert secret not in text, (secret, text)
 
 
-async def new_sends_refused(base: str, proxy_port: int, pg_port: int) -> dict[str, Any]:
-    """A REST and a JSON-RPC send during the outage: retryable refusals."""
+async def grpc_send_refused(grpc_port: str) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
+    stub = a2a_pb2_grpc.A2AServiceStub(channel)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SendMessage(
+                SendMessageRequest(
+                    message=user_message("during"),
+                    configuration=SendMessageConfiguration(return_immediately=True),
+                ),
+                metadata=(("a2a-version", "1.0"),),
+                timeout=30,
+            )
+    finally:
+        await channel.close()
+    error = refused.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error
+    trailing = dict(error.trailing_metadata() or ())
+    assert trailing["retry-after"].isdigit()
+    status = status_pb2.Status.FromString(trailing["grpc-status-details-bin"])
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "STORE_UNAVAILABLE", status
+    assert "127.0.0.1" not in (error.details() or "")
+
+
+async def new_sends_refused(
+    base: str, proxy_port: int, pg_port: int, grpc_port: str | None = None
+) -> dict[str, Any]:
+    """A REST, a JSON-RPC (and a gRPC) send during the outage: retryable refusals."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         params = {"message": message_json("during"), "configuration": {"returnImmediately": True}}
         rest = await http.post("/rest/message:send", json=params, headers=A2A)
@@ -126,6 +163,8 @@ async def new_sends_refused(base: str, proxy_port: int, pg_port: int) -> dict[st
     assert "retry-after" in rpc.headers
     assert_refusal_is_clean(rpc.text, proxy_port, pg_port)
     assert ready.status_code == 503 and ready.json()["store"].startswith("cannot write"), ready.text
+    if grpc_port is not None:
+        await grpc_send_refused(grpc_port)
     return {"rest": rest.status_code, "rpc": rpc.json()["error"]["code"], "ready": ready.json()["store"]}
 
 
@@ -177,7 +216,9 @@ async def run_outage(
     if outage == "starting_up":
         await proxy.set_mode("starting_up")
         await until_refused(server.url)
-        await new_sends_refused(server.url, proxy.port, own_pg.port)
+        await new_sends_refused(
+            server.url, proxy.port, own_pg.port, server.env.get("MOLECULE_GRPC_PORT")
+        )
         await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - started)))
         await proxy.set_mode("forward")
     elif outage == "restart":
