@@ -174,6 +174,7 @@ async def test_a_resumed_durable_turn_reports_working(
         method, url, body = stream_request("JSONRPC", server.url, "Ada")
         body["params"]["message"].update({"taskId": task_id, "contextId": context_id})
         second = await read_frames(http, (method, url, body))
+    # The stream begins with the Task (A2A 1.0 §3.1.2), which reports the turn working.
+    assert second[0][1]["task"]["status"]["state"] == "TASK_STATE_WORKING", second[0]
     states = [f[1]["statusUpdate"]["status"]["state"] for f in second if "statusUpdate" in f[1]]
-    assert states[0] == "TASK_STATE_WORKING", states
     assert states[-1] == "TASK_STATE_COMPLETED", states

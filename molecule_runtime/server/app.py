@@ -29,7 +29,7 @@ from molecule_runtime.server.browsers import (
 from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card, card_routes
 from molecule_runtime.server.console.routes import PublicConsole, console_routes
-from molecule_runtime.server.executor import RuntimeExecutor
+from molecule_runtime.server.executor import RuntimeExecutor, stop_direct_after
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
 from molecule_runtime.server.principals import build_authenticator
@@ -68,6 +68,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         max_file_bytes=settings.max_file_bytes,
         message_ids=stores.message_ids,
     )
+        stop_direct_after=stop_direct_after(handover_after(settings)),
     notifier = services.notifier
     handler = RuntimeRequestHandler(
         agent_executor=executor,

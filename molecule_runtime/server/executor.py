@@ -73,6 +73,13 @@ SHUT_DOWN = (
 )
 
 
+def stop_direct_after(streams_close_after: float) -> float:
+    """Seconds after SIGTERM when direct tasks still running are ended (FAILED,
+    SHUT_DOWN): before the open streams are closed (`streams_close_after`), so
+    that every stream still carries the task's final state."""
+    return max(0.0, streams_close_after - min(1.0, streams_close_after / 2))
+
+
 def live_delivery(
     event_queue: EventQueue, store: ObservedTaskStore, task_id: str, context: ServerCallContext
 ) -> Callable[[Event], Awaitable[None]]:
@@ -138,8 +145,14 @@ class RuntimeExecutor(AgentExecutor):
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         message_ids: MessageIds | None = None,
+        stop_direct_after: float | None = None,
     ) -> None:
         self.message_ids = message_ids
+        # Direct runs of this process, ended `stop_direct_after` seconds into a drain.
+        self.stop_direct_after = stop_direct_after
+        self._direct_runs: set[asyncio.Task[object]] = set()
+        self._stopped_runs: set[asyncio.Task[object]] = set()
+        self._drain_watch: asyncio.Task[None] | None = None
         self.max_file_bytes = max_file_bytes
         self.history_bytes = history_bytes
         self.draining = draining or asyncio.Event()
@@ -360,6 +373,7 @@ class RuntimeExecutor(AgentExecutor):
             metrics.FALLBACKS.inc()
             log.warning("Temporal unreachable before the task started: running it directly")
         task = await self._input(context)
+        run = self._track_direct()
         try:
             await run_direct(
                 self.adapter,
@@ -371,6 +385,15 @@ class RuntimeExecutor(AgentExecutor):
                 shutting_down=self.draining.is_set,
             )
         except asyncio.CancelledError:
+            if run is not None and run in self._stopped_runs:
+                # Ended by the drain while its stream is still open: the final
+                # state goes through the stream (and the store) like any other.
+                run.uncancel()
+                try:
+                    await events.status(TaskState.TASK_STATE_FAILED, SHUT_DOWN)
+                    return Mode.DIRECT
+                except Exception:
+                    log.debug("task %s: the stream closed before its final state", task.task_id)
             if self.draining.is_set():
                 # The stream is being torn down: the final state goes straight
                 # to the store, so no replica leaves the task working for ever.
@@ -378,7 +401,29 @@ class RuntimeExecutor(AgentExecutor):
                 with contextlib.suppress(Exception):
                     await asyncio.shield(fail.status(TaskState.TASK_STATE_FAILED, SHUT_DOWN))
             raise
+        finally:
+            if run is not None:
+                self._direct_runs.discard(run)
+                self._stopped_runs.discard(run)
         return Mode.DIRECT
+
+    def _track_direct(self) -> asyncio.Task[object] | None:
+        """Note the running direct task, to be ended before the streams close at shutdown."""
+        run = asyncio.current_task()
+        if run is None or self.stop_direct_after is None:
+            return None
+        self._direct_runs.add(run)
+        if self._drain_watch is None:
+            self._drain_watch = asyncio.ensure_future(self._end_direct_runs_when_draining())
+        return run
+
+    async def _end_direct_runs_when_draining(self) -> None:
+        assert self.stop_direct_after is not None
+        await self.draining.wait()
+        await asyncio.sleep(self.stop_direct_after)
+        for run in list(self._direct_runs):
+            self._stopped_runs.add(run)
+            run.cancel("the server is shutting down")
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         # Direct mode needs nothing here: the SDK cancels the asyncio task that
