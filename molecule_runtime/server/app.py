@@ -67,8 +67,8 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
         history_bytes=settings.history_bytes,
         max_file_bytes=settings.max_file_bytes,
         message_ids=stores.message_ids,
-    )
         stop_direct_after=stop_direct_after(handover_after(settings)),
+    )
     notifier = services.notifier
     handler = RuntimeRequestHandler(
         agent_executor=executor,
