@@ -138,12 +138,12 @@ class Settings(BaseSettings):
     concurrent_messages: Literal["reject", "enqueue", "interrupt", "parallel"] = Field(
         "enqueue", validation_alias=_env("MOLECULE_CONCURRENT_MESSAGES")
     )
+    # Exactly once by (sender, messageId): off for clients that reuse message ids.
+    message_id_dedup: bool = Field(True, validation_alias=_env("MOLECULE_MESSAGE_ID_DEDUP"))
 
     # Resumable streams and push notifications
     event_retention: float = Field(
         7 * 86400.0, validation_alias=_env("MOLECULE_EVENT_RETENTION"), ge=0
-    # Exactly once by (sender, messageId): off for clients that reuse message ids.
-    message_id_dedup: bool = Field(True, validation_alias=_env("MOLECULE_MESSAGE_ID_DEDUP"))
     )
     push_notifications: bool = Field(True, validation_alias=_env("MOLECULE_PUSH_NOTIFICATIONS"))
     push_allow_private: bool = Field(False, validation_alias=_env("MOLECULE_PUSH_ALLOW_PRIVATE"))

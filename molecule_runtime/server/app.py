@@ -88,6 +88,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             settings.concurrent_messages,
             replies_with_message=services.adapter.replies_with_message,
             resumable=_workflows_reachable(durable) if durable is not None else None,
+            dedup=settings.message_id_dedup,
         ),
         # Notifications are sent by the store's notifier for every write
         # (also headless ones), so the SDK gets no sender of its own.
@@ -97,7 +98,6 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             else None
         ),
         push_url_validator=notifier.validate_url if notifier is not None else None,
-            dedup=settings.message_id_dedup,
         draining=services.draining.is_set,
     )
     context_builder = EventIdContextBuilder()
