@@ -507,3 +507,35 @@ async def test_durable_send_and_stream(temporal_server, tmp_path: Path) -> None:
         finally:
             await client.close()
             await unary.close()
+
+
+async def test_an_unsupported_a2a_version_is_unimplemented(server: ServerProcess) -> None:
+    """`a2a-version` metadata the 1.0 service does not speak: VersionNotSupportedError, whose
+    gRPC status A2A gives as UNIMPLEMENTED (with its ErrorInfo); 1.0, 1.0.x or none are served."""
+    async with grpc.aio.insecure_channel(grpc_target(server)) as channel:
+        stub = a2a_pb2_grpc.A2AServiceStub(channel)
+        auth = ("authorization", f"Bearer {KEY_C}")
+        for version in ("2.0", "0.3", "9"):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetTask(
+                    GetTaskRequest(id=str(uuid.uuid4())), metadata=(auth, ("a2a-version", version))
+                )
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, version
+            assert version in (refused.value.details() or "")
+            status = status_pb2.Status.FromString(
+                dict(refused.value.trailing_metadata() or ())["grpc-status-details-bin"]
+            )
+            info = error_details_pb2.ErrorInfo()
+            assert status.details[0].Unpack(info) and info.reason == "VERSION_NOT_SUPPORTED"
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                async for _ in stub.SendStreamingMessage(
+                    SendMessageRequest(message=user_message("hi")),
+                    metadata=(auth, ("a2a-version", version)),
+                ):
+                    pass
+            assert streamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        for version in ("1.0", "1.0.3", None):
+            metadata = (auth,) if version is None else (auth, ("a2a-version", version))
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await stub.GetTask(GetTaskRequest(id=str(uuid.uuid4())), metadata=metadata)
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND, version

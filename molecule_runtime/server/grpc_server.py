@@ -11,6 +11,10 @@ here by one server interceptor:
   call context through a context variable (grpc.aio runs an RPC's
   interceptors and its handler in one `contextvars.Context`);
 * requests per minute per principal (refused: `RESOURCE_EXHAUSTED`);
+* the `a2a-version` metadata of a call to the 1.0 service: a version this
+  service does not speak is refused with VersionNotSupportedError, whose gRPC
+  status A2A gives as `UNIMPLEMENTED` (the SDK's servicer does not check it);
+  no version is taken as the service's own;
 * the caller's W3C `traceparent` metadata becomes the current trace context,
   so the task's stage spans join the caller's trace as they do over HTTP.
 
@@ -51,7 +55,7 @@ from a2a.server.request_handlers.grpc_handler import (
 from a2a.server.request_handlers.request_handler import RequestHandler
 from a2a.types import a2a_pb2_grpc
 from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest
-from a2a.utils.errors import A2AError
+from a2a.utils.errors import A2A_ERROR_REASONS, A2AError, VersionNotSupportedError
 from a2a.utils.grpc_status import status_to_grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -216,6 +220,36 @@ def _refusing(handler: grpc.RpcMethodHandler, abort: Abort) -> grpc.RpcMethodHan
     )
 
 
+# The 1.0 service's methods, and the versions it answers (major.minor).
+SERVICE_1_0 = "/lf.a2a.v1.A2AService/"
+SPOKEN_1_0 = ("1", "0")
+VERSION_METADATA = "a2a-version"
+
+
+def speaks(version: str) -> bool:
+    """An `a2a-version` the 1.0 service answers: 1.0 (any patch)."""
+    return tuple(version.strip().split(".")[:2]) == SPOKEN_1_0
+
+
+async def _version_not_supported(version: str, context: grpc.aio.ServicerContext) -> None:
+    error = VersionNotSupportedError(
+        message=f"A2A version {version!r} is not supported by this service: it speaks 1.0 "
+        "(and 0.3 on the a2a.v1.A2AService service, when on)"
+    )
+    status = status_pb2.Status(code=grpc.StatusCode.UNIMPLEMENTED.value[0], message=error.message)
+    info = any_pb2.Any()
+    info.Pack(
+        error_details_pb2.ErrorInfo(
+            reason=A2A_ERROR_REASONS.get(VersionNotSupportedError, "VERSION_NOT_SUPPORTED"),
+            domain="a2a-protocol.org",
+        )
+    )
+    status.details.append(info)
+    rich = status_to_grpc(status)
+    context.set_trailing_metadata(rich.trailing_metadata)
+    await context.abort(rich.code, rich.details)
+
+
 async def _unauthenticated(context: grpc.aio.ServicerContext) -> None:
     # Says only that a credential is needed, never why one was refused.
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAIL)
@@ -255,6 +289,9 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
                 self.rate.take(principal.owner if principal is not None else "")
             except RetryLater as refused:
                 return _refusing(handler, functools.partial(abort_retry_later, refused))
+        version = metadata.get(VERSION_METADATA, "")
+        if version and details.method.startswith(SERVICE_1_0) and not speaks(version):
+            return _refusing(handler, functools.partial(_version_not_supported, version))
         return handler
 
 
