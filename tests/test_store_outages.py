@@ -21,6 +21,7 @@ from a2a.types.a2a_pb2 import TaskState
 from sqlalchemy import event
 
 from molecule_runtime.store import Stores, open_stores
+from molecule_runtime.store.health import StoreUnavailable
 from molecule_runtime.store.message_ids import MessageClaim, now_utc
 from tests.support.pg_proxy import PgProxy
 from tests.support.postgres import PostgresServer, find_bindir
@@ -143,19 +144,35 @@ async def test_writes_survive_a_postgresql_restart(own_pg: PostgresServer) -> No
     await assert_all_stored(url, results)
 
 
-async def test_a_claim_waits_out_57p03(proxied: tuple[PgProxy, str, str]) -> None:
+async def test_a_claim_during_57p03_is_refused_and_taken_when_sent_again(
+    proxied: tuple[PgProxy, str, str],
+) -> None:
+    """The send is refused as retryable (nothing is created); the claim's write is
+    not dropped but given back once it lands, so the same message sent again
+    after the outage is taken."""
     proxy, url, _ = proxied
     stores = await open_stores(url, event_retention=0)
     try:
         await proxy.set_mode("starting_up")
         claim = MessageClaim("owner", "m-1", "t-1", "c-1", "d", now_utc())
-        taken = asyncio.ensure_future(stores.message_ids.claim(claim))
-        await asyncio.sleep(1.0)
-        assert not taken.done()
+        with pytest.raises(StoreUnavailable) as refused:
+            await asyncio.wait_for(stores.message_ids.claim(claim), 30)
+        assert refused.value.why == "database starting up"
+        # Known to be away now: the next send is refused at once.
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(stores.message_ids.claim(claim), 1)
         await proxy.set_mode("forward")
-        assert await asyncio.wait_for(taken, 30) is None
+        again = MessageClaim("owner", "m-1", "t-2", "c-1", "d", now_utc())
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                assert await asyncio.wait_for(stores.message_ids.claim(again), 30) is None
+                break
+            except StoreUnavailable:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.2)
         held = await stores.message_ids.get("owner", "m-1")
-        assert held is not None and held.task_id == "t-1"
+        assert held is not None and held.task_id == "t-2"
     finally:
         await stores.aclose()
 

@@ -210,7 +210,12 @@ async def run_outage(
     sinks: list[dict[str, Any]] = [{} for _ in range(TASKS)]
     labels = [f"t{i}-{uuid.uuid4().hex[:4]}-" for i in range(TASKS)]
     streams = [asyncio.create_task(stream_task(server.url, labels[i], sinks[i])) for i in range(TASKS)]
-    await asyncio.sleep(0.8)  # the tasks are streaming
+    # The outage starts once every task was taken and streams.
+    deadline = time.monotonic() + 30
+    while not all("id" in sink for sink in sinks):
+        assert time.monotonic() < deadline, sinks
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
 
     started = time.monotonic()
     if outage == "starting_up":

@@ -121,10 +121,12 @@ class Stores:
         answers reads may still be read-only, locked or out of disk)."""
         if self.engine is None:
             return
-        if not self.health.available:
-            raise self.health.unavailable()
         async with asyncio.timeout(READY_PROBE_TIMEOUT):
             await write_probe(self.engine, busy_timeout_ms=int(READY_PROBE_TIMEOUT * 500))
+        if not self.health.available:
+            self.health.probe_passed()
+            if not self.health.available:  # writes that wait still fail
+                raise self.health.unavailable()
 
     async def write_status(self) -> tuple[bool, str]:
         """For /readyz: ("ok") or why the store cannot write now."""
@@ -135,7 +137,12 @@ class Stores:
         except TimeoutError:
             return False, "cannot write: no answer within the probe's time (locked or overloaded)"
         except Exception as exc:
-            why = reason_of(exc) if is_transient(exc) else type(exc).__name__
+            if not is_transient(exc):
+                return False, f"cannot write: {type(exc).__name__}"
+            why = reason_of(exc)
+            if why != "locked":
+                # New work is refused from now on, not only once a task's write fails.
+                self.health.failed(exc)
             return False, f"cannot write: {why}"
         return True, "ok"
 

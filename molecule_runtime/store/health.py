@@ -218,7 +218,7 @@ class StoreHealth:
                     )
         else:
             self._reason = reason
-            log.debug("task store still unavailable (%s)", reason, exc_info=True)
+            log.debug("task store still unavailable (%s: %s)", reason, type(error).__name__)
 
     def succeeded(self, written: int = 0) -> None:
         """A store operation went through; `written` writes had waited for it."""
@@ -234,6 +234,12 @@ class StoreHealth:
         self._down_since = None
         self._reason = ""
         self._waited = 0
+
+    def probe_passed(self) -> None:
+        """A probe's write went through. Back, unless writes that wait failed
+        lately (they retry by themselves and say when they are stored)."""
+        if time.monotonic() - self._last_failure > 2 * RETRY_MAX + 1:
+            self.succeeded()
 
     async def _probe_until_back(self) -> None:
         """Ask the store now and then while nothing else does: writes that wait
@@ -253,8 +259,7 @@ class StoreHealth:
                     log.debug("task store probe failed", exc_info=True)
                 self._reason = reason_of(exc)
                 continue
-            if time.monotonic() - self._last_failure > 2 * RETRY_MAX + 1:
-                self.succeeded()
+            self.probe_passed()
 
     async def aclose(self) -> None:
         if self._prober is not None:

@@ -152,8 +152,12 @@ class MessageIds:
         self._waiting.append((claim, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_waiting(), name="message-id-claims")
+        deadline = time.monotonic() + CLAIM_PATIENCE
         try:
-            await asyncio.wait({future}, timeout=CLAIM_PATIENCE)
+            while not future.done() and time.monotonic() < deadline:
+                await asyncio.wait({future}, timeout=CLAIM_PATIENCE / 20)
+                if not self._health.available:
+                    break  # the store went away meanwhile: refuse now, not at the deadline
         except asyncio.CancelledError:
             future.cancel()  # the writer gives the id back once it is written
             raise
