@@ -366,9 +366,10 @@ def test_reload_restores_the_conversation(server_factory, page, tmp_path: Path) 
 
 
 @needs_browser
-def test_finished_answer_stays_in_view(server_factory, page, tmp_path: Path) -> None:
+def test_finished_answer_and_its_notes_stay_in_view(server_factory, page, tmp_path: Path) -> None:
     long_text = " ".join(f"line{i}" for i in range(400))
-    script = [{"text": long_text, "usage": {"input_tokens": 5, "output_tokens": 400}}]
+    # Cut at the token limit: the answer says so under its text.
+    script = [{"text": long_text, "usage": {"input_tokens": 5, "output_tokens": 400}, "finish_reason": "length"}]
     env = {
         "RUNTIME": "langgraph",
         "ADAPTER_OPTIONS": json.dumps(
@@ -384,6 +385,8 @@ def test_finished_answer_stays_in_view(server_factory, page, tmp_path: Path) -> 
     usage = last_answer(page).locator("[data-testid=answer-usage]")
     usage.wait_for()
     assert "5 in / 400 out tokens" in (usage.text_content() or "")
+    status = last_answer(page).locator("[data-testid=status-message]").text_content() or ""
+    assert status.startswith("The answer stopped at the model's token limit"), status
     # The chat overflows, and its end, the usage line included, is in view.
     in_view = page.evaluate(
         """() => {

@@ -234,13 +234,13 @@ function created(task) {
   return Number.isNaN(t) ? 0 : t;
 }
 
-// Until the server answers again (checked every second), or `stop()` says to give up.
+// Until the server is back and ready (checked every second; a server that
+// answers but cannot yet serve tasks is not back), or `stop()` says to give up.
 async function waitForServer(stop) {
   for (;;) {
     if (stop()) return;
     try {
-      await get("healthz");
-      return;
+      if ((await get("readyz")).ok) return;
     } catch {
       // Still gone.
     }

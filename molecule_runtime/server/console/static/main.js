@@ -62,6 +62,9 @@ async function boot() {
       onDone: () => {
         tasks.refresh();
         health.refresh();
+        // The server counts a task out of "in flight" just after its last
+        // event: look again in a moment rather than at the next 5 s tick.
+        setTimeout(() => health.refresh(), 1000);
       },
       onUnauthorized: unauthorized,
     });
