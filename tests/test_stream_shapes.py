@@ -3,13 +3,15 @@ JS SDK, Google ADK, the TCK), over real HTTP in both modes (real Temporal):
 
 - a stream that answers an `input-required` task begins with the Task (A2A 1.0 §3.1.2:
   a task lifecycle stream MUST begin with the Task object), on JSON-RPC and HTTP+JSON,
-  with its SSE ids increasing.
+  with its SSE ids increasing;
+- HTTP+JSON answers in the media type the client used, `application/json` when it
+  named none (A2A's HTTP+JSON binding §11.1; the SDK labels them `application/a2a+json`).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest
@@ -60,3 +62,34 @@ async def test_the_stream_of_an_answer_begins_with_the_task(
             assert state_of(frames[-1][1]) == end
             assert kinds.count("task") == 1
             assert_increasing(frames)
+
+
+async def test_rest_answers_in_the_media_type_the_client_used(served: ServerProcess) -> None:
+    message = {"message": {"role": "ROLE_USER", "messageId": "", "parts": [{"text": "hi"}]}}
+    async with httpx.AsyncClient(timeout=60) as http:
+        for sent, accept, expected in (
+            ("application/json", None, "application/json"),
+            ("application/json; charset=utf-8", "application/a2a+json", "application/a2a+json"),
+            ("application/a2a+json", None, "application/a2a+json"),
+        ):
+            message["message"]["messageId"] = str(uuid.uuid4())
+            headers = {"A2A-Version": "1.0", "Content-Type": sent}
+            if accept:
+                headers["Accept"] = accept
+            answer = await http.post(
+                f"{served.url}/rest/message:send", content=json.dumps(message), headers=headers
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == expected, (sent, accept)
+        for accept, expected in (
+            (None, "application/json"),
+            ("application/json", "application/json"),
+            ("application/a2a+json", "application/a2a+json"),
+            ("application/a2a+json, application/json", "application/json"),
+        ):
+            headers = {"A2A-Version": "1.0", **({"Accept": accept} if accept else {})}
+            listed = await http.get(f"{served.url}/rest/tasks", headers=headers)
+            missing = await http.get(f"{served.url}/rest/tasks/{uuid.uuid4()}", headers=headers)
+            assert listed.status_code == 200 and missing.status_code == 404
+            assert listed.headers["content-type"] == expected, accept
+            assert missing.headers["content-type"] == expected, accept

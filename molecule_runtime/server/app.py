@@ -32,6 +32,7 @@ from molecule_runtime.server.console.routes import PublicConsole, console_routes
 from molecule_runtime.server.executor import RuntimeExecutor, stop_direct_after
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
+from molecule_runtime.server.media_types import ClientMediaType
 from molecule_runtime.server.principals import build_authenticator
 from molecule_runtime.server.quotas import RequestRate
 from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_ids
@@ -156,7 +157,8 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             rate,
         ),
     ]
-    middleware = []
+    # REST answers in the media type the client used (server/media_types.py).
+    middleware = [Middleware(ClientMediaType, prefix=REST_PREFIX)]
     if tracing_enabled:
         # Server spans whose parent is the caller's W3C traceparent; the task
         # stage spans (and Temporal's, in durable mode) nest under them.
