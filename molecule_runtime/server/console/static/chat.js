@@ -80,9 +80,9 @@ export class Chat {
     const generation = this.generation;
     let page;
     try {
-      page = await rpc("ListTasks", {
-        contextId, pageSize: 100, historyLength: 1000, includeArtifacts: true,
-      });
+      // No historyLength: all of each task's messages (a number above the
+      // server's MOLECULE_MAX_HISTORY_LENGTH would be refused).
+      page = await rpc("ListTasks", { contextId, pageSize: 100, includeArtifacts: true });
     } catch (error) {
       if (error.name === "Unauthorized") {
         this.onUnauthorized();
