@@ -150,6 +150,14 @@ class BaseAdapter(abc.ABC):
     # run directly even in durable mode, and are not retried.
     replies_with_message: bool = False
 
+    def replies_with_message_to(self, message: TaskInput) -> bool:
+        """Whether this new message is answered with a Message (True) or a task
+        (False), decided per message before anything runs. The default is
+        `replies_with_message`. `message` is the input `stream()` would get,
+        without `history` (it is not read for this decision); an answer to a
+        task's question always continues the task."""
+        return self.replies_with_message
+
     @abc.abstractmethod
     def stream(self, task: TaskInput) -> AsyncIterator[str | Output | InputRequired]:
         """Yield the answer (implement as an async generator).

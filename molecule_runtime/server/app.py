@@ -36,7 +36,7 @@ from molecule_runtime.server.media_types import ClientMediaType
 from molecule_runtime.server.principals import build_authenticator
 from molecule_runtime.server.quotas import RequestRate
 from molecule_runtime.server.sse_ids import EventIdContextBuilder, with_event_ids
-from molecule_runtime.server.submission import SubmissionRules
+from molecule_runtime.server.submission import SubmissionRules, reply_decision
 from molecule_runtime.services import Services, handover_after
 from molecule_runtime.store.push_configs import BoundedPushConfigs
 
@@ -87,7 +87,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             stores.tasks,
             stores.message_ids,
             settings.concurrent_messages,
-            replies_with_message=services.adapter.replies_with_message,
+            replies_with_message=reply_decision(services.adapter),
             resumable=_workflows_reachable(durable) if durable is not None else None,
             dedup=settings.message_id_dedup,
         ),

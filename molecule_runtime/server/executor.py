@@ -41,7 +41,7 @@ from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.sdk_seam import events_taken
-from molecule_runtime.server.submission import MESSAGE_CLAIM
+from molecule_runtime.server.submission import MESSAGE_CLAIM, REPLIES_WITH_MESSAGE
 from molecule_runtime.states import TERMINAL_STATES, outcome_of
 from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.store.health import until_stored
@@ -200,11 +200,15 @@ class RuntimeExecutor(AgentExecutor):
         # A later turn adds to the usage of the earlier ones.
         events.usage = UsageLedger.from_task(current)
         events.max_file_bytes = self.max_file_bytes
+        events.steps = self.store.steps
         events.stored_artifacts = functools.partial(
             stored_artifacts, self.store, task_id, context.call_context
         )
         has_input = has_usable_part(context.message)
-        if current is None and has_input and self.adapter.replies_with_message:
+        replies = context.call_context.state.get(
+            REPLIES_WITH_MESSAGE, self.adapter.replies_with_message
+        )
+        if current is None and has_input and replies:
             await self._reply(context, events, event_queue)
             return
         if current is not None:

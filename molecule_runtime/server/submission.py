@@ -51,7 +51,9 @@ from a2a.utils.errors import (
     UnsupportedOperationError,
 )
 
+from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.execution.inputs import build_task_input
 from molecule_runtime.execution.parts import has_usable_part
 from molecule_runtime.server.task_watch import TaskWatch
 from molecule_runtime.states import TERMINAL_STATES
@@ -63,9 +65,11 @@ from molecule_runtime.vocabulary import Meta, Mode
 log = logging.getLogger(__name__)
 
 # Call-context state keys: the id the SDK gives the new task (claimed
-# beforehand), and the claim of the message being answered.
+# beforehand), the claim of the message being answered, and whether the
+# adapter answers it with a Message (decided here, once).
 ASSIGNED_TASK_ID = "molecule.assigned_task_id"
 MESSAGE_CLAIM = "molecule.message_claim"
+REPLIES_WITH_MESSAGE = "molecule.replies_with_message"
 
 # A task that runs or waits for a slot: it takes no message now.
 RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
@@ -95,6 +99,14 @@ class TemporalUnavailable(RetryLater):
             f"Task {task_id} waits on Temporal, which is unreachable right now: the answer "
             f"was not taken (nothing changed); send it again in {self.retry_after} seconds."
         )
+
+
+def reply_decision(adapter: BaseAdapter) -> bool | Callable[[TaskInput], bool]:
+    """The adapter's `replies_with_message` when it decides for every message,
+    else its per-message `replies_with_message_to`."""
+    if type(adapter).replies_with_message_to is BaseAdapter.replies_with_message_to:
+        return adapter.replies_with_message
+    return adapter.replies_with_message_to
 
 
 def _order(claim: MessageClaim) -> tuple[datetime, str]:
@@ -164,7 +176,7 @@ class SubmissionRules:
         policy: ConcurrentMessages | str = ConcurrentMessages.ENQUEUE,
         *,
         watch: TaskWatch | None = None,
-        replies_with_message: bool = False,
+        replies_with_message: bool | Callable[[TaskInput], bool] = False,
         resumable: Callable[[], bool] | None = None,
         cancel: Callable[[str, ServerCallContext], Awaitable[object]] | None = None,
         dedup: bool = True,
@@ -173,7 +185,8 @@ class SubmissionRules:
         self.message_ids = message_ids
         self.policy = ConcurrentMessages(policy)
         self.watch = watch or TaskWatch(store)
-        # The adapter answers a new message with a Message, not a task.
+        # Whether the adapter answers a new message with a Message, not a task:
+        # for every message, or asked per message (BaseAdapter.replies_with_message_to).
         self.replies_with_message = replies_with_message
         # Whether a durable task's workflow can be reached now (None: no durable mode).
         self.resumable = resumable
@@ -237,7 +250,9 @@ class SubmissionRules:
             self.store.expect_new(task_id)
         if not answer:
             context.state[ASSIGNED_TASK_ID] = task_id
-        replies = not answer and self.replies_with_message and has_usable_part(message)
+        replies = not answer and has_usable_part(message) and self._replies(message, task_id)
+        if not answer:
+            context.state[REPLIES_WITH_MESSAGE] = replies
 
         # A Message reply is no turn of the conversation: it waits for nobody.
         # A new conversation (no contextId, no taskId) has no earlier task.
@@ -273,6 +288,23 @@ class SubmissionRules:
                 await submission.refused(self.message_ids)
                 raise
         return submission
+
+    def _replies(self, message: Message, task_id: str) -> bool:
+        decide = self.replies_with_message
+        if isinstance(decide, bool):
+            return decide
+        return bool(
+            decide(
+                build_task_input(
+                    message,
+                    task_id=task_id,
+                    context_id=message.context_id,
+                    current_task=None,
+                    history=[],
+                    request_metadata={},
+                )
+            )
+        )
 
     def _claim_key(self, message_id: str) -> str:
         """The key a message is claimed under: its id, or (deduplication off) a
