@@ -99,7 +99,17 @@ class Settings(BaseSettings):
     # would hold the event loop while the SDK builds it, whoever else waits.
     max_json_depth: int = Field(64, validation_alias=_env("MOLECULE_MAX_JSON_DEPTH"), ge=8, le=512)
     max_json_values: int = Field(
-        100_000, validation_alias=_env("MOLECULE_MAX_JSON_VALUES"), ge=100
+        10_000, validation_alias=_env("MOLECULE_MAX_JSON_VALUES"), ge=100
+    )
+    # Checked by the request handler on every binding (server/complexity.py).
+    max_message_parts: int = Field(
+        100, validation_alias=_env("MOLECULE_MAX_MESSAGE_PARTS"), ge=1
+    )
+    max_metadata_bytes: int = Field(
+        64 * 1024, validation_alias=_env("MOLECULE_MAX_METADATA_BYTES"), ge=0
+    )
+    max_history_length: int = Field(
+        1000, validation_alias=_env("MOLECULE_MAX_HISTORY_LENGTH"), ge=1
     )
     # The gRPC binding (server/grpc_server.py): off unless a port is set.
     grpc_port: int | None = Field(None, validation_alias=_env("MOLECULE_GRPC_PORT"), ge=1, le=65535)

@@ -28,6 +28,7 @@ from molecule_runtime.server.browsers import (
 )
 from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card, card_routes
+from molecule_runtime.server.complexity import RequestBounds
 from molecule_runtime.server.console.routes import PublicConsole, console_routes
 from molecule_runtime.server.executor import RuntimeExecutor, stop_direct_after
 from molecule_runtime.server.handler import RuntimeRequestHandler
@@ -99,6 +100,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             else None
         ),
         push_url_validator=notifier.validate_url if notifier is not None else None,
+        bounds=RequestBounds.of(settings),
         draining=services.draining.is_set,
     )
     context_builder = EventIdContextBuilder()

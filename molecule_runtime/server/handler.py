@@ -15,6 +15,7 @@ from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.types.a2a_pb2 import (
     CancelTaskRequest,
+    GetTaskRequest,
     ListTasksRequest,
     ListTasksResponse,
     Message,
@@ -42,6 +43,7 @@ from molecule_runtime.sdk_seam import (
     version_number,
 )
 from molecule_runtime.server.busy import note_refusal
+from molecule_runtime.server.complexity import SHAPE_CHECKED, RequestBounds
 from molecule_runtime.server.repeats import Repeats, StaleClaim, settled_for
 from molecule_runtime.server.sse_ids import requested_offset, set_offset
 from molecule_runtime.server.submission import ASSIGNED_TASK_ID, Submission, SubmissionRules
@@ -143,6 +145,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         admission: Admission | None = None,
         submissions: SubmissionRules | None = None,
         draining: Callable[[], bool] = lambda: False,
+        bounds: RequestBounds | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("request_context_builder", ConversationContextBuilder())
@@ -162,6 +165,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         self._submissions = submissions
         self._repeats = Repeats(submissions) if submissions is not None else None
         self._draining = draining
+        self._bounds = bounds
         if submissions is not None:
             submissions.cancel = self._interrupt
 
@@ -250,9 +254,16 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         if submission.hold is not None and self._admission is None:
             await submission.hold
 
+    def _check_send(self, params: SendMessageRequest, context: ServerCallContext) -> None:
+        """Complexity limits (server/complexity.py), before anything is claimed or queued."""
+        if self._bounds is not None:
+            walk = not context.state.get(SHAPE_CHECKED)
+            self._bounds.check_send(params, walk_values=walk)
+
     async def on_message_send(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> Message | Task:
+        self._check_send(params, context)
         submission, answer = await self._submit_or_repeat(
             params, context, lambda repeats, claim: repeats.result(claim, params, context)
         )
@@ -292,6 +303,7 @@ class RuntimeRequestHandler(DefaultRequestHandler):
     async def on_message_send_stream(
         self, params: SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event, None]:
+        self._check_send(params, context)
         submission, answer = await self._submit_or_repeat(params, context, Repeats.first_answer)
         if answer is not None:
             assert submission.repeat_of is not None
@@ -473,4 +485,11 @@ class RuntimeRequestHandler(DefaultRequestHandler):
         # store, whose TaskState.Name() raises: a 500 for a bad request.
         if params.status not in TaskState.values():
             raise InvalidParamsError(f"unknown task status {params.status}")
+        if self._bounds is not None and params.HasField("history_length"):
+            self._bounds.check_history_length(params.history_length)
         return await super().on_list_tasks(params, context)
+
+    async def on_get_task(self, params: GetTaskRequest, context: ServerCallContext) -> Task | None:
+        if self._bounds is not None and params.HasField("history_length"):
+            self._bounds.check_history_length(params.history_length)
+        return await super().on_get_task(params, context)

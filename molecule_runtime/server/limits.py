@@ -29,6 +29,8 @@ from a2a.utils.errors import InvalidRequestError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from molecule_runtime.server.complexity import SHAPE_CHECKED
+
 # A JSON string (escapes included): cut out before brackets are counted.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b"[]{},")
@@ -75,7 +77,7 @@ class RequestLimitsMiddleware:
         max_body_bytes: int,
         body_timeout: float,
         max_json_depth: int = 64,
-        max_json_values: int = 100_000,
+        max_json_values: int = 10_000,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -130,6 +132,8 @@ class RequestLimitsMiddleware:
             if refusal is not None:
                 await _reject_invalid(scope, send, *refusal)
                 return
+            # The request handler need not count this body's values again.
+            scope[SHAPE_CHECKED] = True
         buffered: Message | None = {"type": "http.request", "body": body, "more_body": False}
 
         async def replay() -> Message:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from molecule_runtime.server.complexity import SHAPE_CHECKED
 from molecule_runtime.server.routes import Endpoint, wrap_endpoints
 
 # Call-context state key: offset of the event being yielded (None: not logged).
@@ -37,6 +38,8 @@ class EventIdContextBuilder(DefaultServerCallContextBuilder):
 
     def build(self, request: Request) -> ServerCallContext:
         context = super().build(request)
+        # The body's JSON was bounded before parsing (server/limits.py).
+        context.state[SHAPE_CHECKED] = bool(request.scope.get(SHAPE_CHECKED))
         box = request.scope.get(_SCOPE_KEY)
         if isinstance(box, dict):
             box["state"] = context.state
