@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         10 * 1024 * 1024, validation_alias=_env("MOLECULE_MAX_FILE_BYTES"), ge=1
     )
+    # Largest JSON result of an adapter's durable step (adapters/steps.py).
+    step_max_bytes: int = Field(
+        1024 * 1024, validation_alias=_env("MOLECULE_STEP_MAX_BYTES"), ge=1
+    )
     # Bytes of conversation history (UTF-8 text) handed to an adapter; newest kept.
     history_bytes: int = Field(
         256 * 1024, validation_alias=_env("MOLECULE_HISTORY_BYTES"), ge=0

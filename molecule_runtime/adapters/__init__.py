@@ -21,6 +21,7 @@ from molecule_runtime.adapters.outputs import (
     Reject,
     TextOutput,
 )
+from molecule_runtime.adapters.steps import StepMismatch, StepResultError, step
 from molecule_runtime.adapters.usage import report_usage
 
 __all__ = [
@@ -37,9 +38,12 @@ __all__ = [
     "NonRetryableError",
     "Output",
     "Reject",
+    "StepMismatch",
+    "StepResultError",
     "TaskInput",
     "TextOutput",
     "TextPart",
     "report_usage",
     "set_genai_attributes",
+    "step",
 ]

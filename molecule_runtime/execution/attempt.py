@@ -18,6 +18,7 @@ from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reje
 from molecule_runtime.execution.artifacts import ArtifactWriter
 from molecule_runtime.execution.events import FileTooLarge, TaskEvents, TaskStopped
 from molecule_runtime.execution.parts import data_part, file_part
+from molecule_runtime.execution.steps import AttemptSteps, journaling
 from molecule_runtime.execution.usage import AttemptUsage, turn_of_artifact
 from molecule_runtime.vocabulary import Meta
 
@@ -71,6 +72,12 @@ async def run_attempt(
         )
         await writer.clear_earlier(await events.earlier_artifacts())
     usage = AttemptUsage(events.usage, turn_of_artifact(task.task_id, events.artifact_id), task.attempt)
+    # The turn's journal: steps earlier attempts recorded are replayed, not run.
+    steps = (
+        await AttemptSteps.load(events.steps, task.task_id, events.artifact_id)
+        if events.steps is not None
+        else None
+    )
     agen = adapter.stream(task)
     if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
         if asyncio.iscoroutine(agen):
@@ -80,7 +87,7 @@ async def run_attempt(
             "async generator (write `async def stream(self, task): ... yield text`)"
         )
     try:
-        with usage.recording():
+        with usage.recording(), journaling(steps):
             produced, last = await _pull(adapter, agen, writer, events.max_file_bytes, on_chunk)
         await writer.close(flush=True)
         # Once per attempt, after its text: a state change mid-stream would

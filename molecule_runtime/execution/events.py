@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from a2a.types.a2a_pb2 import (
     Artifact,
@@ -32,6 +32,9 @@ from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.sdk_seam import expect_snapshot_relay
 from molecule_runtime.states import TERMINAL_STATES
 from molecule_runtime.vocabulary import Meta
+
+if TYPE_CHECKING:
+    from molecule_runtime.store.steps import StepStore
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
@@ -126,6 +129,8 @@ class TaskEvents:
         self.stored_artifacts: Callable[[], Awaitable[dict[str, str]]] | None = None
         # Largest file (bytes) an adapter may output; the executor sets the configured one.
         self.max_file_bytes = DEFAULT_MAX_FILE_BYTES
+        # The task store's step journal: an attempt's durable steps (adapters/steps.py).
+        self.steps: StepStore | None = None
 
     async def persisted(self) -> None:
         """Return once every event delivered so far is in the task store."""

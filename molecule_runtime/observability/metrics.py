@@ -25,6 +25,11 @@ FIRST_CHUNK = Histogram(
 )
 IN_FLIGHT = Gauge("molecule_tasks_in_flight", "Tasks currently running in this process", ["mode"])
 RETRIES = Counter("molecule_task_retries_total", "llm_call attempts after the first (durable mode)")
+STEPS = Counter(
+    "molecule_steps_total",
+    "Durable steps of adapters: recorded (ran and journaled) or replayed (from the journal)",
+    ["outcome"],
+)
 HEADLESS = Counter(
     "molecule_headless_attempts_total",
     "llm_call attempts run without a client stream in this process (crash recovery)",

@@ -43,6 +43,7 @@ from molecule_runtime.store.retention import (
     prune_message_ids_periodically,
     prune_periodically,
 )
+from molecule_runtime.store.steps import DEFAULT_STEP_MAX_BYTES, StepStore
 
 # How often the shared reader of a followed task polls the event log for
 # writes made by other processes (writes made here wake it at once).
@@ -226,6 +227,7 @@ async def open_stores(
     event_retention: float = 7 * 86400.0,
     push_encryption_key: str | None = None,
     idempotency_retention: float = 86400.0,
+    step_max_bytes: int = DEFAULT_STEP_MAX_BYTES,
 ) -> Stores:
     """Open (and create the schema of) the store; `event_retention` 0 keeps events forever;
     with `push_encryption_key` (Fernet) push configs are encrypted in the database;
@@ -233,7 +235,9 @@ async def open_stores(
     if url == "memory":
         tasks_in_memory = InMemoryTaskStore()
         memory = ObservedTaskStore(
-            LegacyTaskStoreAdapter(tasks_in_memory), TaskOwners(memory=tasks_in_memory)
+            LegacyTaskStoreAdapter(tasks_in_memory),
+            TaskOwners(memory=tasks_in_memory),
+            StepStore(max_bytes=step_max_bytes),
         )
         return Stores(
             memory,
@@ -252,17 +256,19 @@ async def open_stores(
     )
     push_configs = DatabasePushConfigs(engine, encryption_key=push_encryption_key)
     message_ids = MessageIds(engine, retention=idempotency_retention, health=health)
+    steps = StepStore(engine, health, max_bytes=step_max_bytes)
     try:
         async with _schema_lock(engine, url):
             await database.initialize()
             await event_log.initialize()
             await push_configs.initialize()
             await message_ids.initialize()
+            await steps.initialize()
             await _create_probe(engine)
     except Exception:
         await engine.dispose()
         raise
-    tasks = ObservedTaskStore(group_commit, TaskOwners(engine=engine))
+    tasks = ObservedTaskStore(group_commit, TaskOwners(engine=engine), steps)
     stores = Stores(
         tasks,
         event_log,
@@ -276,7 +282,7 @@ async def open_stores(
     loop = asyncio.get_running_loop()
     if event_retention > 0:
         stores._pruner = loop.create_task(
-            prune_periodically(engine, event_retention), name="prune-task-events"
+            prune_periodically(engine, event_retention, steps), name="prune-task-events"
         )
     if idempotency_retention > 0:
         stores._message_id_pruner = loop.create_task(
@@ -296,4 +302,5 @@ async def open_configured_stores(settings: Settings) -> Stores:
         event_retention=settings.event_retention,
         push_encryption_key=key.get_secret_value() if key is not None else None,
         idempotency_retention=settings.idempotency_retention,
+        step_max_bytes=settings.step_max_bytes,
     )

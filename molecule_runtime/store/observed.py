@@ -21,6 +21,7 @@ from a2a.types.a2a_pb2 import (
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
 from molecule_runtime.store.health import StoreHealth, refusing
 from molecule_runtime.store.owners import TaskOwners, acting_for, is_runtime
+from molecule_runtime.store.steps import StepStore
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,17 @@ class ObservedTaskStore(VersionedTaskStore):
     whoever wrote it.
     """
 
-    def __init__(self, inner: VersionedTaskStore, owners: TaskOwners | None = None) -> None:
+    def __init__(
+        self,
+        inner: VersionedTaskStore,
+        owners: TaskOwners | None = None,
+        steps: StepStore | None = None,
+    ) -> None:
         self.inner = inner
         self._observers: list[WriteObserver] = []
         self.owners = owners or TaskOwners()
+        # The adapters' step journal, in the same database as the tasks.
+        self.steps = steps or StepStore()
 
     async def as_owner(self, task_id: str, context: ServerCallContext) -> ServerCallContext:
         """A runtime-internal call (store/owners.py) acts as the task's owner."""

@@ -13,17 +13,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.states import TERMINAL_STATE_NAMES
 from molecule_runtime.store.message_ids import MessageIds, now_utc
+from molecule_runtime.store.steps import STEPS, StepStore
 
 log = logging.getLogger(__name__)
 
 
-async def prune_events(engine: AsyncEngine, older_than: datetime) -> int:
-    """Delete the logged events of finished tasks last updated before `older_than`.
+async def prune_events(engine: AsyncEngine, older_than: datetime, steps: StepStore | None = None) -> int:
+    """Delete the logged events (and step journals) of finished tasks last updated
+    before `older_than`.
 
-    The tasks themselves stay (GetTask, ListTasks); only their replay goes.
+    The tasks themselves stay (GetTask, ListTasks); only their replay goes. A
+    journal is of use to a later attempt only: a finished task has none.
     """
     # The SDK stores last_updated as naive UTC.
     cutoff = older_than.astimezone(UTC).replace(tzinfo=None)
+    if steps is not None:
+        await _prune_steps(engine, cutoff, steps)
     with_events = select(TaskEventModel.task_id).distinct().subquery()
     async with engine.connect() as conn:
         rows = (
@@ -49,14 +54,31 @@ async def prune_events(engine: AsyncEngine, older_than: datetime) -> int:
     return deleted
 
 
-async def prune_periodically(engine: AsyncEngine, retention: float) -> None:
+async def _prune_steps(engine: AsyncEngine, cutoff: datetime, steps: StepStore) -> None:
+    with_steps = select(STEPS.c.task_id).distinct().subquery()
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(TaskModel.id, TaskModel.status)
+                .join(with_steps, with_steps.c.task_id == TaskModel.id)
+                .where(TaskModel.last_updated < cutoff)
+            )
+        ).all()
+    await steps.delete(
+        task_id
+        for task_id, status in rows
+        if isinstance(status, dict) and status.get("state") in TERMINAL_STATE_NAMES
+    )
+
+
+async def prune_periodically(engine: AsyncEngine, retention: float, steps: StepStore | None = None) -> None:
     # Often enough that rows outlive the retention by a fraction of it at most.
     interval = min(max(retention / 4, 1.0), 3600.0)
     while True:
         await asyncio.sleep(interval)
         try:
             cutoff = datetime.now(UTC) - timedelta(seconds=retention)
-            deleted = await prune_events(engine, cutoff)
+            deleted = await prune_events(engine, cutoff, steps)
             if deleted:
                 log.info("pruned %d logged events of tasks finished before %s", deleted, cutoff)
         except Exception:
