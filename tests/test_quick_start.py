@@ -5,6 +5,8 @@ key by key where the README shows JSON."""
 
 from __future__ import annotations
 
+import ast
+import base64
 import json
 import re
 import subprocess
@@ -242,3 +244,54 @@ async def test_real_local_model_says_when_it_was_cut(tmp_path: Path) -> None:
         await adapter.aclose()
     assert all(isinstance(i, str) for i in items[:-1]) and "".join(items[:-1]).strip()
     assert "12-token limit" in items[-1].message
+
+
+# -- files and data (the report template) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    command = re.search(r"(ADAPTER_MODULE=(\S+)) \.venv/bin/molecule-runtime", QUICK_START)
+    assert command, "the Quick start shows how to start the report template"
+    env = {"ADAPTER_MODULE": command.group(2)}
+    with running_server(tmp_path_factory.mktemp("report"), env, cwd=ROOT) as server:
+        yield server
+
+
+def test_files_example(report: ServerProcess) -> None:
+    block = next(b for b in blocks(QUICK_START, "bash") if '"raw"' in b)
+    headers, body = curl_request(block)
+    reply = httpx.post(report.url + "/", headers=headers, json=body, timeout=30).json()
+    task = reply["result"]["task"]
+    assert task["status"]["state"] == "TASK_STATE_COMPLETED"
+    assert '"Report ready."' in QUICK_START
+    assert task["status"]["message"]["parts"] == [{"text": "Report ready."}]
+    artifacts_block = next(b for b in blocks(QUICK_START, "json") if '"artifacts"' in b and "report" in b)
+    documented = documented_json("{" + artifacts_block + "}")
+    assert_same_shape(documented["artifacts"], task["artifacts"])
+    # The base64 in the command is the file the README's printf makes.
+    printf = re.search(r"`printf '(.*?)' \| base64`", QUICK_START)
+    assert printf
+    raw = body["params"]["message"]["parts"][0]["raw"]
+    assert base64.b64decode(raw) == printf.group(1).replace("\\n", "\n").encode()
+
+
+def test_files_sdk_example(report: ServerProcess, tmp_path: Path) -> None:
+    example = next(b for b in blocks(QUICK_START, "python") if "csv_in = Part(" in b)
+    script = tmp_path / "files_client.py"
+    script.write_text(example.replace(DOC_URL, report.url))
+    printed = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    ).stdout.splitlines()
+    shown = re.search(r"```python\n" + re.escape(example) + r"```\n\nprints\n\n```\n(.*?)```", QUICK_START, re.S)
+    assert shown
+    expected = shown.group(1).splitlines()
+    # A data part's keys come in no fixed order: compare the summary as a value.
+    split = [line.partition(": ") for line in expected]
+    assert len(printed) == len(expected)
+    for (label, _, value), line in zip(split, printed, strict=True):
+        if label == "summary":
+            assert line.startswith("summary: ")
+            assert ast.literal_eval(line.removeprefix("summary: ")) == ast.literal_eval(value)
+        else:
+            assert line == f"{label}{_}{value}"
