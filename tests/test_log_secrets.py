@@ -224,6 +224,9 @@ def test_the_sdk_records_the_filters_rely_on() -> None:
     assert "logger.exception('Failed to parse request params')" in dispatcher
     assert "\"Request Error (ID: %s): Code=%s, Message='%s'%s\"" in dispatcher
     assert "f', Data={data}' if data else ''" in dispatcher
+    from a2a.server.request_handlers import request_handler
+
+    assert "logging.getLogger(__name__).error(\n                        'Validation failure: %s', final_message" in inspect.getsource(request_handler)
     handlers = inspect.getsource(error_handlers)
     assert "logger.warning('Parse error: %s', str(error))" in handlers
     assert "f', Data={error.data}' if error.data else ''" in handlers

@@ -15,7 +15,9 @@ config ids; these filters cover what others log:
   a traceback. A client's mistake is not the server's error, and its values
   may be secrets: such a record keeps its message and the exception's type,
   at WARNING, without the exception's text; the `Data=…` the SDK appends to
-  its "Request error" lines (the same parser text) is left out too.
+  its "Request error" lines (the same parser text) is left out too. Its
+  "Validation failure" line (the client asked for something this agent does
+  not offer) is a WARNING too.
 """
 
 from __future__ import annotations
@@ -102,6 +104,10 @@ class ClientErrorRecords(logging.Filter):
             last = record.args[-1]
             if isinstance(last, str) and last.startswith(_DATA_PREFIX):
                 record.args = (*record.args[:-1], "")
+        if record.msg == "Validation failure: %s" and record.levelno > logging.WARNING:
+            # The SDK's check that the agent supports what the client asked
+            # for (an extended card, push notifications): the client's mistake.
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         if record.msg == "Parse error: %s" and record.args:
             # REST: the protobuf parser's message, which quotes the input.
             record.args = ("the request's values are not logged",)

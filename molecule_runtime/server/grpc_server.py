@@ -58,6 +58,7 @@ from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTas
 from a2a.utils.errors import A2A_ERROR_REASONS, A2AError, VersionNotSupportedError
 from a2a.utils.grpc_status import status_to_grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -250,6 +251,60 @@ async def _version_not_supported(version: str, context: grpc.aio.ServicerContext
     await context.abort(rich.code, rich.details)
 
 
+class _Undecodable:
+    """Stands for request bytes that are not the method's message."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _decoding_checked(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """`handler`, answering INVALID_ARGUMENT to bytes that do not decode.
+
+    grpcio answers a request its deserializer cannot decode with UNKNOWN and
+    logs an ERROR with a traceback: a client's mistake reported as the
+    server's. Here the deserializer hands on a marker instead, and the call is
+    refused before the servicer sees it.
+    """
+    decode = handler.request_deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return decode(data) if decode is not None else data
+        except DecodeError:
+            return _UNDECODABLE
+
+    async def refuse(context: grpc.aio.ServicerContext) -> None:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message of this method"
+        )
+
+    if handler.unary_stream is not None:
+        streamed = handler.unary_stream
+
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            if request is _UNDECODABLE:
+                await refuse(context)
+            async for response in streamed(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream, request_deserializer=deserialize, response_serializer=handler.response_serializer
+        )
+    if handler.unary_unary is None:
+        return handler  # the A2A services have unary and server-streaming methods only
+    unary = handler.unary_unary
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is _UNDECODABLE:
+            await refuse(context)
+        return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=deserialize, response_serializer=handler.response_serializer
+    )
+
+
 async def _unauthenticated(context: grpc.aio.ServicerContext) -> None:
     # Says only that a credential is needed, never why one was refused.
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAIL)
@@ -270,6 +325,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler  # unknown method: gRPC answers UNIMPLEMENTED
+        handler = _decoding_checked(handler)
         metadata = {
             key: value
             for key, value in details.invocation_metadata or ()  # type: ignore[attr-defined]
