@@ -326,6 +326,12 @@ def test_server_gone_mid_answer_then_back(server_factory, page, tmp_path: Path) 
     assert page.locator("[data-testid=task-row] [data-state=working]").count() == 0
     assert page.is_enabled("[data-testid=send]")
     page.screenshot(path=str(tmp_path / "server-back.png"))
+    # A reload shows the conversation as the restarted server stored it.
+    page.reload()
+    page.wait_for_selector("[data-testid=agent-message][data-restored=true]")
+    assert last_answer(page).get_attribute("data-task-id") == task_id
+    assert last_answer(page).get_attribute("data-state") == "failed"
+    assert "server stopped" in (last_answer(page).locator("[data-testid=status-message]").text_content() or "")
 
 
 @needs_browser

@@ -30,7 +30,6 @@ function showGate(message = "") {
 
 async function boot() {
   const bootError = document.getElementById("boot-error");
-  bootError.hidden = true;
   let reply;
   try {
     reply = await get("console/config");
@@ -40,11 +39,14 @@ async function boot() {
       if (token()) clearToken();
       return;
     }
-    bootError.textContent = `The runtime did not answer: ${error.message}`;
+    // Down or restarting: try again until it answers (no reload needed).
+    bootError.textContent = `The runtime did not answer (${error.message}); trying again every 2 s…`;
     bootError.hidden = false;
+    setTimeout(boot, 2000);
     return;
   }
   const config = await reply.json();
+  bootError.hidden = true;
   gate.hidden = true;
   app.hidden = false;
   document.getElementById("sign-out").hidden = !token();
