@@ -363,7 +363,11 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=500)
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--merge", type=Path, action="append", default=[],
+                        help="results JSON of an earlier run to report with this one's")
     args = parser.parse_args()
+    # SIGTERM ends the run through the `finally` blocks: every process started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_fd_limit()
     levels = args.n or ([20] if args.quick else [100, 500])
     stores = args.store or ["sqlite", "postgres"]
@@ -397,6 +401,8 @@ def main() -> None:
         if pg is not None:
             pg.stop()
         shutil.rmtree(root, ignore_errors=True)
+    for earlier in args.merge:
+        results = json.loads(earlier.read_text())["results"] + results
     RESULTS.mkdir(parents=True, exist_ok=True)
     subset = bool(args.n or args.store or args.signal or args.runs or args.quick)
     out = RESULTS / ("replicas-subset.json" if subset else "replicas.json")

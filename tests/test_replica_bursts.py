@@ -138,3 +138,41 @@ async def test_sigterm_mid_burst_hands_tasks_over_and_tells_blocking_clients(
     assert replica_a.proc.wait(30) == 0
     log = replica_a.log()
     assert " ERROR " not in log and "Traceback" not in log, log[-6000:]
+
+
+async def test_llm_call_that_hops_to_the_other_replica_ends_this_replicas_stream(
+    no_eager_temporal: TemporalDevServer, server_factory, tmp_path: Path
+) -> None:
+    """A busy replica that does not pick up its own `llm_call` in time: the attempt
+    moves to the shared queue and may run headless on the other replica while this
+    one holds the client's stream. This one's writes (task_complete, the stream's
+    end) then meet a task the other replica wrote: they must land, not fail it.
+    A schedule-to-start timeout of a millisecond makes the move happen every time."""
+    records = tmp_path / "records"
+    replica_a, replica_b = _replicas(
+        server_factory, no_eager_temporal, tmp_path, records, TEMPORAL_SCHEDULE_TO_START_TIMEOUT="0.001"
+    )
+    client = await make_client(replica_a.url, streaming=False)
+    messages = [scripted_message(chunks=CHUNKS, delay=DELAY, label=f"h{i}-") for i in range(10)]
+
+    async def send(message) -> object:
+        responses = [r async for r in client.send_message(SendMessageRequest(message=message))]
+        return responses[-1].task
+
+    try:
+        tasks = await asyncio.wait_for(asyncio.gather(*(send(m) for m in messages)), 120)
+        ran_on_b = 0
+        for i, task in enumerate(tasks):
+            expected = "".join(f"h{i}-{n} " for n in range(CHUNKS))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED, (i, task)
+            assert task_text(task) == expected, (i, task_text(task))
+            starts = [r for r in read_records(records, task.id) if r["event"] == "start"]
+            assert len(starts) == 1, (i, read_records(records, task.id))
+            assert replica_b.proc is not None
+            ran_on_b += starts[0]["pid"] == replica_b.proc.pid
+        assert ran_on_b, "no attempt ran on the other replica: the test proved nothing"
+    finally:
+        await client.close()
+    for replica in (replica_a, replica_b):
+        log = replica.log()
+        assert " ERROR " not in log and "Traceback" not in log, log[-4000:]

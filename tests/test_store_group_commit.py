@@ -371,3 +371,35 @@ async def test_a_new_task_id_made_up_here_is_read_without_the_database(opened, m
         statements.clear()
         assert await stores.tasks.get(stale, CTX) is None
         assert statements, "an expired new id must be read from the database"
+
+
+async def test_a_writer_that_reread_after_a_conflict_writes_again(store_url: str) -> None:
+    """The stream's process writes a task another replica wrote since (a stage that
+    hopped there): its stale write fails, and its write after re-reading the task
+    (as the SDK's consumer does on a conflict) lands instead of failing again."""
+    here = await open_stores(store_url, event_retention=0)
+    there = await open_stores(store_url, event_retention=0)
+    try:
+        live = Writer(here, str(uuid.uuid4()))
+        await live.create()
+        stored = await there.tasks.get(live.task.id, CTX)
+        assert stored is not None
+        headless = Writer(there, live.task.id)
+        headless.task, headless.version = stored.task, stored.version
+        await headless.state(TaskState.TASK_STATE_WORKING)
+        await headless.chunk("answer", append=False)
+        await there.tasks.wait_stored(live.task.id)
+
+        with pytest.raises(ConcurrentTaskModificationError):
+            await live.state(TaskState.TASK_STATE_WORKING)
+        reread = await here.tasks.get(live.task.id, CTX)
+        assert reread is not None
+        live.task, live.version = reread.task, reread.version
+        final = await live.state(TaskState.TASK_STATE_COMPLETED)
+        assert final > version_number(reread.version)
+        landed = await there.tasks.get(live.task.id, CTX)
+        assert landed is not None and landed.task.status.state == TaskState.TASK_STATE_COMPLETED
+        assert "".join(p.text for a in landed.task.artifacts for p in a.parts) == "answer"
+    finally:
+        await here.aclose()
+        await there.aclose()

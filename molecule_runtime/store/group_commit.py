@@ -196,7 +196,12 @@ class GroupCommitTaskStore(VersionedTaskStore):
         pending = self._tasks.get(task.id)
         if pending is not None and pending.error is not None:
             del self._tasks[task.id]
-            raise pending.error
+            if version_number(prev_version) == pending.version:
+                # Written on top of what failed: the writer has not heard yet.
+                raise pending.error
+            # The writer re-read the task since (the SDK does on a conflict):
+            # its write goes on from there, as a takeover.
+            pending = None
         if pending is not None and pending.owner != owner:
             raise ConcurrentTaskModificationError(task.id)
         if (
