@@ -13,6 +13,7 @@ never a webhook URL or token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from google.protobuf.json_format import MessageToDict
 
 from molecule_runtime.push_policy import Resolver, WebhookPolicy, system_resolver
 from molecule_runtime.states import TERMINAL_STATES
+from molecule_runtime.store.health import until_stored
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,10 @@ class PushNotifier(PushNotificationSender):
     async def _fan_out(self, task_id: str, event: PushNotificationEvent) -> None:
         """POST one event to each of the task's webhooks (read from the shared store)."""
         try:
-            configs = await self._config_store.get_info_for_dispatch(task_id)
+            # A store that is away for now is waited for: the event is sent late, not dropped.
+            configs = await until_stored(
+                functools.partial(self._config_store.get_info_for_dispatch, task_id), None
+            )
         except Exception as exc:
             log.warning("task %s: push configs not readable (%s); not sent", task_id, type(exc).__name__)
             return

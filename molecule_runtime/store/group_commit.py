@@ -319,6 +319,7 @@ class GroupCommitTaskStore(VersionedTaskStore):
         now, wait and try again (with whatever is pending by then), without limit."""
         delay = RETRY_MIN
         while True:
+            self.health.note_waiting(sum(len(item.events) for item, _ in items))
             try:
                 async with self._engine.begin() as conn:
                     outcomes = await write_batch(conn, [item for item, _ in items])

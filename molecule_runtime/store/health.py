@@ -195,6 +195,11 @@ class StoreHealth:
     def unavailable(self) -> StoreUnavailable:
         return StoreUnavailable(self._reason or "unreachable")
 
+    def note_waiting(self, waiting: int) -> None:
+        """While the store is away, `waiting` writes are pending (for the INFO when it is back)."""
+        if self._down_since is not None:
+            self._waited = max(self._waited, waiting)
+
     def failed(self, error: BaseException, waiting: int = 0) -> None:
         """A store operation failed for now (`is_transient`); `waiting` writes wait on it."""
         self._waited = max(self._waited, waiting)
