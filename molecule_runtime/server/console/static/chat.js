@@ -164,6 +164,9 @@ export class Chat {
         }
         const since = serverOffline() || new Date();
         bubble.lost(since);
+        // A stream closed by a server that still answers is followed again
+        // after a pause, never in a tight loop.
+        if (!broken) await new Promise((resolve) => setTimeout(resolve, 1000));
         await waitForServer(() => generation !== this.generation);
         if (generation !== this.generation) return;
         bubble.back(since, new Date());
