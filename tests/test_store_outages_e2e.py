@@ -142,10 +142,23 @@ async def grpc_send_refused(grpc_port: str) -> None:
 
 
 async def new_sends_refused(
-    base: str, proxy_port: int, pg_port: int, grpc_port: str | None = None
+    base: str, proxy_port: int, pg_port: int, grpc_port: str | None = None, running: str = ""
 ) -> dict[str, Any]:
-    """A REST, a JSON-RPC (and a gRPC) send during the outage: retryable refusals."""
+    """A REST, a JSON-RPC (and a gRPC) send during the outage: retryable refusals.
+    GetTask of a running task: the task as it is (never failed), or the same refusal."""
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        if running:
+            got = await http.post(
+                "/",
+                json={"jsonrpc": "2.0", "id": "g1", "method": "GetTask", "params": {"id": running}},
+                headers=A2A,
+            )
+            answer = got.json()
+            if "error" in answer:
+                assert answer["error"]["code"] == -32000, answer
+                assert_refusal_is_clean(got.text, proxy_port, pg_port)
+            else:
+                assert answer["result"]["status"]["state"] != "TASK_STATE_FAILED", answer
         params = {"message": message_json("during"), "configuration": {"returnImmediately": True}}
         rest = await http.post("/rest/message:send", json=params, headers=A2A)
         rpc = await http.post(
@@ -222,7 +235,11 @@ async def run_outage(
         await proxy.set_mode("starting_up")
         await until_refused(server.url)
         await new_sends_refused(
-            server.url, proxy.port, own_pg.port, server.env.get("MOLECULE_GRPC_PORT")
+            server.url,
+            proxy.port,
+            own_pg.port,
+            server.env.get("MOLECULE_GRPC_PORT"),
+            running=sinks[0]["id"],
         )
         await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - started)))
         await proxy.set_mode("forward")
@@ -233,7 +250,7 @@ async def run_outage(
     else:  # down for 20 s
         await asyncio.to_thread(own_pg.stop, remove=False)
         await until_refused(server.url)
-        await new_sends_refused(server.url, proxy.port, own_pg.port)
+        await new_sends_refused(server.url, proxy.port, own_pg.port, running=sinks[0]["id"])
         await asyncio.sleep(max(0.0, 20.0 - (time.monotonic() - started)))
         await asyncio.to_thread(own_pg.start)
 
