@@ -1,8 +1,10 @@
 // The official A2A JavaScript SDK (@a2a-js/sdk 1.x) driving a molecule-runtime server
 // that runs tests/fixtures/submission_adapter.py (`ask x`, `slow n`, else `ok: text`).
 //
-//   node js_sdk_checks.mjs <base url> <binding: JSONRPC | HTTP+JSON> [<bearer token>]
+//   node js_sdk_checks.mjs <base url> <binding: JSONRPC | HTTP+JSON> [<bearer token>] [<webhook url>]
 //
+// With a webhook URL it also registers a push config for a question's task (token
+// "js-push-<binding>") and answers the question; the caller checks what the webhook got.
 // Prints one JSON object: {"checks": {name: "ok" | "<what went wrong>"}}. Run with
 // NODE_PATH pointing at the node_modules that hold @a2a-js/sdk.
 import { createRequire } from "node:module";
@@ -13,7 +15,7 @@ const sdk = require("@a2a-js/sdk");
 const { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, RestTransportFactory } =
   require("@a2a-js/sdk/client");
 
-const [base, binding, token] = process.argv.slice(2);
+const [base, binding, token, webhook] = process.argv.slice(2);
 const checks = {};
 
 function authFetch(credential) {
@@ -192,6 +194,32 @@ await check("files-and-data", async () => {
   if (sent.parts[1].content.value.answer !== 42) return "data part changed";
   if (Buffer.from(sent.parts[2].content.value).toString() !== "hello file") return "file part changed";
 });
+
+if (webhook) {
+  await check("push", async () => {
+    const asked = await client.sendMessage(request("ask push"));
+    if (asked.status?.state !== TaskState.TASK_STATE_INPUT_REQUIRED) return `asked ${asked.status?.state}`;
+    const config = sdk.TaskPushNotificationConfig.fromJSON({
+      taskId: asked.id,
+      id: "js-push",
+      url: webhook,
+      token: `js-push-${binding}`,
+    });
+    const created = await client.createTaskPushNotificationConfig(config);
+    if (created.url !== webhook || created.taskId !== asked.id) return `created ${JSON.stringify(created)}`;
+    const got = await client.getTaskPushNotificationConfig(
+      sdk.GetTaskPushNotificationConfigRequest.fromJSON({ taskId: asked.id, id: "js-push" }),
+    );
+    if (got.url !== webhook) return `got ${JSON.stringify(got)}`;
+    const listed = await client.listTaskPushNotificationConfig(
+      sdk.ListTaskPushNotificationConfigsRequest.fromJSON({ taskId: asked.id }),
+    );
+    if (!listed.configs.some((c) => c.id === "js-push")) return "config not listed";
+    const done = await client.sendMessage(request("bye", { taskId: asked.id }));
+    if (done.status?.state !== TaskState.TASK_STATE_COMPLETED) return `answer ${done.status?.state}`;
+    console.error(`push-task ${asked.id}`);
+  });
+}
 
 if (token) {
   await check("auth-refused", async () => {
