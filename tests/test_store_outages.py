@@ -21,6 +21,7 @@ from a2a.types.a2a_pb2 import TaskState
 from sqlalchemy import event
 
 from molecule_runtime.store import Stores, open_stores
+from molecule_runtime.store.group_commit import TaskNotStored
 from molecule_runtime.store.health import StoreUnavailable
 from molecule_runtime.store.message_ids import MessageClaim, now_utc
 from tests.support.pg_proxy import PgProxy
@@ -242,3 +243,28 @@ async def test_readiness_says_the_store_cannot_write_and_why(
         assert await sqlite_stores.write_status() == (True, "ok")
     finally:
         await sqlite_stores.aclose()
+
+
+async def test_a_write_the_database_rejects_for_good_fails_that_task_only(
+    postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not the database's weather (here: a NUL byte PostgreSQL never stores): that
+    task fails with a message saying so; the tasks committed with it are stored."""
+    url = postgres.database()
+    stores = await open_stores(url, event_retention=0)
+    try:
+        good = [Writer(stores, str(uuid.uuid4())) for _ in range(5)]
+        bad = Writer(stores, "bad\x00id")
+        results = await asyncio.wait_for(
+            asyncio.gather(*(w.create() for w in [*good, bad]), return_exceptions=True), 60
+        )
+        assert all(isinstance(v, int) for v in results[:-1]), results
+        assert isinstance(results[-1], TaskNotStored), results[-1]
+        assert "could not be stored" in str(results[-1])
+        for writer in good:
+            assert (await stored_rows(url, writer.task.id))[0] == 1
+        assert stores.health.available  # a rejected write is no outage
+    finally:
+        await stores.aclose()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "could not be stored" in errors[0].getMessage()

@@ -87,9 +87,9 @@ class TaskNotStored(RuntimeError):
 
     def __init__(self, task_id: str, cause: Exception) -> None:
         super().__init__(
-            f"The task could not be stored ({type(cause).__name__}); this is a bug in the "
-            "runtime, not a problem of the database, and was logged. Send the message again "
-            "with a new messageId."
+            f"The task could not be stored: the database rejected its data for good "
+            f"({type(cause).__name__}, logged by the server), which retrying cannot mend. "
+            "Other tasks are not affected."
         )
         self.task_id = task_id
 
