@@ -312,7 +312,7 @@ class AnswerBubble {
     this.artifacts = new Map(); // artifactId -> {name, parts}
     this.text = el("div", { class: "answer-text", dataTestid: "answer-text" });
     this.extras = el("div", { class: "answer-extras", dataTestid: "answer-artifacts" });
-    this.statusLine = el("div", { class: "status-line muted small", dataTestid: "status-message" });
+    this.statusLine = el("div", { class: "status-line small", dataTestid: "status-message" });
     this.connectionLine = el("div", { class: "connection-line small", dataTestid: "connection" });
     this.badge = el("span", {});
     this.usage = el("div", { class: "usage muted small", dataTestid: "answer-usage" });
