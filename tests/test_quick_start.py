@@ -151,7 +151,7 @@ def test_send_message_example(echo: ServerProcess) -> None:
     documented = documented_json(blocks(QUICK_START, "json")[0])
     assert_same_shape(documented, reply.json())
     metadata = reply.json()["result"]["task"]["metadata"]
-    for key in ("molecule.mode", "molecule.created"):
+    for key in ("molecule.mode", "molecule.created", "molecule.instance"):
         assert f"`{key}`" in QUICK_START and key in metadata
 
 
