@@ -295,3 +295,37 @@ def test_files_sdk_example(report: ServerProcess, tmp_path: Path) -> None:
             assert ast.literal_eval(line.removeprefix("summary: ")) == ast.literal_eval(value)
         else:
             assert line == f"{label}{_}{value}"
+
+
+# -- a second server on the same ./.molecule ----------------------------------------
+
+
+def test_second_server_sharing_the_data_dir_is_a_replica(tmp_path: Path) -> None:
+    """What the README's "A second server" says: same data dir, other port, one agent."""
+    assert "**A second server.**" in SET_UP
+    data = {"MOLECULE_DATA_DIR": str(tmp_path / "shared")}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    headers = {"A2A-Version": "1.0"}
+
+    def send(server: ServerProcess, message_id: str) -> dict[str, Any]:
+        body = {
+            "jsonrpc": "2.0", "id": 1, "method": "SendMessage",
+            "params": {"message": {"role": "ROLE_USER", "messageId": message_id, "parts": [{"text": "hi"}]}},
+        }
+        return httpx.post(server.url + "/", headers=headers, json=body, timeout=30).json()["result"]["task"]
+
+    with (
+        running_server(tmp_path / "a", {"RUNTIME": "echo", **data}) as first,
+        running_server(tmp_path / "b", {"RUNTIME": "echo", **data}) as second,
+    ):
+        task = send(first, "shared-1")
+        # The same message sent to the other server: the same task, not run again.
+        assert send(second, "shared-1")["id"] == task["id"]
+        listed = httpx.post(
+            second.url + "/", headers=headers, timeout=30,
+            json={"jsonrpc": "2.0", "id": 2, "method": "ListTasks", "params": {}},
+        ).json()["result"]["tasks"]
+        assert [t["id"] for t in listed] == [task["id"]]
+        # Told apart by their instance ids (hostname-port).
+        assert task["metadata"]["molecule.instance"].endswith(f"-{first.port}")
