@@ -310,7 +310,8 @@ def test_server_gone_mid_answer_then_back(server_factory, page, tmp_path: Path) 
     page.wait_for_selector("[data-testid=offline]:not([hidden])")
     page.wait_for_selector("[data-testid=tasks][data-stale=true]")
     assert "not answering" in (page.text_content("#tasks-note") or "")
-    assert page.is_disabled("[data-testid=send]")
+    assert page.is_disabled("[data-testid=send]") and page.is_disabled("[data-testid=cancel]")
+    page.wait_for_selector("[data-health=status] strong:text-is('unreachable')")
     page.screenshot(path=str(tmp_path / "server-gone.png"))
     # Back on the same port and data: the restarted server settled the task
     # (direct mode cannot resume it), and the page shows what became of it.

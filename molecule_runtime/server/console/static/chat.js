@@ -164,6 +164,7 @@ export class Chat {
         }
         const since = serverOffline() || new Date();
         bubble.lost(since);
+        this.cancelButton.disabled = true; // nothing to send it to; back with the task's events
         // A stream closed by a server that still answers is followed again
         // after a pause, never in a tight loop.
         if (!broken) await new Promise((resolve) => setTimeout(resolve, 1000));

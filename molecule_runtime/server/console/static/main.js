@@ -95,6 +95,7 @@ function watchConnection({ tasks, health, timeline }) {
     banner.textContent = `The server is not answering (since ${event.detail.since.toLocaleTimeString()}): `
       + "what you see is what it last said. Retrying…";
     banner.hidden = false;
+    health.refresh(); // its badges say "unreachable" rather than the last "ready"
   });
   connection.addEventListener("online", () => {
     banner.hidden = true;
