@@ -98,9 +98,12 @@ async def test_server_merges_fast_chunks(server_factory, tmp_path, window, unwin
     server = server_factory(scripted_env(tmp_path / "rec", STREAM_BATCH_WINDOW=window))
     client = await make_client(server.url)
     events = [e async for e in stream_events(client, scripted_message(chunks=30, delay=0.005))]
-    chunk_events = [
-        e for e in events if e.HasField("artifact_update") and e.artifact_update.artifact.parts[0].text
-    ]
+    updates = [e.artifact_update for e in events if e.HasField("artifact_update")]
+    # The closing update repeats the whole answer (artifacts.py); the chunks come before it.
+    closing = updates[-1]
+    assert closing.last_chunk and not closing.append
+    assert closing.artifact.parts[0].text == "".join(f"c{i} " for i in range(30))
+    chunk_events = [u for u in updates[:-1] if u.artifact.parts[0].text]
     task = await wait_terminal(client, events[0].task.id)
     assert task_text(task) == "".join(f"c{i} " for i in range(30))
     if unwindowed:

@@ -127,13 +127,17 @@ def test_raw_streaming_message_1_0(probe: ServerProcess) -> None:
     results = [e["result"] for e in events]
     assert "task" in results[0]
     assert results[-1]["statusUpdate"]["status"]["state"] == "TASK_STATE_COMPLETED"
-    streamed = "".join(
-        p["text"]
-        for r in results
-        if "artifactUpdate" in r
-        for p in r["artifactUpdate"]["artifact"]["parts"]
-    )
+    # Read as A2A says: append adds to the artifact, append=false replaces it.
+    streamed = ""
+    for r in results:
+        if "artifactUpdate" in r:
+            update = r["artifactUpdate"]
+            chunk = "".join(p["text"] for p in update["artifact"]["parts"])
+            streamed = streamed + chunk if update.get("append") else chunk
     assert streamed == "probe: sse hello"
+    # The last artifact update is the closing one: the whole answer, replacing.
+    closing = [r["artifactUpdate"] for r in results if "artifactUpdate" in r][-1]
+    assert closing.get("lastChunk") and not closing.get("append")
 
 
 def test_v0_3_message_send_still_answered(probe: ServerProcess) -> None:
