@@ -268,3 +268,42 @@ async def test_a_write_the_database_rejects_for_good_fails_that_task_only(
         await stores.aclose()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "could not be stored" in errors[0].getMessage()
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str, text: str) -> None:
+        super().__init__(text)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "text", "transient", "reason"),
+    [
+        ("57P03", "the database system is starting up", True, "database starting up"),
+        ("57P01", "terminating connection due to administrator command", True, "database shutting down"),
+        ("08006", "connection failure", True, "unreachable"),
+        ("08003", "connection does not exist", True, "unreachable"),
+        ("40001", "could not serialize access", True, "locked"),
+        ("40P01", "deadlock detected", True, "locked"),
+        ("53100", "could not extend file: No space left on device", True, "disk full"),
+        ("53300", "sorry, too many clients already", True, "too many connections"),
+        ("25006", "cannot execute UPDATE in a read-only transaction", True, "read-only"),
+        ("58030", "could not write to file", True, "I/O error"),
+        ("23505", "duplicate key value violates unique constraint", False, None),
+        ("22021", "invalid byte sequence for encoding", False, None),
+        ("42P01", "relation does not exist", False, None),
+    ],
+)
+def test_which_database_errors_pass(sqlstate: str, text: str, transient: bool, reason: str | None) -> None:
+    """The classification the retries rest on, as the asyncpg dialect wraps errors:
+    a plain DBAPIError (or a subclass) whose driver error carries the SQLSTATE."""
+    from sqlalchemy.exc import DBAPIError
+
+    from molecule_runtime.store.health import is_transient, reason_of
+
+    error = DBAPIError.instance("SELECT 1", {}, _DriverError(sqlstate, text), Exception)
+    assert is_transient(error) is transient
+    if reason is not None:
+        assert reason_of(error) == reason
+    assert is_transient(ConnectionRefusedError(111, "Connect call failed"))
+    assert reason_of(ConnectionRefusedError(111, "Connect call failed")) == "unreachable"
