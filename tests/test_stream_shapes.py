@@ -2,8 +2,8 @@
 JS SDK, Google ADK, the TCK), over real HTTP in both modes (real Temporal):
 
 - a stream that answers an `input-required` task begins with the Task (A2A 1.0 §3.1.2:
-  a task lifecycle stream MUST begin with the Task object), on JSON-RPC and HTTP+JSON,
-  with its SSE ids increasing;
+  a task lifecycle stream MUST begin with the Task object), on JSON-RPC, HTTP+JSON and
+  gRPC, with its SSE ids increasing;
 - HTTP+JSON answers in the media type the client used, `application/json` when it
   named none (A2A's HTTP+JSON binding §11.1; the SDK labels them `application/a2a+json`).
 """
@@ -15,7 +15,10 @@ import uuid
 
 import httpx
 import pytest
+from a2a.types.a2a_pb2 import TaskState
 
+from tests.support.a2a import stream_events, user_message
+from tests.support.grpc_client import grpc_env, make_grpc_client
 from tests.support.procs import ServerProcess, running_server
 from tests.support.sse import assert_increasing, read_frames, state_of
 from tests.test_submission import MODES, rpc_send, submission_env
@@ -26,7 +29,8 @@ BINDINGS = ["JSONRPC", "HTTP+JSON"]
 @pytest.fixture(scope="module", params=MODES)
 def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp(f"shapes-{request.param}")
-    with running_server(workdir, submission_env(request.param, request, workdir / "records")) as server:
+    env = submission_env(request.param, request, workdir / "records", **grpc_env())
+    with running_server(workdir, env) as server:
         yield server
 
 
@@ -62,6 +66,22 @@ async def test_the_stream_of_an_answer_begins_with_the_task(
             assert state_of(frames[-1][1]) == end
             assert kinds.count("task") == 1
             assert_increasing(frames)
+
+
+async def test_over_grpc_the_stream_of_an_answer_begins_with_the_task(served: ServerProcess) -> None:
+    client = await make_grpc_client(served.url)
+    try:
+        asked = [e async for e in stream_events(client, user_message("ask g"))]
+        task = asked[0].task
+        assert asked[-1].status_update.status.state == TaskState.TASK_STATE_INPUT_REQUIRED
+        answer = [e async for e in stream_events(client, user_message("bye", task_id=task.id))]
+        kinds = [e.WhichOneof("payload") for e in answer]
+        assert kinds[0] == "task" and kinds.count("task") == 1, kinds
+        assert answer[0].task.id == task.id
+        assert answer[0].task.status.state == TaskState.TASK_STATE_WORKING
+        assert answer[-1].status_update.status.state == TaskState.TASK_STATE_COMPLETED
+    finally:
+        await client.close()
 
 
 async def test_rest_answers_in_the_media_type_the_client_used(served: ServerProcess) -> None:
