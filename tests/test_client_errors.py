@@ -121,3 +121,21 @@ def test_largest_event_id_is_still_an_event_id(server: ServerProcess) -> None:
 def test_still_serving(server: ServerProcess) -> None:
     assert finished_task(server)
     assert log_errors(server) == []
+
+
+@pytest.mark.parametrize("value", ["2147483648", 2147483648, 1e10, 9 * 10**30])
+def test_v03_history_length_beyond_32_bits_is_a_client_error(server: ServerProcess, value: object) -> None:
+    """Found by the fuzzing: the 0.3 methods converted it to a 32-bit field and failed
+    with an internal error ("Value out of range")."""
+    task_id = finished_task(server)
+    before = log_errors(server)
+    message = {"kind": "message", "role": "user", "messageId": "m-" + task_id, "parts": [{"kind": "text", "text": "x"}]}
+    for method, params in (
+        ("tasks/get", {"id": task_id, "historyLength": value}),
+        ("message/send", {"message": message, "configuration": {"historyLength": value}}),
+    ):
+        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        reply = httpx.post(server.url + "/", json=body, timeout=10)
+        error = reply.json()["error"]
+        assert error["code"] == -32602 and "MOLECULE_MAX_HISTORY_LENGTH" in error["message"], error
+    assert log_errors(server) == before

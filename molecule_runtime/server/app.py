@@ -203,6 +203,7 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
             body_timeout=settings.request_timeout,
             max_json_depth=settings.max_json_depth,
             max_json_values=settings.max_json_values,
+            max_history_length=settings.max_history_length,
         )
     )
 

@@ -35,6 +35,10 @@ from molecule_runtime.server.complexity import SHAPE_CHECKED
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b"[]{},")
 _ONE_BRACKET = bytes.maketrans(b"{}", b"[]")
+# A `historyLength` member and its number (also as a string, which the 0.3
+# models accept). Inside a JSON string its quotes would be escaped, so the
+# pattern matches members only.
+_HISTORY_LENGTH = re.compile(rb'"historyLength"\s*:\s*"?\s*(-?[0-9][0-9.eE+-]{0,30})')
 # Bodies up to this size are measured on the event loop; bigger ones in a
 # thread (a 4 MiB body takes up to ~0.2 s).
 _INLINE_BYTES = 64 * 1024
@@ -78,12 +82,14 @@ class RequestLimitsMiddleware:
         body_timeout: float,
         max_json_depth: int = 64,
         max_json_values: int = 10_000,
+        max_history_length: int | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.max_json_depth = max_json_depth
         self.max_json_values = max_json_values
+        self.max_history_length = max_history_length
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -162,6 +168,21 @@ class RequestLimitsMiddleware:
             )
         if shape.malformed:
             return -32700, "the request body is not valid JSON (its brackets do not pair up)"
+        if self.max_history_length is not None:
+            # Checked here too: the 0.3 methods convert it to a 32-bit protobuf
+            # field before the request handler sees it, and a bigger number
+            # failed that conversion as an internal error.
+            for match in _HISTORY_LENGTH.finditer(body):
+                try:
+                    requested = float(match.group(1))
+                except ValueError:
+                    continue  # not a number: the parsers refuse it
+                if requested > self.max_history_length:
+                    shown = match.group(1).decode()
+                    return -32602, (
+                        f"historyLength is at most {self.max_history_length}, not {shown} "
+                        "(MOLECULE_MAX_HISTORY_LENGTH)"
+                    )
         return None
 
     def _too_large(self) -> str:
