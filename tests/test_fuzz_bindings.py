@@ -258,3 +258,31 @@ def test_still_serving(http: httpx.Client, channel: grpc.Channel) -> None:
     assert http.get("/readyz").json()["status"] == "ready"
     body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": message_json("alive")}}
     assert http.post("/", json=body, headers=V1).json()["result"]["task"]["status"]["state"] == "TASK_STATE_COMPLETED"
+
+
+def test_v03_parts_that_cannot_be_converted_are_client_errors(http: httpx.Client) -> None:
+    """Found by the fuzzing: the SDK's 0.3 conversion of a file part whose bytes are
+    not base64 was an internal error (molecule_runtime/server/compat03.py)."""
+    for part in (
+        {"kind": "file", "file": {"bytes": "0"}},
+        {"kind": "file", "file": {"bytes": "not base64!"}},
+    ):
+        message = {"kind": "message", "role": "user", "messageId": str(uuid.uuid4()), "parts": [part]}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": {"message": message}}
+        error = http.post("/", json=body).json()["error"]
+        assert error["code"] == -32602, error
+
+
+def test_the_sdk_seam_of_the_03_part_converter() -> None:
+    """Pins what compat03.install() relies on: the SDK converts each 0.3 part through
+    the module-level `to_core_part`, looked up by name at each call."""
+    import inspect
+
+    import a2a.server.routes  # noqa: F401  (imports the 0.3 modules in their order)
+    from a2a.compat.v0_3 import conversions
+
+    from molecule_runtime.server.compat03 import install
+
+    assert "core_msg.parts.append(to_core_part(p))" in inspect.getsource(conversions.to_core_message)
+    install()
+    assert getattr(conversions.to_core_part, "_molecule_client_errors", False)

@@ -28,6 +28,7 @@ from molecule_runtime.server.browsers import (
 )
 from molecule_runtime.server.busy import answering_busy
 from molecule_runtime.server.card import REST_PREFIX, build_agent_card, card_routes
+from molecule_runtime.server.compat03 import install as install_compat03_client_errors
 from molecule_runtime.server.complexity import RequestBounds
 from molecule_runtime.server.console.routes import PublicConsole, console_routes
 from molecule_runtime.server.executor import RuntimeExecutor, stop_direct_after
@@ -56,6 +57,8 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
     """The ASGI app of opened `Services`."""
     settings = services.settings
     stores = services.stores
+    if settings.a2a_v03_compat:
+        install_compat03_client_errors()
     durable = services.durable.tasks if services.durable is not None else None
     card = build_agent_card(settings, services.adapter, push=services.notifier is not None)
     executor = RuntimeExecutor(
