@@ -167,9 +167,14 @@ async def test_a_subscriber_attached_before_the_answer_runs_sees_it_through(
     assert states[-2:] == ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"], states
     assert set(states[:-2]) <= {"TASK_STATE_INPUT_REQUIRED"}, states
     assert text_of(frames) == f"done {name}"
-    # The subscriber saw what the answer's own stream carried, from WORKING on.
-    working = next(i for i, (_, p) in enumerate(answered) if state_of(p) == "TASK_STATE_WORKING")
-    assert [f for f in frames if f[0] >= answered[working][0]] == answered[working:]
+    # The subscriber saw what the answer's own stream carried, from WORKING on. That stream
+    # opens with the Task (A2A 1.0 §3.1.2) at the offset of the WORKING update, which the
+    # subscriber got as the update itself.
+    opening_offset, opening = answered[0]
+    assert state_of(opening) == "TASK_STATE_WORKING" and "task" in opening
+    at_opening = [p for offset, p in frames if offset == opening_offset]
+    assert [state_of(p) for p in at_opening] == ["TASK_STATE_WORKING"]
+    assert [f for f in frames if f[0] > opening_offset] == answered[1:]
 
 
 async def test_idle_followers_of_one_task_share_one_reader(direct: ServerProcess) -> None:

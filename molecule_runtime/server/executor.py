@@ -153,6 +153,7 @@ class RuntimeExecutor(AgentExecutor):
         self._direct_runs: set[asyncio.Task[object]] = set()
         self._stopped_runs: set[asyncio.Task[object]] = set()
         self._drain_watch: asyncio.Task[None] | None = None
+        self._direct_runs_ended = False
         self.max_file_bytes = max_file_bytes
         self.history_bytes = history_bytes
         self.draining = draining or asyncio.Event()
@@ -271,6 +272,11 @@ class RuntimeExecutor(AgentExecutor):
                         # The slot came free because this process hands its work
                         # over at shutdown: the task stays submitted, and this
                         # instance's start-up sweep starts its workflow.
+                        return
+                    if route is _Route.DIRECT and self._direct_runs_ended:
+                        # The slot came free because the running direct tasks
+                        # were ended at shutdown: this one never starts here;
+                        # the start-up sweep settles it.
                         return
                 metrics.IN_FLIGHT.labels(label).inc()
                 in_flight = True
@@ -417,6 +423,11 @@ class RuntimeExecutor(AgentExecutor):
         if run is None or self.stop_direct_after is None:
             return None
         self._direct_runs.add(run)
+        if self._direct_runs_ended:
+            # Started after the running ones were ended (a request still on an
+            # open connection): ended at its first await, the same way.
+            self._stopped_runs.add(run)
+            run.cancel("the server is shutting down")
         if self._drain_watch is None:
             self._drain_watch = asyncio.ensure_future(self._end_direct_runs_when_draining())
         return run
@@ -425,6 +436,7 @@ class RuntimeExecutor(AgentExecutor):
         assert self.stop_direct_after is not None
         await self.draining.wait()
         await asyncio.sleep(self.stop_direct_after)
+        self._direct_runs_ended = True
         for run in list(self._direct_runs):
             self._stopped_runs.add(run)
             run.cancel("the server is shutting down")
