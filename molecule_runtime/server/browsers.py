@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from molecule_runtime.config import Settings
+from molecule_runtime.server.busy import DOMAIN
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,25 @@ def note_defaults(settings: Settings) -> None:
     )
 
 
-async def _refuse(send: Send, status: int, error: str, detail: str) -> None:
-    body = json.dumps({"error": error, "detail": detail}).encode()
+# The gRPC-style status of each refusal, for the AIP-193 error body that the
+# HTTP+JSON binding's errors have (and clients such as the JS SDK parse).
+_STATUS = {403: "PERMISSION_DENIED", 415: "INVALID_ARGUMENT", 421: "FAILED_PRECONDITION"}
+
+
+async def _refuse(send: Send, status: int, reason: str, detail: str) -> None:
+    error = {
+        "code": status,
+        "status": _STATUS[status],
+        "message": detail,
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": reason.upper(),
+                "domain": DOMAIN,
+            }
+        ],
+    }
+    body = json.dumps({"error": error}).encode()
     await send(
         {
             "type": "http.response.start",
