@@ -7,6 +7,7 @@ import uuid
 import pytest
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from molecule_runtime.durable.types import (
@@ -23,14 +24,19 @@ pytestmark = pytest.mark.temporal
 
 
 class StandIns:
-    def __init__(self, receive_failures: int = 0, complete_failures: int = 0) -> None:
+    def __init__(
+        self, receive_failures: int = 0, complete_failures: int = 0, receive_refuses: bool = False
+    ) -> None:
         self.receive_failures = receive_failures
+        self.receive_refuses = receive_refuses
         self.complete_failures = complete_failures
         self.completed: list[CompleteInput] = []
         self.llm_calls = 0
 
     @activity.defn(name="task_receive")
     async def task_receive(self, ref: TaskRef) -> ReceiveResult:
+        if self.receive_refuses:
+            raise ApplicationError("the stored task is unreadable", non_retryable=True)
         if activity.info().attempt <= self.receive_failures:
             raise RuntimeError("store unreachable")
         return ReceiveResult(proceed=True)
@@ -74,12 +80,21 @@ async def run(address: str, stand_ins: StandIns) -> TaskOutcome:
 
 
 async def test_a_task_that_cannot_be_accepted_still_gets_a_final_state(temporal_server) -> None:
-    stand_ins = StandIns(receive_failures=99)
+    stand_ins = StandIns(receive_refuses=True)
     outcome = await run(temporal_server.address, stand_ins)
     assert outcome.state == "failed"
-    assert "could not accept the task" in outcome.message and "store unreachable" in outcome.message
+    assert "could not accept the task" in outcome.message and "unreadable" in outcome.message
     assert stand_ins.llm_calls == 0
     assert [c.state for c in stand_ins.completed] == ["failed"]
+
+
+async def test_accepting_a_task_is_retried_past_any_number_of_attempts(temporal_server) -> None:
+    """A store outage costs time, never the task: task_receive is retried until its
+    deadline (hours), not for a number of tries (it was 5, about 2.5 minutes)."""
+    stand_ins = StandIns(receive_failures=6)
+    outcome = await run(temporal_server.address, stand_ins)
+    assert outcome.state == "completed"
+    assert stand_ins.llm_calls == 1
 
 
 async def test_final_state_is_retried_until_it_lands(temporal_server) -> None:

@@ -37,8 +37,8 @@ with workflow.unsafe.imports_passed_through():
 # task_receive / task_complete are short bookkeeping steps: local activities
 # save two round trips through the server per task.
 BOOKKEEPING_TIMEOUT = timedelta(seconds=30)
-BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
-# The final state must land even if the task store is down for a while.
+# Both ends of a task must get through a task store outage (minutes, not a
+# number of tries): retried with back-off until the deadline.
 COMPLETE_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     maximum_interval=timedelta(seconds=30),
@@ -85,7 +85,8 @@ class AgentTaskWorkflow:
                 first,
                 result_type=ReceiveResult,
                 start_to_close_timeout=BOOKKEEPING_TIMEOUT,
-                retry_policy=BOOKKEEPING_RETRY,
+                schedule_to_close_timeout=COMPLETE_DEADLINE,
+                retry_policy=COMPLETE_RETRY,
             )
         except (ActivityError, ApplicationError) as err:
             # Never leave the task without a final state. (A local activity's
