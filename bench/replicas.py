@@ -58,6 +58,7 @@ DOC = REPO / "docs" / "performance.md"
 BEGIN, END = "<!-- replicas:begin -->", "<!-- replicas:end -->"
 COMPLETED = "TASK_STATE_COMPLETED"
 SIGNAL_AT = 5.0
+KEEP_LOGS: Path | None = None  # --keep-logs: the replicas' logs are copied there
 HEADERS = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 
 
@@ -95,6 +96,7 @@ class Burst:
         self.resent = 0
         self.refused_resend = 0  # cut clients told to send again (not just a broken connection)
         self.errors: Counter[str] = Counter()
+        self.error_samples: list[str] = []  # the first few error messages, for the report
         self.done_at: list[float] = [float("nan")] * n
 
     async def _send(self, http: httpx.AsyncClient, url: str, i: int) -> dict[str, Any]:
@@ -123,6 +125,8 @@ class Burst:
                     if isinstance(detail, dict) and detail.get("reason"):
                         reason = detail["reason"]
                 self.errors[f"{error.get('code')} {reason}".strip()] += 1
+                if len(self.error_samples) < 5:
+                    self.error_samples.append(f"{error.get('code')}: {str(error.get('message'))[:300]}")
                 if error.get("code") == -32000:  # retryable: send the same message again
                     self.refused_resend += 1
                     self.resent += 1
@@ -279,6 +283,7 @@ def run_case(root: Path, case: Case, run: int, chunks: int, delay: float, pg: Po
             "resent": burst.resent,
             "told_to_resend": burst.refused_resend,
             "client_errors": dict(burst.errors),
+            "error_samples": burst.error_samples,
             "recovery_s": (max(done) - signalled) if done and signalled == signalled else None,
             "log_errors": log_problems(*procs),
         }
@@ -287,6 +292,11 @@ def run_case(root: Path, case: Case, run: int, chunks: int, delay: float, pg: Po
         for proc in procs:
             proc.stop()
         temporal.stop()
+        if KEEP_LOGS is not None:
+            for proc in procs:
+                with contextlib.suppress(OSError):
+                    KEEP_LOGS.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(proc.log_path, KEEP_LOGS / f"{name}-{proc.log_path.name}")
 
 
 def summarize(results: list[dict[str, Any]]) -> list[str]:
@@ -363,9 +373,14 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=500)
     parser.add_argument("--delay", type=float, default=0.02)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the --merge results (and write the docs)")
+    parser.add_argument("--keep-logs", type=Path, help="copy the replicas' logs to this folder")
     parser.add_argument("--merge", type=Path, action="append", default=[],
                         help="results JSON of an earlier run to report with this one's")
     args = parser.parse_args()
+    global KEEP_LOGS
+    KEEP_LOGS = args.keep_logs
     # SIGTERM ends the run through the `finally` blocks: every process started here is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     raise_fd_limit()
@@ -377,12 +392,12 @@ def main() -> None:
     pg: PostgresServer | None = None
     results: list[dict[str, Any]] = []
     try:
-        if "postgres" in stores:
+        if "postgres" in stores and not args.report_only:
             bindir = find_bindir()
             if bindir is None:
                 raise SystemExit("PostgreSQL server binaries not found: bash scripts/ensure-postgres.sh")
             pg = PostgresServer(bindir).start()
-        for n in levels:
+        for n in [] if args.report_only else levels:
             for store in stores:
                 for signal_name in signals:
                     for run in range(1, runs + 1):
@@ -403,8 +418,10 @@ def main() -> None:
         shutil.rmtree(root, ignore_errors=True)
     for earlier in args.merge:
         results = json.loads(earlier.read_text())["results"] + results
+    order = {"sqlite": 0, "postgres": 1, "none": 0, "sigterm": 1, "kill9": 2}
+    results.sort(key=lambda r: (r["case"]["n"], order[r["case"]["store"]], order[r["case"]["signal"]]))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    subset = bool(args.n or args.store or args.signal or args.runs or args.quick)
+    subset = bool(args.n or args.store or args.signal or args.runs or args.quick or args.report_only)
     out = RESULTS / ("replicas-subset.json" if subset else "replicas.json")
     out.write_text(json.dumps({"argv": " ".join(sys.argv), "results": results}, indent=1))
     print("\n".join(verdicts(results)))
