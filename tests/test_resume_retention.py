@@ -19,6 +19,7 @@ from a2a.types.a2a_pb2 import Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 from sqlalchemy import func, select
 
 from molecule_runtime.store import open_stores, prune_events
+from molecule_runtime.store.steps import RecordedStep
 
 A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 
@@ -70,9 +71,16 @@ async def test_prune_removes_only_old_finished_tasks_events(store_url: str) -> N
         new_done = await _write_task(stores, TaskState.TASK_STATE_FAILED, datetime.now(UTC))
         assert [await _logged(stores, t) for t in (old_done, old_working, new_done)] == [2, 2, 2]
 
-        deleted = await prune_events(stores.engine, datetime.now(UTC) - timedelta(days=7))
+        steps = stores.tasks.steps
+        for task_id in (old_done, old_working, new_done):
+            await steps.record(task_id, f"{task_id}-answer", RecordedStep(0, "mail", '"sent"'))
+
+        deleted = await prune_events(stores.engine, datetime.now(UTC) - timedelta(days=7), steps)
         assert deleted == 2
         assert [await _logged(stores, t) for t in (old_done, old_working, new_done)] == [0, 2, 2]
+        # A step journal goes with the event log: a finished task is never retried.
+        journals = [len(await steps.load(t, f"{t}-answer")) for t in (old_done, old_working, new_done)]
+        assert journals == [0, 1, 1]
         # The task itself is untouched.
         stored = await stores.tasks.get(old_done, ServerCallContext())
         assert stored is not None and stored.task.status.state == TaskState.TASK_STATE_COMPLETED

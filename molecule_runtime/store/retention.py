@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from a2a.server.models import TaskEventModel, TaskModel
 from sqlalchemy import delete, select
@@ -28,21 +29,8 @@ async def prune_events(engine: AsyncEngine, older_than: datetime, steps: StepSto
     # The SDK stores last_updated as naive UTC.
     cutoff = older_than.astimezone(UTC).replace(tzinfo=None)
     if steps is not None:
-        await _prune_steps(engine, cutoff, steps)
-    with_events = select(TaskEventModel.task_id).distinct().subquery()
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(TaskModel.id, TaskModel.status)
-                .join(with_events, with_events.c.task_id == TaskModel.id)
-                .where(TaskModel.last_updated < cutoff)
-            )
-        ).all()
-    finished = [
-        task_id
-        for task_id, status in rows
-        if isinstance(status, dict) and status.get("state") in TERMINAL_STATE_NAMES
-    ]
+        await steps.delete(await _finished_with(engine, STEPS.c.task_id, cutoff))
+    finished = await _finished_with(engine, TaskEventModel.task_id, cutoff)
     deleted = 0
     for start in range(0, len(finished), 500):
         batch = finished[start : start + 500]
@@ -54,21 +42,22 @@ async def prune_events(engine: AsyncEngine, older_than: datetime, steps: StepSto
     return deleted
 
 
-async def _prune_steps(engine: AsyncEngine, cutoff: datetime, steps: StepStore) -> None:
-    with_steps = select(STEPS.c.task_id).distinct().subquery()
+async def _finished_with(engine: AsyncEngine, task_id_column: Any, cutoff: datetime) -> list[str]:
+    """Ids of finished tasks last updated before `cutoff` that have rows in `task_id_column`'s table."""
+    having = select(task_id_column).distinct().subquery()
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
                 select(TaskModel.id, TaskModel.status)
-                .join(with_steps, with_steps.c.task_id == TaskModel.id)
+                .join(having, having.c[task_id_column.name] == TaskModel.id)
                 .where(TaskModel.last_updated < cutoff)
             )
         ).all()
-    await steps.delete(
+    return [
         task_id
         for task_id, status in rows
         if isinstance(status, dict) and status.get("state") in TERMINAL_STATE_NAMES
-    )
+    ]
 
 
 async def prune_periodically(engine: AsyncEngine, retention: float, steps: StepStore | None = None) -> None:
