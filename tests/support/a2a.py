@@ -84,14 +84,27 @@ def event_task_id(event: StreamResponse) -> str:
 
 def artifact_chunks(events: list[StreamResponse]) -> list[str]:
     """The non-empty text parts of the artifact updates, in order: what the client saw
-    arrive chunk by chunk (tests of streaming check how an answer was split)."""
-    return [
-        part.text
-        for event in events
-        if event.HasField("artifact_update")
-        for part in event.artifact_update.artifact.parts
-        if part.text
-    ]
+    arrive chunk by chunk (tests of streaming check how an answer was split). An
+    artifact's closing update (`append: false`, `lastChunk: true`, the whole text
+    streamed so far, for clients that keep only the last chunk) is not a chunk."""
+    chunks: list[str] = []
+    streamed: dict[str, str] = {}
+    for event in events:
+        if not event.HasField("artifact_update"):
+            continue
+        update = event.artifact_update
+        artifact_id = update.artifact.artifact_id
+        text = "".join(part.text for part in update.artifact.parts)
+        if (
+            not update.append
+            and update.last_chunk
+            and artifact_id in streamed
+            and text == streamed[artifact_id]
+        ):
+            continue
+        streamed[artifact_id] = (streamed.get(artifact_id, "") if update.append else "") + text
+        chunks += [part.text for part in update.artifact.parts if part.text]
+    return chunks
 
 
 async def run_task(url: str, text: str) -> tuple[list[str], Task]:
