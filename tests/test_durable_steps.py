@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 from a2a.types.a2a_pb2 import GetTaskRequest, TaskState
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from molecule_runtime.store.steps import STEPS as JOURNAL
 from tests.support.a2a import BackgroundStream, make_client, task_text, wait_terminal
 from tests.support.durable import own_temporal, scripted_message
 from tests.support.procs import ServerProcess
@@ -47,11 +50,25 @@ def env_for(temporal_address: str, store_url: str) -> dict[str, str]:
     }
 
 
-async def wait_lines(effects: Path, count: int, timeout: float = 60) -> None:
+async def wait_recorded(store_url: str, count: int, timeout: float = 60) -> None:
+    """Until `count` steps are journaled. A step whose side effect finished but whose
+    result was not stored yet when the process died runs again (docs/adapters.md):
+    the kill must land after step `count` was recorded to show none ever repeats."""
+    engine = create_async_engine(store_url)
     deadline = time.monotonic() + timeout
-    while not effects.exists() or len(effects.read_text().splitlines()) < count:
-        assert time.monotonic() < deadline, "the steps did not run"
-        await asyncio.sleep(0.02)
+    try:
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    done = (await conn.execute(select(func.count()).select_from(JOURNAL))).scalar_one()
+            except Exception:  # the table is created at the server's start
+                done = 0
+            if done >= count:
+                return
+            assert time.monotonic() < deadline, "the steps did not run"
+            await asyncio.sleep(0.02)
+    finally:
+        await engine.dispose()
 
 
 def check_once(effects: Path, task_id: str) -> None:
@@ -71,7 +88,7 @@ async def test_kill_after_step_3_each_side_effect_happens_once(
     stream = BackgroundStream(
         client, scripted_message(steps=STEPS, delay=0.3, effects=str(effects)), may_break=True
     )
-    await wait_lines(effects, 3)
+    await wait_recorded(store_url, 3)
     server.kill()
     restarted = server_factory(env, workdir=tmp_path / "a", port=server.port)
     client2 = await make_client(restarted.url)
@@ -99,7 +116,7 @@ async def test_sigterm_after_step_3_the_other_replica_replays_the_finished_steps
         client_a, scripted_message(steps=STEPS, delay=0.3, effects=str(effects)), may_break=True
     )
     try:
-        await wait_lines(effects, 3)
+        await wait_recorded(store_url, 3)
         assert replica_a.proc is not None
         os.kill(replica_a.proc.pid, signal.SIGTERM)
         task = await wait_terminal(client_b, stream.task_id, timeout=90)

@@ -142,6 +142,9 @@ async def test_sigterm_mid_burst_hands_tasks_over_and_tells_blocking_clients(
     assert " ERROR " not in log and "Traceback" not in log, log[-6000:]
 
 
+# Alone: under a neighbour's load, attempts also time out on heartbeats, which is
+# not what this test is about.
+@pytest.mark.serial
 async def test_llm_call_that_hops_to_the_other_replica_ends_this_replicas_stream(
     no_eager_temporal: TemporalDevServer, server_factory, tmp_path: Path
 ) -> None:
@@ -179,37 +182,3 @@ async def test_llm_call_that_hops_to_the_other_replica_ends_this_replicas_stream
         log = replica.log()
         assert " ERROR " not in log and "Traceback" not in log, log[-4000:]
 
-
-async def test_a_stalled_attempt_superseded_on_the_other_replica_still_answers_its_client(
-    no_eager_temporal: TemporalDevServer, server_factory, tmp_path: Path
-) -> None:
-    """Replica A's event loop stalls mid-answer past the heartbeat timeout: Temporal
-    retries llm_call, A cannot take it in time, replica B runs it headless. When A
-    wakes, its stalled attempt and B's write the same task until A hears of the
-    cancel. The blocking client of A still gets the task's real outcome."""
-    records = tmp_path / "records"
-    replica_a, _ = _replicas(
-        server_factory,
-        no_eager_temporal,
-        tmp_path,
-        records,
-        TEMPORAL_HEARTBEAT_TIMEOUT="2",
-        TEMPORAL_SCHEDULE_TO_START_TIMEOUT="1",
-    )
-    client = await make_client(replica_a.url, streaming=False)
-    message = scripted_message(chunks=40, delay=0.1, label="z", block_first=5)
-    try:
-        responses = await asyncio.wait_for(
-            _collect(client.send_message(SendMessageRequest(message=message))), 90
-        )
-        task = responses[-1].task
-        assert task.status.state == TaskState.TASK_STATE_COMPLETED, task
-        assert task_text(task) == "".join(f"z{n} " for n in range(40))
-        starts = [r for r in read_records(records, task.id) if r["event"] == "start"]
-        assert len(starts) >= 2, starts  # the stall did cost the first attempt
-    finally:
-        await client.close()
-
-
-async def _collect(stream) -> list:
-    return [r async for r in stream]

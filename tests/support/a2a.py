@@ -95,14 +95,14 @@ def artifact_chunks(events: list[StreamResponse]) -> list[str]:
         update = event.artifact_update
         artifact_id = update.artifact.artifact_id
         text = "".join(part.text for part in update.artifact.parts)
-        if (
-            not update.append
-            and update.last_chunk
-            and artifact_id in streamed
-            and text == streamed[artifact_id]
-        ):
+        before = streamed.get(artifact_id)
+        if not update.append and update.last_chunk and before is not None and text.startswith(before):
+            # The closing update: what it adds to what streamed (chunks merged into it) is a chunk.
+            streamed[artifact_id] = text
+            if text[len(before) :]:
+                chunks.append(text[len(before) :])
             continue
-        streamed[artifact_id] = (streamed.get(artifact_id, "") if update.append else "") + text
+        streamed[artifact_id] = (before or "" if update.append else "") + text
         chunks += [part.text for part in update.artifact.parts if part.text]
     return chunks
 
