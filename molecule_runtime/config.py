@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from molecule_runtime.vocabulary import ConcurrentMessages
+
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -149,8 +151,8 @@ class Settings(BaseSettings):
     idempotency_retention: float = Field(
         86400.0, validation_alias=_env("MOLECULE_IDEMPOTENCY_RETENTION"), ge=0
     )
-    concurrent_messages: Literal["reject", "enqueue", "interrupt", "parallel"] = Field(
-        "enqueue", validation_alias=_env("MOLECULE_CONCURRENT_MESSAGES")
+    concurrent_messages: ConcurrentMessages = Field(
+        ConcurrentMessages.ENQUEUE, validation_alias=_env("MOLECULE_CONCURRENT_MESSAGES")
     )
     # Exactly once by (sender, messageId): off for clients that reuse message ids.
     message_id_dedup: bool = Field(True, validation_alias=_env("MOLECULE_MESSAGE_ID_DEDUP"))

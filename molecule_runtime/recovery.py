@@ -21,12 +21,12 @@ from a2a.types.a2a_pb2 import ListTasksRequest, Role, Task, TaskState
 
 from molecule_runtime.durable.types import TaskRef
 from molecule_runtime.execution.headless import headless_events
+from molecule_runtime.states import RUNNING_STATES
 from molecule_runtime.store.owners import runtime_context
 from molecule_runtime.vocabulary import Meta, Mode
 
 log = logging.getLogger(__name__)
 
-_UNFINISHED = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
 
 INTERRUPTED_DIRECT = (
     "The server stopped while this task ran in direct mode, so it was not finished. "
@@ -36,7 +36,7 @@ INTERRUPTED_DIRECT = (
 
 async def _unfinished(store: VersionedTaskStore, before: datetime) -> AsyncIterator[Task]:
     context = runtime_context()  # every principal's tasks
-    for state in _UNFINISHED:
+    for state in sorted(RUNNING_STATES):
         token = ""
         while True:
             page = await store.list(

@@ -14,6 +14,8 @@ TERMINAL_STATES = frozenset(
         TaskState.TASK_STATE_REJECTED,
     }
 )
+# A task in these states has an attempt to come or under way.
+RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
 # As the database store writes them (the JSON of TaskStatus).
 TERMINAL_STATE_NAMES = frozenset(TaskState.Name(state) for state in TERMINAL_STATES)
 

@@ -29,6 +29,15 @@ class Stage(StrEnum):
     TASK_COMPLETE = "task_complete"
 
 
+class ConcurrentMessages(StrEnum):
+    """What a message to a conversation whose earlier task still runs does."""
+
+    REJECT = "reject"
+    ENQUEUE = "enqueue"
+    INTERRUPT = "interrupt"
+    PARALLEL = "parallel"
+
+
 class Delivery(StrEnum):
     """Where a durable stage's events go."""
 

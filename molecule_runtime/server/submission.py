@@ -39,7 +39,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import resolve_user_scope
@@ -56,11 +55,11 @@ from molecule_runtime.execution.admission import RetryLater
 from molecule_runtime.execution.inputs import build_task_input
 from molecule_runtime.execution.parts import has_usable_part
 from molecule_runtime.server.task_watch import TaskWatch
-from molecule_runtime.states import TERMINAL_STATES
+from molecule_runtime.states import RUNNING_STATES, TERMINAL_STATES
 from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.store.message_ids import MessageClaim, MessageIds, now_utc
 from molecule_runtime.store.owners import acting_for
-from molecule_runtime.vocabulary import Meta, Mode
+from molecule_runtime.vocabulary import ConcurrentMessages, Meta, Mode
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,6 @@ MESSAGE_CLAIM = "molecule.message_claim"
 REPLIES_WITH_MESSAGE = "molecule.replies_with_message"
 
 # A task that runs or waits for a slot: it takes no message now.
-RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING})
 
 # A claimed message's task is created moments after the claim; a claim whose
 # task is still missing after this long was made by a process that died in
@@ -80,13 +78,6 @@ RUNNING_STATES = frozenset({TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE
 PENDING_CLAIM_TIMEOUT = 15.0
 # Claims this recent may belong to tasks not stored yet (same conversation).
 PENDING_CLAIM_WINDOW = timedelta(seconds=60)
-
-
-class ConcurrentMessages(StrEnum):
-    REJECT = "reject"
-    ENQUEUE = "enqueue"
-    INTERRUPT = "interrupt"
-    PARALLEL = "parallel"
 
 
 class TemporalUnavailable(RetryLater):
