@@ -36,7 +36,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,6 +54,7 @@ from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.admission import RetryLater
 from molecule_runtime.execution.inputs import build_task_input
 from molecule_runtime.execution.parts import has_usable_part
+from molecule_runtime.keyed_lock import KeyedLock
 from molecule_runtime.server.task_watch import TaskWatch
 from molecule_runtime.states import RUNNING_STATES, TERMINAL_STATES
 from molecule_runtime.store import ObservedTaskStore
@@ -124,22 +125,10 @@ class _Turns:
     one). Across replicas the claim order alone still rules out a cycle."""
 
     def __init__(self) -> None:
-        self._locks: dict[tuple[str, str], tuple[asyncio.Lock, int]] = {}
+        self._locks: KeyedLock[tuple[str, str]] = KeyedLock()
 
-    @contextlib.asynccontextmanager
-    async def deciding(self, owner: str, context_id: str) -> AsyncIterator[None]:
-        key = (owner, context_id)
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+    def deciding(self, owner: str, context_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self._locks.holding((owner, context_id))
 
 
 @dataclass

@@ -15,16 +15,14 @@ anew per call: ~7% of a busy event loop during a burst of new tasks).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from a2a.server.context import ServerCallContext
 from a2a.server.tasks import DatabasePushNotificationConfigStore, PushNotificationConfigStore
 from a2a.types.a2a_pb2 import TaskPushNotificationConfig
 from a2a.utils.errors import InvalidParamsError
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from molecule_runtime.keyed_lock import KeyedLock
 
 
 class DatabasePushConfigs(DatabasePushNotificationConfigStore):
@@ -47,21 +45,7 @@ class BoundedPushConfigs(PushNotificationConfigStore):
     def __init__(self, inner: PushNotificationConfigStore, max_per_task: int) -> None:
         self.inner = inner
         self.max_per_task = max_per_task
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, its users
-
-    @asynccontextmanager
-    async def _locked(self, task_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(task_id, (asyncio.Lock(), 0))
-        self._locks[task_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[task_id]
-            if users == 1:
-                del self._locks[task_id]
-            else:
-                self._locks[task_id] = (lock, users - 1)
+        self._locks: KeyedLock[str] = KeyedLock()  # per task id
 
     async def set_info(
         self,
@@ -70,7 +54,7 @@ class BoundedPushConfigs(PushNotificationConfigStore):
         context: ServerCallContext,
     ) -> TaskPushNotificationConfig | None:
         config_id = notification_config.id or task_id  # the SDK's default id
-        async with self._locked(task_id):
+        async with self._locks.holding(task_id):
             existing = await self.inner.get_info(task_id, context)
             if config_id not in {c.id for c in existing} and len(existing) >= self.max_per_task:
                 raise InvalidParamsError(
