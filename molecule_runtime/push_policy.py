@@ -101,6 +101,11 @@ class WebhookPolicy:
 
     async def target(self, url: str) -> Target | None:
         """The address to POST to, or None when the URL is refused (never raises)."""
+        target = await self._target(url, unresolved_ok=False)
+        return target if isinstance(target, Target) else None
+
+    async def _target(self, url: str, *, unresolved_ok: bool) -> Target | bool | None:
+        """As `target`; True for a name that does not resolve when `unresolved_ok`."""
         try:
             parsed = urllib.parse.urlsplit(url)
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -114,6 +119,8 @@ class WebhookPolicy:
         except ValueError:
             try:
                 addresses = await self._resolve(host, port)
+            except socket.gaierror:
+                return True if unresolved_ok else None
             except OSError:
                 return None
         if not addresses:
@@ -133,5 +140,9 @@ class WebhookPolicy:
         return Target(pinned, {"Host": host_header}, extensions)
 
     async def validate(self, url: str) -> bool:
-        """The check at registration (the SDK's push_url_validator); delivery checks again."""
-        return await self.target(url) is not None
+        """The check at registration (the SDK's push_url_validator); delivery checks again.
+
+        A name that does not resolve now is taken: it shows no private address, DNS
+        may not know it yet (or not from this host), and every delivery resolves it
+        again and refuses what is not public."""
+        return await self._target(url, unresolved_ok=True) is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import ssl
 import subprocess
@@ -121,6 +122,26 @@ def test_non_public_addresses_and_embedded_ipv4_are_refused(address: str) -> Non
 @pytest.mark.parametrize("address", PUBLIC)
 def test_public_addresses_pass(address: str) -> None:
     assert is_public(address)
+
+
+async def test_registration_takes_a_name_that_does_not_resolve_and_refuses_private_ones() -> None:
+    private = {"inside.example": ["10.0.0.7"], "mixed.example": ["8.8.8.8", "127.0.0.1"]}
+
+    async def resolver(host: str, port: int) -> list[str]:
+        if host in private:
+            return private[host]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    policy = WebhookPolicy(resolver=resolver)
+    assert await policy.validate("https://hooks.not-published-yet.example/x")
+    # Delivery resolves again: still nothing to post to, so no target.
+    assert await policy.target("https://hooks.not-published-yet.example/x") is None
+    for url in ("https://inside.example/x", "https://mixed.example/x", "http://127.0.0.1/x",
+                "ftp://hooks.example/x", "https:///x"):
+        assert not await policy.validate(url), url
+    # The system resolver: `.invalid` never resolves (RFC 6761), `localhost` is loopback.
+    assert await WebhookPolicy().validate("https://hook.invalid/x")
+    assert not await WebhookPolicy().validate("http://localhost:8080/x")
 
 
 def status_event(task_id: str, state: TaskState = TaskState.TASK_STATE_WORKING) -> TaskStatusUpdateEvent:
