@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter
 from molecule_runtime.adapters.loader import resolve_adapter_class
 from molecule_runtime.config import Settings
+from molecule_runtime.execution.run_settings import RunSettings
 from molecule_runtime.observability.watchdog import LoopWatchdog
 from molecule_runtime.push import PushNotifier
 from molecule_runtime.recovery import sweep
@@ -40,8 +41,11 @@ class Services:
         stores: Stores,
         notifier: PushNotifier | None,
         durable: DurableProcess | None,
+        run: RunSettings,
     ) -> None:
         self.settings = settings
+        # How tasks run, in both modes (the durable ones were given the same).
+        self.run = run
         self.adapter = adapter
         self.stores = stores
         self.notifier = notifier
@@ -102,6 +106,7 @@ class Services:
                 )
                 stores.tasks.observe(notifier.notify)
             started_at = datetime.now(UTC).replace(tzinfo=None)
+            run = RunSettings.of(settings)
             durable = None
             if settings.durable:
                 from molecule_runtime.durable.process import DurableProcess
@@ -110,13 +115,14 @@ class Services:
                     settings,
                     adapter,
                     stores.tasks,
+                    run=run,
                     accept_tasks=accept_tasks,
                     offsets=stores.live_offsets,
                 )
         except BaseException:
             await _close_quietly(adapter, stores, notifier)
             raise
-        services = cls(settings, adapter, stores, notifier, durable)
+        services = cls(settings, adapter, stores, notifier, durable, run)
         services.watchdog.start()
         if accept_tasks:
             services._sweep = asyncio.create_task(services._settle_orphans(started_at))

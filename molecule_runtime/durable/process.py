@@ -13,6 +13,7 @@ from molecule_runtime.durable.client import DurableTasks
 from molecule_runtime.durable.connection import TemporalConnection
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.worker import TaskWorkers
+from molecule_runtime.execution.run_settings import RunSettings
 from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore
 from molecule_runtime.vocabulary import ServiceMode
 
@@ -24,6 +25,7 @@ class DurableProcess:
         adapter: BaseAdapter,
         store: ObservedTaskStore,
         *,
+        run: RunSettings,
         accept_tasks: bool,
         offsets: LiveEventOffsets | None = None,
     ) -> None:
@@ -35,10 +37,10 @@ class DurableProcess:
             # Each heartbeat is a write in Temporal: once a second (a cancel
             # asked here hurries them; one asked on another replica waits for one).
             heartbeat_interval=min(1.0, settings.temporal_heartbeat_timeout / 3),
-            workspace_id=settings.workspace_id,
-            batch_window=settings.stream_batch_window,
-            history_bytes=settings.history_bytes,
-            max_file_bytes=settings.max_file_bytes,
+            workspace_id=run.workspace_id,
+            batch_window=run.batch_window,
+            history_bytes=run.history_bytes,
+            max_file_bytes=run.max_file_bytes,
         )
         self.connection = TemporalConnection(
             settings, TaskWorkers(settings, activities, accept_tasks=accept_tasks)
@@ -54,11 +56,12 @@ class DurableProcess:
         adapter: BaseAdapter,
         store: ObservedTaskStore,
         *,
+        run: RunSettings,
         accept_tasks: bool,
         offsets: LiveEventOffsets | None = None,
     ) -> DurableProcess:
         """Connect (or note that Temporal is out of reach: tasks then run directly)."""
-        durable = cls(settings, adapter, store, accept_tasks=accept_tasks, offsets=offsets)
+        durable = cls(settings, adapter, store, run=run, accept_tasks=accept_tasks, offsets=offsets)
         await durable.connection.open()
         return durable
 
