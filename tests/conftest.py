@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.support.browser import console_page, find_browser, launched
 from tests.support.postgres import PostgresServer, shared_postgres
 from tests.support.procs import ServerProcess
 from tests.support.temporal import TemporalDevServer
@@ -44,6 +46,23 @@ def server_factory(tmp_path: Path) -> Iterator:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium for the console tests of one module (skips without one)."""
+    path, why_not = find_browser()
+    if path is None:
+        pytest.skip(why_not)
+    with launched(path) as launched_browser:
+        yield launched_browser
+
+
+@pytest.fixture
+def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
+    """A fresh console page of `browser`, its screenshots in the test's tmp dir."""
+    with console_page(browser, tmp_path) as opened:
+        yield opened
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

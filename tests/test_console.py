@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,8 @@ from molecule_runtime.server.console.routes import is_public
 from molecule_runtime.services import Services
 from tests.support.browser import (
     RECORD_ANSWER,
-    console_page,
     find_browser,
     last_answer,
-    launched,
     open_console,
     send,
     wait_state,
@@ -105,20 +103,6 @@ async def test_with_auth_the_page_is_public_and_its_config_is_not(app_for) -> No
 # -- in the browser ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if BROWSER is None:
-        pytest.skip(WHY_NO_BROWSER)
-    with launched(BROWSER) as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
-    with console_page(browser, tmp_path) as page:
-        yield page
-
-
 @needs_browser
 def test_chat_streams_the_answer_as_it_grows(server_factory, page, tmp_path: Path) -> None:
     server = server_factory({"RUNTIME": "echo", "ADAPTER_OPTIONS": json.dumps({"delay": 0.05})})
@@ -197,6 +181,7 @@ def test_cancel_a_long_task(server_factory, page, tmp_path: Path) -> None:
     started = time.monotonic()
     page.click("[data-testid=cancel]")
     wait_state(page, "canceled", timeout=15_000)
+    # A hang bound, not a latency target: the answer would run ~50 s more if the cancel did not stop it.
     assert time.monotonic() - started < 10
     page.screenshot(path=str(tmp_path / "canceled.png"))
     page.wait_for_selector("[data-testid=task-row] [data-state=canceled]")

@@ -5,41 +5,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.browser import (
-    console_page,
-    find_browser,
     last_answer,
-    launched,
     open_console,
     send,
     wait_state,
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-BROWSER, WHY_NO_BROWSER = find_browser()
 pytestmark = pytest.mark.temporal
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if BROWSER is None:
-        pytest.skip(WHY_NO_BROWSER)
-    with launched(BROWSER) as browser:
-        yield browser
-
-
-@pytest.fixture
-def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
-    with console_page(browser, tmp_path) as page:
-        yield page
-
 
 
 def test_embedded_temporal_ui_is_served_and_linked(server_factory, page, tmp_path: Path) -> None:
