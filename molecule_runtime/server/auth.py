@@ -12,7 +12,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from molecule_runtime.server.principals import Authenticator, PrincipalUser
+from molecule_runtime.server.principals import Authenticator
+from molecule_runtime.store.owners import PrincipalUser
 
 PUBLIC_PATHS = frozenset(
     {

@@ -12,154 +12,40 @@ Three kinds of credential, any mix of them:
 
 Every stored task, push config and subscription is scoped by the principal's
 `owner` (the SDK's owner scoping; the call context's user name is the owner).
-The owner is the encoding of a structured `Identity` (kind, tenant, subject)
-that no two identities share: `Identity.from_owner` reads it back, so two
-principals are one only when kind, tenant and subject are all equal.
+The owner is the encoding of a structured `Identity` (server/identity.py);
+the principal reaches the SDK as a `PrincipalUser` (store/owners.py).
 Keys are compared in constant time, against every configured key; neither keys
 nor tokens are ever logged.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-from urllib.parse import unquote
 
 import jwt
-from starlette.authentication import BaseUser
 
 from molecule_runtime.config import Settings
+from molecule_runtime.server.identity import Identity
 from molecule_runtime.server.jwks import JwksKeys, load_key_file
+from molecule_runtime.store.owners import Principal, PrincipalUser
+
+__all__ = [
+    "SHARED_TOKEN",
+    "AuthConfigError",
+    "Authenticator",
+    "Identity",
+    "JwtVerifier",
+    "Principal",
+    "PrincipalUser",
+    "build_authenticator",
+    "parse_api_keys",
+]
 
 log = logging.getLogger(__name__)
 
-# The owner column of the SDK's tables holds at most 255 characters.
-_MAX_OWNER = 255
-
-
-Kind = Literal["shared", "key", "jwt"]
-_HASHED = "sha256:"
-
-
-def _escape(text: str) -> str:
-    """`text` with `%` and `/` percent-encoded, and a leading `sha256:` too.
-
-    Escaped, a tenant never holds the `/` that ends it, a subject without a
-    tenant never looks like `<tenant>/<subject>`, and nothing looks like a
-    hashed owner. Text without those characters is left as it is, so owners
-    stored by earlier versions under such names still match (docs/security.md).
-    """
-    escaped = text.replace("%", "%25").replace("/", "%2F")
-    if escaped.startswith(_HASHED):
-        escaped = "%73" + escaped[1:]
-    return escaped
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who a principal is: its kind, its tenant (JWTs with a tenant claim) and its subject.
-
-    `owner` encodes it for the SDK's owner column (at most 255 characters):
-
-    * the shared token (and auth off): the empty owner;
-    * an API key: `key:<name>` (a key's name has no `:`);
-    * a JWT: `jwt:<escaped sub>`, or with a tenant `jwt:<escaped tenant>/<sub>`:
-      the first `/` always ends the tenant, and a subject without a tenant
-      never contains one, so `sub="acme/alice"` without a tenant is
-      `jwt:acme%2Falice`, apart from tenant `acme`'s `alice`;
-    * longer than 255 characters: `<kind>:sha256:<hex digest of the rest>`.
-    """
-
-    kind: Kind
-    subject: str = ""
-    tenant: str | None = None
-
-    def __post_init__(self) -> None:
-        # parse_api_keys never makes such a name; refused here so that no key
-        # owner can look like a hashed one.
-        if self.kind == "key" and ":" in self.subject:
-            raise ValueError("an API key's name cannot contain ':'")
-
-    @property
-    def owner(self) -> str:
-        if self.kind == "shared":
-            return ""
-        if self.kind == "key":
-            rest = self.subject
-        elif self.tenant is None:
-            rest = _escape(self.subject)
-        else:
-            rest = f"{_escape(self.tenant)}/{self.subject}"
-        owner = f"{self.kind}:{rest}"
-        if len(owner) > _MAX_OWNER:
-            owner = f"{self.kind}:{_HASHED}{hashlib.sha256(rest.encode()).hexdigest()}"
-        return owner
-
-    @property
-    def display(self) -> str:
-        """For logs: the key's name, the token's subject (with its tenant)."""
-        if self.kind == "shared":
-            return "shared-token"
-        if self.tenant is not None:
-            return f"{self.tenant}/{self.subject}"
-        return self.subject
-
-    @classmethod
-    def from_owner(cls, owner: str) -> Identity | None:
-        """The identity an owner encodes; None for a hashed one (or not an owner)."""
-        if owner == "":
-            return cls("shared")
-        kind, sep, rest = owner.partition(":")
-        if not sep or not rest or rest.startswith(_HASHED):
-            return None
-        if kind == "key":
-            return cls("key", rest)
-        if kind != "jwt":
-            return None
-        tenant, slash, subject = rest.partition("/")
-        if slash:
-            return cls("jwt", subject, unquote(tenant))
-        return cls("jwt", unquote(rest))
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str  # what logs may show: a key's name, a token's subject
-    owner: str  # the owner scope of everything this principal creates
-
-    @classmethod
-    def of(cls, identity: Identity) -> Principal:
-        return cls(name=identity.display, owner=identity.owner)
-
-
-class PrincipalUser(BaseUser):
-    """The Starlette user of an authenticated request.
-
-    The SDK's call-context builder wraps it (`StarletteUser`), whose
-    `user_name` is our `display_name`: the owner scope the stores filter by.
-    """
-
-    def __init__(self, principal: Principal) -> None:
-        self.principal = principal
-
-    @property
-    def is_authenticated(self) -> bool:
-        return True
-
-    @property
-    def display_name(self) -> str:
-        return self.principal.owner
-
-    @property
-    def identity(self) -> str:
-        return self.principal.name
-
-
-SHARED_TOKEN = Principal.of(Identity("shared"))
+SHARED_TOKEN = Identity("shared").principal
 
 
 class AuthConfigError(ValueError):
@@ -277,12 +163,12 @@ class JwtVerifier:
             return None
         tenant = claims.get(self._tenant_claim) if self._tenant_claim else None
         if tenant is None or tenant == "":
-            return Principal.of(Identity("jwt", subject))
+            return Identity("jwt", subject).principal
         if isinstance(tenant, bool) or not isinstance(tenant, str | int):
             # A list or an object names no one tenant: refused, not guessed at.
             log.debug("bearer token refused: tenant claim is a %s", type(tenant).__name__)
             return None
-        return Principal.of(Identity("jwt", subject, str(tenant)))
+        return Identity("jwt", subject, str(tenant)).principal
 
     async def aclose(self) -> None:
         await self._keys.aclose()
@@ -312,7 +198,7 @@ def build_authenticator(settings: Settings) -> Authenticator:
         if key in seen:
             raise AuthConfigError(f"the key of {name!r} is configured twice")
         seen.add(key)
-        keys.append((key.encode(), Principal.of(Identity("key", name))))
+        keys.append((key.encode(), Identity("key", name).principal))
     tokens = None
     if settings.jwt_jwks_url or settings.jwt_key_file:
         assert settings.jwt_issuer and settings.jwt_audience  # checked by Settings

@@ -8,11 +8,16 @@ sweep, a task failed at shutdown — and must then act as the task's owner, not
 as a nameless caller who owns nothing. Such calls pass `runtime_context()`;
 the task store looks the owner up by task id (task ids are the primary key of
 the SDK's `tasks` table, so an id has exactly one owner).
+
+`PrincipalUser` is the one way a principal reaches the SDK as its user, for
+all three callers: HTTP (the Starlette user, which the SDK wraps), gRPC (the
+call context's user) and the runtime acting as a task's owner.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from a2a.auth.user import User
 from a2a.server.context import ServerCallContext
@@ -20,6 +25,7 @@ from a2a.server.models import TaskModel
 from a2a.server.tasks import InMemoryTaskStore
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.authentication import BaseUser
 
 from molecule_runtime.sdk_seam import memory_tasks
 
@@ -30,11 +36,22 @@ _REMEMBERED = 10_000
 _TASKS = TaskModel.__table__
 
 
-class Owner(User):
-    """A call made on behalf of `owner` (the owner scope the stores filter by)."""
+@dataclass(frozen=True)
+class Principal:
+    name: str  # what logs may show: a key's name, a token's subject
+    owner: str  # the owner scope of everything this principal creates
 
-    def __init__(self, owner: str) -> None:
-        self._owner = owner
+
+class PrincipalUser(User, BaseUser):
+    """A principal as the SDK's user: its name is the owner scope the stores filter by.
+
+    Both the SDK's `User` (gRPC call contexts, the runtime's own calls) and a
+    Starlette user (HTTP: the SDK's call-context builder wraps it in
+    `StarletteUser`, whose `user_name` is our `display_name`).
+    """
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
 
     @property
     def is_authenticated(self) -> bool:
@@ -42,11 +59,20 @@ class Owner(User):
 
     @property
     def user_name(self) -> str:
-        return self._owner
+        return self.principal.owner
+
+    @property
+    def display_name(self) -> str:
+        return self.principal.owner
+
+    @property
+    def identity(self) -> str:
+        return self.principal.name
 
 
 def acting_for(owner: str) -> ServerCallContext:
-    return ServerCallContext(user=Owner(owner))
+    """A call made on behalf of `owner` (the owner scope the stores filter by)."""
+    return ServerCallContext(user=PrincipalUser(Principal(name=owner, owner=owner)))
 
 
 def runtime_context() -> ServerCallContext:
