@@ -10,7 +10,7 @@ import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from molecule_runtime.adapters.outputs import Output
 
@@ -94,7 +94,10 @@ class TaskInput:
     """Everything an adapter gets about one task; plain data, serialisable as JSON.
 
     `text` is the message's text parts joined; `parts` is the whole message,
-    text, files and data in the order sent.
+    text, files and data in the order sent. `partial` is the answer text that
+    earlier attempts of this turn already streamed and the task store holds
+    (`""` on a first attempt, or when nothing of the answer was stored): an
+    adapter with `continues_partial = True` yields only what comes after it.
     """
 
     task_id: str
@@ -105,6 +108,7 @@ class TaskInput:
     attempt: int = 1
     message_id: str = ""
     parts: list[TextPart | FilePart | DataPart] = field(default_factory=list)
+    partial: str = ""
 
     @property
     def files(self) -> list[FilePart]:
@@ -149,6 +153,13 @@ class BaseAdapter(abc.ABC):
     # stateless answers). Such replies are not stored (no GetTask, no history),
     # run directly even in durable mode, and are not retried.
     replies_with_message: bool = False
+
+    # True: a retried attempt continues the answer instead of restarting it. The
+    # attempt gets what earlier attempts of the turn streamed and stored in
+    # `TaskInput.partial` and yields only the text that comes after it; the
+    # runtime keeps the stored answer and appends, so no client sees the answer
+    # taken back. False (the default): a retry's answer replaces the earlier one.
+    continues_partial: ClassVar[bool] = False
 
     def replies_with_message_to(self, message: TaskInput) -> bool:
         """Whether this new message is answered with a Message (True) or a task

@@ -7,12 +7,20 @@ artifact as this attempt wrote it, `append: false`. Clients that follow
 ignores `append` and takes the `lastChunk` update for the whole artifact, gets
 the whole answer instead of its tail (docs/clients.md). It costs the
 artifact's bytes once more per artifact and turn, not per chunk.
+
+A retry of an adapter that continues its answer (`continues_partial`) starts
+from the turn's artifacts as stored (`continue_from`): the answer is kept and
+appended to, so its closing update carries the stored text and the new; a file
+or data part the retry yields again into the answer, equal to one already
+stored there (an output of a replayed step), is not added a second time.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
+from a2a.types.a2a_pb2 import Artifact as StoredArtifact
 from a2a.types.a2a_pb2 import Part
 
 from molecule_runtime.adapters.outputs import ANSWER, Artifact
@@ -72,6 +80,22 @@ class ArtifactWriter:
         self._targets: dict[str, _Target] = {events.artifact_id: self.answer}
         self.closing = False
         self.last_sent: set[str] = set()
+        # Whole parts (files, data) the stored answer holds, by their bytes:
+        # a continuing retry that yields one again does not add it twice.
+        self._stored_parts: Counter[bytes] = Counter()
+
+    def continue_from(self, stored: list[StoredArtifact]) -> str:
+        """Continue the turn as stored instead of replacing it: the answer keeps
+        its parts and later text appends to it. Returns the stored answer text."""
+        for artifact in stored:
+            if artifact.artifact_id != self.answer.artifact_id:
+                continue  # named artifacts stay as stored unless written again
+            self.answer.keep(list(artifact.parts))
+            self.answer.started = True
+            for part in artifact.parts:
+                if part.WhichOneof("content") != "text":
+                    self._stored_parts[part.SerializeToString(deterministic=True)] += 1
+        return answer_text(stored, self.answer.artifact_id)
 
     def target(self, artifact: Artifact | None) -> _Target:
         if artifact is None or artifact.name == ANSWER:
@@ -98,6 +122,11 @@ class ArtifactWriter:
     async def part(self, part: Part, artifact: Artifact | None = None) -> None:
         """A whole part (file, data): after the text already streamed to its artifact."""
         target = self.target(artifact)
+        if target is self.answer and self._stored_parts:
+            key = part.SerializeToString(deterministic=True)
+            if self._stored_parts[key] > 0:
+                self._stored_parts[key] -= 1
+                return
         if target.batcher is not None:
             batcher, target.batcher = target.batcher, None
             await batcher.close(flush=True)
@@ -159,3 +188,14 @@ class ArtifactWriter:
             await self.events.artifact(
                 artifact_id, known[artifact_id], [Part(text="")], append=False, last=True
             )
+
+
+def answer_text(stored: list[StoredArtifact], answer_id: str) -> str:
+    """The text of a turn's stored answer: its text parts joined."""
+    return "".join(
+        part.text
+        for artifact in stored
+        if artifact.artifact_id == answer_id
+        for part in artifact.parts
+        if part.WhichOneof("content") == "text"
+    )

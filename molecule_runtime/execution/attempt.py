@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -15,11 +16,12 @@ from molecule_runtime.adapters.base import (
     TaskInput,
 )
 from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reject, TextOutput
-from molecule_runtime.execution.artifacts import ArtifactWriter
-from molecule_runtime.execution.events import FileTooLarge, TaskEvents, TaskStopped
+from molecule_runtime.execution.artifacts import ArtifactWriter, answer_text
+from molecule_runtime.execution.events import FileTooLarge, TaskEvents, TaskStopped, of_turn
 from molecule_runtime.execution.parts import data_part, file_part
 from molecule_runtime.execution.steps import AttemptSteps, journaling
 from molecule_runtime.execution.usage import AttemptUsage, turn_of_artifact
+from molecule_runtime.store.steps import StoredTurn
 from molecule_runtime.vocabulary import Meta
 
 
@@ -51,33 +53,94 @@ async def run_attempt(
     *,
     on_chunk: Callable[[], None] | None = None,
     batch_window: float = 0.0,
+    write_ahead: bool = False,
 ) -> AttemptResult:
     """Stream one attempt; return what it produced.
 
     Every artifact has a stable id. A later attempt starts by replacing
     whatever an earlier attempt wrote (`append=False` on its first event to
     each artifact; an earlier attempt's artifact this one does not write is
-    emptied), so the finished task holds one execution's output only. Text
-    chunks arriving within `batch_window` seconds of the last event are merged
-    (see batching.py). When the adapter ends with `Done` or `Reject`, the
-    result names that final state; storing it is the caller's final stage
-    (in durable mode a retried attempt must not have stored it already).
+    emptied), so the finished task holds one execution's output only; unless
+    the adapter continues its answer (`continues_partial`) and the store holds
+    some of it: then the attempt gets that text as `TaskInput.partial`, the
+    answer is kept and its chunks append to it (artifacts.py). Text chunks
+    arriving within `batch_window` seconds of the last event are merged (see
+    batching.py). `write_ahead` (durable attempts): a continuing adapter's
+    chunks reach clients only once stored, so a continuation never repeats
+    text a client saw (store/steps.py). When the adapter ends with `Done` or
+    `Reject`, the result names that final state; storing it is the caller's
+    final stage (in durable mode a retried attempt must not have stored it already).
     """
     writer = ArtifactWriter(events, batch_window)
+    # The turn's durable state: steps earlier attempts recorded (replayed, not
+    # run) and, on a retry, the answer they streamed and stored.
+    turn = await _stored_turn(events, task, adapter.continues_partial)
+    continuing = False
     if task.attempt > 1:
+        partial = answer_text(turn.artifacts or [], events.artifact_id)
+        continuing = adapter.continues_partial and bool(partial)
+        if continuing:
+            task = dataclasses.replace(task, partial=writer.continue_from(turn.artifacts or []))
+        else:
+            task = dataclasses.replace(task, partial=partial)
         await events.status(
             TaskState.TASK_STATE_WORKING,
-            f"Retrying: attempt {task.attempt} restarts the answer.",
+            f"Retrying: attempt {task.attempt} "
+            + ("continues the answer." if continuing else "restarts the answer."),
             metadata={Meta.ATTEMPT: task.attempt},
         )
-        await writer.clear_earlier(await events.earlier_artifacts())
+        if not continuing:
+            await writer.clear_earlier(await events.earlier_artifacts())
     usage = AttemptUsage(events.usage, turn_of_artifact(task.task_id, events.artifact_id), task.attempt)
-    # The turn's journal: steps earlier attempts recorded are replayed, not run.
     steps = (
-        await AttemptSteps.load(events.steps, task.task_id, events.artifact_id)
+        AttemptSteps(events.steps, task.task_id, events.artifact_id, turn.steps)
         if events.steps is not None
         else None
     )
+    ahead = write_ahead and adapter.continues_partial and events.steps is not None
+    if ahead:
+        assert events.steps is not None
+        events.steps.stream_write_ahead(task.task_id, True)
+    try:
+        return await _stream(adapter, task, events, writer, usage, steps, on_chunk, continuing)
+    finally:
+        if ahead:
+            assert events.steps is not None
+            events.steps.stream_write_ahead(task.task_id, False)
+
+
+async def _stored_turn(events: TaskEvents, task: TaskInput, continues: bool) -> StoredTurn:
+    """The journal of this turn and, on a retry, its artifacts as committed."""
+    retry = task.attempt > 1
+    if retry and continues:
+        # What this process streamed for an earlier attempt is stored first, so
+        # the artifacts read are all that attempt wrote (a continuation that
+        # starts from less would repeat the rest).
+        await events.persisted()
+    if events.steps is None:
+        turn = StoredTurn([])
+    else:
+        turn = await events.steps.load_turn(task.task_id, events.artifact_id, artifacts=retry)
+    if retry and turn.artifacts is None and events.stored_task is not None:
+        stored = await events.stored_task()
+        turn.artifacts = [
+            a
+            for a in (stored.artifacts if stored is not None else [])
+            if of_turn(events.artifact_id, a.artifact_id)
+        ]
+    return turn
+
+
+async def _stream(
+    adapter: BaseAdapter,
+    task: TaskInput,
+    events: TaskEvents,
+    writer: ArtifactWriter,
+    usage: AttemptUsage,
+    steps: AttemptSteps | None,
+    on_chunk: Callable[[], None] | None,
+    continuing: bool,
+) -> AttemptResult:
     agen = adapter.stream(task)
     if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
         if asyncio.iscoroutine(agen):
@@ -107,8 +170,9 @@ async def run_attempt(
         # Release a generator abandoned by an error of ours (not the adapter's).
         with contextlib.suppress(BaseException):
             await agen.aclose()
-    # Nothing streamed by a retry still clears an earlier attempt's partial text.
-    await writer.close_answer(restarted=task.attempt > 1)
+    # Nothing streamed by a retry still clears an earlier attempt's partial text
+    # (or, continuing, closes the answer as stored).
+    await writer.close_answer(restarted=task.attempt > 1 or continuing)
     if isinstance(last, InputRequired):
         return AttemptResult(produced, last.question)
     if isinstance(last, Done):

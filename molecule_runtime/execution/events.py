@@ -131,6 +131,9 @@ class TaskEvents:
         self.max_file_bytes = DEFAULT_MAX_FILE_BYTES
         # The task store's step journal: an attempt's durable steps (adapters/steps.py).
         self.steps: StepStore | None = None
+        # A reader of the stored task, where the step journal's store cannot read
+        # a turn's artifacts itself (the memory store): what a retry continues.
+        self.stored_task: Callable[[], Awaitable[Task | None]] | None = None
 
     async def persisted(self) -> None:
         """Return once every event delivered so far is in the task store."""

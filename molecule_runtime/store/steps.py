@@ -6,6 +6,11 @@ before `step()` returns; a later attempt of the same turn reads the turn's rows
 and replays them. Two attempts that record the same step at once (a stalled
 attempt and its successor) keep the first result: the insert skips a row that
 exists, and the writer reads back the one that won.
+
+The journal's store is also where an attempt learns the rest of its turn's
+durable state: the turn's artifacts as the task store holds them (what earlier
+attempts streamed and stored, `TaskInput.partial`), and which tasks stream
+write-ahead (a chunk reaches a client only once it is stored).
 """
 
 from __future__ import annotations
@@ -13,7 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from a2a.server.models import TaskModel
+from a2a.types.a2a_pb2 import Artifact
+from google.protobuf.json_format import ParseDict
 from sqlalchemy import (
     Column,
     DateTime,
@@ -54,6 +63,31 @@ class RecordedStep:
     result: str  # JSON text
 
 
+@dataclass
+class StoredTurn:
+    """What the store holds of one task turn when an attempt starts."""
+
+    steps: list[RecordedStep]
+    # The turn's artifacts (its answer and named ones) as committed; None when
+    # this store cannot tell (the memory store: the caller reads the task).
+    artifacts: list[Artifact] | None = None
+
+
+_TASKS = TaskModel.__table__
+
+
+def _turn_artifacts(rows: Any, answer_id: str) -> list[Artifact]:
+    """The stored artifacts (JSON as the SDK writes them) of the turn whose answer is `answer_id`."""
+    found: list[Artifact] = []
+    for item in rows or []:
+        if not isinstance(item, dict):
+            continue
+        artifact_id = str(item.get("artifactId", ""))
+        if artifact_id == answer_id or artifact_id.startswith(answer_id + "."):
+            found.append(ParseDict(item, Artifact(), ignore_unknown_fields=True))
+    return found
+
+
 class StepStore:
     """Recorded steps; in memory when `engine` is None (the memory task store)."""
 
@@ -68,6 +102,24 @@ class StepStore:
         self._health = health
         self.max_bytes = max_bytes  # largest JSON result a step may store
         self._memory: dict[tuple[str, str], dict[int, RecordedStep]] = {}
+        # Tasks whose chunks must be committed before any client is sent them
+        # (write-ahead streaming): the task store's writers consult this.
+        self._write_ahead: dict[str, int] = {}
+
+    def writes_ahead(self, task_id: str) -> bool:
+        """True while an attempt of `task_id` streams write-ahead: an artifact
+        update of this task is streamed (and served to resuming readers) only
+        once it is committed."""
+        return task_id in self._write_ahead
+
+    def stream_write_ahead(self, task_id: str, on: bool) -> None:
+        """Start (or end) write-ahead streaming for one attempt of `task_id`;
+        counted, since a stalled attempt and its successor may overlap."""
+        count = self._write_ahead.get(task_id, 0) + (1 if on else -1)
+        if count > 0:
+            self._write_ahead[task_id] = count
+        else:
+            self._write_ahead.pop(task_id, None)
 
     async def initialize(self) -> None:
         if self._engine is not None:
@@ -88,6 +140,28 @@ class StepStore:
                     .order_by(STEPS.c.seq)
                 )
                 return [RecordedStep(seq, name, result) for seq, name, result in rows]
+
+        return await until_stored(read, self._health)
+
+    async def load_turn(self, task_id: str, turn: str, *, artifacts: bool) -> StoredTurn:
+        """The turn's recorded steps and, when `artifacts`, the turn's committed
+        artifacts (`turn` is the answer artifact's id), in one read."""
+        if self._engine is None or not artifacts:
+            return StoredTurn(await self.load(task_id, turn))
+        engine = self._engine
+
+        async def read() -> StoredTurn:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    select(STEPS.c.seq, STEPS.c.name, STEPS.c.result)
+                    .where(STEPS.c.task_id == task_id, STEPS.c.turn == turn)
+                    .order_by(STEPS.c.seq)
+                )
+                steps = [RecordedStep(seq, name, result) for seq, name, result in rows]
+                stored = (
+                    await conn.execute(select(_TASKS.c.artifacts).where(_TASKS.c.id == task_id))
+                ).scalar_one_or_none()
+                return StoredTurn(steps, _turn_artifacts(stored, turn))
 
         return await until_stored(read, self._health)
 
