@@ -1,4 +1,5 @@
-"""Admission control: how many tasks run at once in this process, and how many may wait.
+"""Admission control, the front door of execution: how many tasks run at once in
+this process, and how many may wait.
 
 Without it every SendMessage starts its adapter (or workflow) at once, and a
 burst of long LLM streams shares one event loop and one task store until all
@@ -11,10 +12,11 @@ slow down under load, never fail a task because the runtime is busy).
 It takes two steps because they happen in two places:
 
 1. `Admission.admit()` in the request handler, before the SDK creates or stores
-   anything: the request gets a `Ticket` (a place in line) or `ServerBusyError`;
-2. in the executor, once the task exists: `claim()` hands the ticket
-   over, `Ticket.try_start()` / `Ticket.start()` take (or wait for) a slot, and
-   `Ticket.release()` frees it when the run ends.
+   anything: the request gets a `Ticket` (a place in line, handed to dispatch
+   in the request's `Handoff`) or `ServerBusyError`;
+2. in dispatch (execution/dispatch.py), once the task exists: `claim()` hands
+   the ticket over, `Ticket.try_start()` / `Ticket.start()` take (or wait for)
+   a slot, and `Ticket.release()` frees it when the run ends.
 
 Slots are granted first come, first served. Everything runs on the event
 loop's thread, so plain counters need no lock.
@@ -30,36 +32,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
+from dataclasses import replace
 from enum import Enum
 
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import resolve_user_scope
-from a2a.utils.errors import A2AError
 
+from molecule_runtime.execution.handoff import Handoff, attach, attached
 from molecule_runtime.observability import metrics
-
-# Call-context state key: the ticket the request was admitted with.
-TICKET_KEY = "molecule.admission_ticket"
-
-# What a refused client is told to wait before retrying. A fixed hint: the line
-# is full, so at least one running task must finish before the next has room.
-RETRY_AFTER_SECONDS = 5
-
-
-class RetryLater(A2AError):
-    """A request refused before anything was created: send it again later.
-
-    server/busy.py answers it on every binding (the SDK's error tables know only
-    its own errors): REST `http_status` with `Retry-After`, JSON-RPC -32000.
-    """
-
-    http_status = 503
-    status = "UNAVAILABLE"
-    reason = "SERVER_BUSY"
-    retry_after: int = RETRY_AFTER_SECONDS
-
-    def metadata(self) -> dict[str, str]:
-        return {"retryAfterSeconds": str(self.retry_after)}
+from molecule_runtime.refusals import RETRY_AFTER_SECONDS, RetryLater
 
 
 class ServerBusyError(RetryLater):
@@ -108,7 +89,7 @@ class PrincipalTasksError(RetryLater):
 
 class _State(Enum):
     ADMITTED = "admitted"  # the handler holds it; the task does not exist yet
-    CLAIMED = "claimed"  # the executor holds it: the task exists and waits for a slot
+    CLAIMED = "claimed"  # dispatch holds it: the task exists and waits for a slot
     RUNNING = "running"  # it holds a running slot
     RELEASED = "released"
 
@@ -169,7 +150,7 @@ class Ticket:
         self._admission._release(self)
 
     def release_unclaimed(self) -> None:
-        """The request ended before the executor took the ticket over: give it back.
+        """The request ended before dispatch took the ticket over: give it back.
 
         A task that started running keeps its ticket until its run ends, also
         after the client went away.
@@ -230,7 +211,7 @@ class Admission:
         ticket = self._enter(owner)
         if hold is not None:
             ticket.hold_until(hold)
-        context.state[TICKET_KEY] = ticket
+        attach(context, replace(attached(context) or Handoff(), ticket=ticket))
         return ticket
 
     def _leave_line(self) -> None:
@@ -289,15 +270,16 @@ class Admission:
 
 
 def claim(context: ServerCallContext) -> Ticket | None:
-    """The executor takes over the ticket of the request that `context` belongs to.
+    """Dispatch takes over the ticket of the request that `context` belongs to.
 
     None when the request was not admitted (no admission control). A ticket the
     handler already gave back (its client left before the task ran, e.g. while
     an earlier message of the same task still ran) is replaced by a new one,
     past the bound: the message was accepted, so it is never refused now.
     """
-    ticket = context.state.get(TICKET_KEY)
-    if not isinstance(ticket, Ticket):
+    handoff = attached(context)
+    ticket = handoff.ticket if handoff is not None else None
+    if ticket is None:
         return None
     if ticket._state is _State.RELEASED:
         hold = ticket._hold
