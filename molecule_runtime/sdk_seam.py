@@ -1,6 +1,6 @@
 """Every use of an a2a-sdk private attribute or undocumented behaviour, in one place.
 
-The SDK (1.3) has no public seam for these; tests/test_sdk_seam.py pins each
+The SDK (1.3) has no public seam for these; tests/test_sdk_seam*.py pin each
 behaviour relied on here, so an SDK upgrade that changes one fails there first.
 """
 
@@ -12,11 +12,14 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-from a2a.server.cluster import TaskVersion
+from a2a.server.cluster import DatabaseTaskEventStream, TaskVersion
+from a2a.server.cluster.database_event_stream import stream_response_to_event
 from a2a.server.events import EventQueue
+from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.tasks import InMemoryTaskStore
-from a2a.types.a2a_pb2 import Task
+from a2a.types.a2a_pb2 import StreamResponse, Task
+from sqlalchemy import and_, select
 
 # The SDK warns (log and warning) when a versioned store comes without an event
 # stream, i.e. for every in-memory store, which serves one process by design.
@@ -33,6 +36,35 @@ def version_number(version: TaskVersion) -> int:
 def memory_tasks(store: InMemoryTaskStore) -> dict[str, dict[str, Task]]:
     """The in-memory store's tasks by owner, then id (the store lists one owner at a time)."""
     return store._impl.tasks
+
+
+async def logged_events_after(
+    stream: DatabaseTaskEventStream, task_id: str, after: int
+) -> list[tuple[int, bytes]]:
+    """The rows of the SDK's event log for `task_id` with a task version above
+    `after`, in write order: (version, serialized `StreamResponse`).
+
+    The SDK's stream only subscribes from a version on and never ends; the log
+    is read here through its table model and sessions, which have no accessor.
+    """
+    await stream._ensure_initialized()
+    model = stream._event_model
+    async with stream._session_maker() as session:
+        rows = (
+            await session.execute(
+                select(model.task_version, model.event_data)
+                .where(and_(model.task_id == task_id, model.task_version > after))
+                .order_by(model.seq.asc())
+            )
+        ).all()
+    return [(int(version), data) for version, data in rows]
+
+
+def logged_event(data: bytes) -> Event:
+    """An event of the log, from its serialized `StreamResponse` (the SDK's own decoding)."""
+    response = StreamResponse()
+    response.ParseFromString(data)
+    return stream_response_to_event(response)
 
 
 async def events_taken(event_queue: EventQueue) -> None:

@@ -10,15 +10,13 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 
 from a2a.server.cluster import DatabaseTaskEventStream, TaskVersion
-from a2a.server.cluster.database_event_stream import stream_response_to_event
 from a2a.server.events.event_queue import Event
-from a2a.types.a2a_pb2 import StreamResponse, Task
-from sqlalchemy import and_, select
+from a2a.types.a2a_pb2 import Task
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.observability import metrics
-from molecule_runtime.sdk_seam import version_number
+from molecule_runtime.sdk_seam import logged_event, logged_events_after, version_number
 from molecule_runtime.states import is_interrupted, is_terminal
 
 log = logging.getLogger(__name__)
@@ -121,6 +119,7 @@ class TaskEventLog(DatabaseTaskEventStream):
         unstored: Callable[[str, int], list[tuple[int, bytes]]] | None = None,
     ) -> None:
         super().__init__(engine, poll_interval_s=poll_interval_s)
+        self._poll_s = poll_interval_s
         self._feeds: dict[str, _Feed] = {}
         # Events this process streamed that the write-behind store holds back.
         self._unstored = unstored
@@ -149,25 +148,10 @@ class TaskEventLog(DatabaseTaskEventStream):
         # Read before the database: an event committed in between is then in
         # the database rows, so none is missed (duplicates are merged below).
         unstored = self._unstored(task_id, after) if self._unstored is not None else []
-        await self._ensure_initialized()
-        model = self._event_model
-        async with self._session_maker() as session:
-            rows = (
-                await session.execute(
-                    select(model.task_version, model.event_data)
-                    .where(and_(model.task_id == task_id, model.task_version > after))
-                    .order_by(model.seq.asc())
-                )
-            ).all()
-        by_version = {int(version): data for version, data in rows}
+        by_version = dict(await logged_events_after(self, task_id, after))
         for version, data in unstored:
             by_version.setdefault(version, data)
-        events = []
-        for version, data in sorted(by_version.items()):
-            response = StreamResponse()
-            response.ParseFromString(data)
-            events.append((version, stream_response_to_event(response)))
-        return events
+        return [(version, logged_event(data)) for version, data in sorted(by_version.items())]
 
     async def follow(self, task_id: str, after: int) -> AsyncIterator[tuple[int, Event]]:
         """Logged events after `after`, then new ones as they are written; never ends.
@@ -209,7 +193,7 @@ class TaskEventLog(DatabaseTaskEventStream):
                 return await self.read_after(task_id, after)
             except OperationalError:
                 log.debug("transient error reading events of %s", task_id, exc_info=True)
-                await asyncio.sleep(self._poll_interval_s)
+                await asyncio.sleep(self._poll_s)
 
     async def _read_for(self, task_id: str, feed: _Feed) -> None:
         """The shared reader: one read per write here, one poll per interval otherwise."""
@@ -223,7 +207,7 @@ class TaskEventLog(DatabaseTaskEventStream):
                     for queue in feed.followers:
                         queue.put_nowait((version, event_))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._poll_interval_s):
+                    async with asyncio.timeout(self._poll_s):
                         await feed.written.wait()
         finally:
             metrics.EVENT_LOG_READERS.dec()
