@@ -1,9 +1,11 @@
-"""Runtime settings, read from the environment (and CLI flags) with pydantic-settings."""
+"""Runtime settings, read from the environment (and CLI flags) with pydantic-settings.
+
+The fields and the values derived from them; how a value is parsed, checked
+and defaulted is in config_checks.py.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -12,31 +14,22 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from molecule_runtime.config_checks import (
+    check_together,
+    default_max_running_tasks,
+    empty_secret_is_unset,
+    log_level,
+    parse_adapter_options,
+    redact_url,
+)
 from molecule_runtime.vocabulary import ConcurrentMessages
+
+# Kept importable from here (the store factory and tests name them so).
+__all__ = ["Settings", "default_max_running_tasks", "redact_url"]
 
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
-
-
-RUNNING_TASKS_PER_CPU = 256
-
-
-def default_max_running_tasks() -> int:
-    """256 running tasks per CPU this process may use.
-
-    A running task relaying a model's stream mostly waits: measured on the
-    2-core benchmark machine (docs/performance.md, streaming load), one process
-    relays 500 concurrent streams of 50 chunks a second with every answer
-    exact, merging chunks into fewer events as the load grows. So the default
-    only stops a burst far beyond that from piling up; CPU-heavy adapters (a
-    local model) want far fewer.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))  # the CPUs this process may run on
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return RUNNING_TASKS_PER_CPU * max(1, cpus)
 
 
 class Settings(BaseSettings):
@@ -229,64 +222,22 @@ class Settings(BaseSettings):
     @field_validator("adapter_options", mode="before")
     @classmethod
     def _parse_options(cls, value: Any) -> Any:
-        if value is None or value == "":
-            return {}
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"ADAPTER_OPTIONS is not valid JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise ValueError("ADAPTER_OPTIONS must be a JSON object")
-        return value
+        return parse_adapter_options(value)
 
     @field_validator("auth_token", "api_keys", "push_encryption_key", mode="before")
     @classmethod
     def _empty_token_is_unset(cls, value: Any) -> Any:
-        # `MOLECULE_AUTH_TOKEN=` (e.g. an empty compose variable) must not turn on
-        # auth with an empty token that a bare "Bearer" header would match.
-        if isinstance(value, str) and not value.strip():
-            return None
-        return value
+        return empty_secret_is_unset(value)
 
     @model_validator(mode="after")
-    def _jwt_complete(self) -> Settings:
-        # A key without issuer and audience would accept any token the
-        # provider signs, for any application: refuse to start instead.
-        if (self.jwt_jwks_url or self.jwt_key_file) and not (self.jwt_issuer and self.jwt_audience):
-            raise ValueError(
-                "JWT bearer tokens need MOLECULE_JWT_ISSUER and MOLECULE_JWT_AUDIENCE "
-                "(set with MOLECULE_JWT_JWKS_URL or MOLECULE_JWT_KEY_FILE)"
-            )
-        if (self.jwt_issuer or self.jwt_audience) and not (self.jwt_jwks_url or self.jwt_key_file):
-            raise ValueError(
-                "MOLECULE_JWT_ISSUER / MOLECULE_JWT_AUDIENCE need a key: "
-                "MOLECULE_JWT_JWKS_URL or MOLECULE_JWT_KEY_FILE"
-            )
-        if self.push_encrypt and self.push_encryption_key is None:
-            raise ValueError(
-                "MOLECULE_PUSH_ENCRYPT=true needs MOLECULE_PUSH_ENCRYPTION_KEY (a Fernet key: "
-                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
-            )
-        if self.push_encryption_key is not None:
-            from cryptography.fernet import Fernet
-
-            try:
-                Fernet(self.push_encryption_key.get_secret_value().encode())
-            except ValueError:
-                # The message names the setting, never the value.
-                raise ValueError(
-                    "MOLECULE_PUSH_ENCRYPTION_KEY is not a Fernet key (32 url-safe base64-encoded bytes)"
-                ) from None
+    def _check_together(self) -> Settings:
+        check_together(self)
         return self
 
     @field_validator("log_level")
     @classmethod
     def _check_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {value!r}")
-        return level
+        return log_level(value)
 
     @property
     def durable(self) -> bool:
@@ -336,13 +287,3 @@ class Settings(BaseSettings):
         if self.task_store_url:
             data["task_store_url"] = redact_url(self.task_store_url)
         return data
-
-
-def redact_url(url: str) -> str:
-    """Hide the password of a database URL."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
