@@ -112,5 +112,5 @@ async def test_unanswered_question_times_out(
     task = await wait_terminal(client, first[0].task.id, timeout=20)
     assert task.status.state == TaskState.TASK_STATE_FAILED
     assert "No answer" in get_message_text(task.status.message)
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < 15  # a hang bound: MOLECULE_INPUT_TIMEOUT is 1 s
     await client.close()

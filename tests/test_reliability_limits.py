@@ -132,7 +132,8 @@ def test_trickled_body_gets_408_and_frees_the_request(limited: ServerProcess) ->
             answer += more
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b"MOLECULE_REQUEST_TIMEOUT" in answer
-    assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + 3
+    # Never before the deadline; the upper bound only catches a hang (load delays the cut).
+    assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + 6
     assert_serving(limited)
 
 
@@ -159,7 +160,8 @@ def test_silent_or_trickled_headers_are_disconnected(
                 break
         elapsed = time.monotonic() - started
     assert closed
-    assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + 3
+    # Never before the deadline; the upper bound only catches a hang (load delays the cut).
+    assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + 6
     assert_serving(limited)
 
 

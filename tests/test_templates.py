@@ -161,13 +161,13 @@ async def test_cli_template_cancel_kills_process_group(
         canceled = await canceller.cancel_task(CancelTaskRequest(id=task_id))
         assert canceled.status.state == TaskState.TASK_STATE_CANCELED
         await stream.aclose()
-        for _ in range(60):
-            if not group_members(pid):
-                break
+        # Left alone the group would live on (`sleep 60`, an endless loop): a bound
+        # well past the grace catches that; a loaded machine only adds to the time.
+        while group_members(pid) and time.monotonic() - started < grace + 10:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         elapsed = time.monotonic() - started
         assert not group_members(pid), f"processes left in group {pid}: {group_members(pid)}"
-        assert elapsed < grace + 2.5, f"stopping the CLI took {elapsed:.1f}s"
+        assert elapsed < grace + 10, f"stopping the CLI took {elapsed:.1f}s"
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
         # SIGTERM came first, so a CLI that handles it could clean up.
