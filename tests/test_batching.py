@@ -43,7 +43,8 @@ async def test_burst_is_merged_after_an_immediate_first_chunk() -> None:
     for i in range(10):
         await batcher.add(f"w{i} ")
     assert [t for _, t, _ in sent] == ["w0 "]  # no waiting for the first chunk
-    assert sent[0][0] - start < 0.01
+    # Not held for the window; a tighter figure would measure the machine's load.
+    assert sent[0][0] - start < 0.05
     await asyncio.sleep(0.08)
     assert "".join(t for _, t, _ in sent) == "".join(f"w{i} " for i in range(10))
     assert len(sent) == 2
