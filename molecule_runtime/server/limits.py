@@ -5,7 +5,8 @@ A2A requests are small JSON documents that the SDK reads whole before acting,
 so the body is read here first, counted as it arrives (a chunked body has no
 Content-Length to trust), and handed on in one piece. A client that sends
 too much gets 413; one that trickles its body past the deadline gets 408, so
-neither can hold a request (and its memory) open indefinitely.
+neither can hold a request (and its memory) open indefinitely. (The deadline
+for a request's headers is uvicorn's part: server/header_timeout.py.)
 
 The SDK parses a body and builds its protobuf request on the event loop, at
 about 2.5 µs a JSON value: a 4 MiB body of a million values would stop every
@@ -23,13 +24,15 @@ import json
 import re
 from dataclasses import dataclass
 
-import h11
 from a2a.utils.error_handlers import build_rest_error_payload
 from a2a.utils.errors import InvalidRequestError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from molecule_runtime.server.complexity import SHAPE_CHECKED
+from molecule_runtime.server.header_timeout import HeaderTimeoutH11Protocol, http_protocol
+
+# Kept importable from here: process.py names the header deadline's protocol so.
+__all__ = ["HeaderTimeoutH11Protocol", "JsonShape", "RequestLimitsMiddleware", "http_protocol", "json_shape"]
 
 # A JSON string (escapes included): cut out before brackets are counted.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -250,58 +253,3 @@ async def _send_json(send: Send, status: int, payload: object, *, close: bool) -
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class HeaderTimeoutH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a deadline for receiving a request's headers.
-
-    uvicorn arms no timer until a first response is sent, and its keep-alive
-    timer is cancelled by any byte received, so a client trickling its headers
-    (or sending nothing) would keep the connection open forever. Here the
-    headers must be complete within `header_timeout` seconds of the connection
-    opening or the previous response ending; otherwise the connection is closed.
-    """
-
-    header_timeout: float = 30.0
-    _header_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm_header_timer()  # the request line and headers are in
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self._arm_header_timer()  # waiting for the next request on this connection
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
-
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
-
-
-def http_protocol(header_timeout: float) -> type[HeaderTimeoutH11Protocol]:
-    """The protocol class to hand to `uvicorn.Config(http=...)`."""
-    return type(
-        "HeaderTimeoutH11Protocol",
-        (HeaderTimeoutH11Protocol,),
-        {"header_timeout": header_timeout},
-    )
