@@ -14,6 +14,8 @@ were the queue every new task waited in.
 A message answered with a Message rather than a task (an adapter that
 `replies_with_message`) is claimed as such: its row keeps the reply, so a
 repeat gets the same Message, and it is never a task of its conversation.
+
+The claim and its table are store/claims_table.py.
 """
 
 from __future__ import annotations
@@ -21,88 +23,32 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 from a2a.server.models import TaskModel
-from sqlalchemy import (
-    Column,
-    DateTime,
-    Index,
-    LargeBinary,
-    MetaData,
-    PrimaryKeyConstraint,
-    Table,
-    Text,
-    and_,
-    delete,
-    inspect,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from molecule_runtime.store.claims_table import (
+    INSERT_FREE,
+    MESSAGE_IDS,
+    MessageClaim,
+    claim_row,
+    create_table,
+    now_utc,
+)
 from molecule_runtime.store.health import StoreHealth, refusing, until_stored
 
-_TASKS = TaskModel.__table__
-_METADATA = MetaData()
-MESSAGE_IDS = Table(
-    "molecule_message_ids",
-    _METADATA,
-    Column("owner", Text, nullable=False),
-    Column("message_id", Text, nullable=False),
-    Column("task_id", Text, nullable=False),
-    Column("context_id", Text, nullable=False),
-    # What the message said (role, taskId as sent, parts): a repeat must match it.
-    Column("digest", Text, nullable=False),
-    # Naive UTC, like the SDK's timestamps.
-    Column("created_at", DateTime, nullable=False),
-    # NULL: the message is answered by a task. Otherwise it is answered by a
-    # Message: empty until it is sent, then the Message (serialised protobuf).
-    Column("reply", LargeBinary, nullable=True),
-    PrimaryKeyConstraint("owner", "message_id", name="pk_molecule_message_ids"),
-    Index("ix_molecule_message_ids_created_at", "created_at"),
-    Index("ix_molecule_message_ids_context", "owner", "context_id", "created_at"),
-)
+# Kept importable from here: the submission rules and tests name them so.
+__all__ = ["MESSAGE_IDS", "MessageClaim", "MessageIds", "now_utc"]
 
-# Taken where free, skipped where held: who holds an id is read afterwards. Built
-# once: constructing the statement per claim cost more CPU than running it.
-_INSERT_FREE = {
-    "sqlite": sqlite.insert(MESSAGE_IDS).on_conflict_do_nothing(
-        index_elements=["owner", "message_id"]
-    ),
-    "postgresql": postgresql.insert(MESSAGE_IDS).on_conflict_do_nothing(
-        index_elements=["owner", "message_id"]
-    ),
-}
+_TASKS = TaskModel.__table__
 # How long a send waits for its claim while the store refuses writes; then it
 # is refused (503, send it again), while the claim is still written.
 CLAIM_PATIENCE = 10.0
 # Claims written in one transaction at most (SQLite binds at most 32766 values).
 MAX_BATCH = 500
-
-
-@dataclass(frozen=True)
-class MessageClaim:
-    owner: str
-    message_id: str
-    task_id: str
-    context_id: str
-    digest: str
-    created_at: datetime  # naive UTC
-    reply: bytes | None = None  # see the table's `reply` column
-
-    @property
-    def replies(self) -> bool:
-        """Answered by a Message, not a task."""
-        return self.reply is not None
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class MessageIds:
@@ -120,7 +66,7 @@ class MessageIds:
         self._memory: dict[tuple[str, str], MessageClaim] = {}
         self._memory_pruned = time.monotonic()
         # The stores open SQLite and PostgreSQL only (store/factory.py).
-        self._insert_free = _INSERT_FREE[engine.dialect.name] if engine is not None else None
+        self._insert_free = INSERT_FREE[engine.dialect.name] if engine is not None else None
         self._waiting: list[tuple[MessageClaim, asyncio.Future[MessageClaim | None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -132,8 +78,7 @@ class MessageIds:
     async def initialize(self) -> None:
         if self._engine is not None:
             async with self._engine.begin() as conn:
-                await conn.run_sync(_METADATA.create_all)
-                await conn.run_sync(_add_reply_column)
+                await conn.run_sync(create_table)
 
     async def claim(self, claim: MessageClaim) -> MessageClaim | None:
         """Take the message id for `claim`: None when taken now, else the earlier claim."""
@@ -216,7 +161,7 @@ class MessageIds:
         assert self._engine is not None and self._insert_free is not None
         c = MESSAGE_IDS.c
         async with self._engine.begin() as conn:
-            await conn.execute(self._insert_free, [_row(claim) for claim in claims])
+            await conn.execute(self._insert_free, [claim_row(claim) for claim in claims])
             rows = (
                 await conn.execute(
                     select(MESSAGE_IDS).where(
@@ -344,23 +289,3 @@ class MessageIds:
         cutoff = now_utc() - timedelta(seconds=self._retention)
         for key in [k for k, c in self._memory.items() if c.created_at < cutoff]:
             del self._memory[key]
-
-
-def _row(claim: MessageClaim) -> dict[str, object]:
-    return {
-        "owner": claim.owner,
-        "message_id": claim.message_id,
-        "task_id": claim.task_id,
-        "context_id": claim.context_id,
-        "digest": claim.digest,
-        "created_at": claim.created_at,
-        "reply": claim.reply,
-    }
-
-
-def _add_reply_column(conn: Connection) -> None:
-    """Tables created before the `reply` column get it (create_all adds no columns)."""
-    if "reply" in {c["name"] for c in inspect(conn).get_columns(MESSAGE_IDS.name)}:
-        return
-    kind = LargeBinary().compile(dialect=conn.dialect)
-    conn.execute(text(f"ALTER TABLE {MESSAGE_IDS.name} ADD COLUMN reply {kind}"))
