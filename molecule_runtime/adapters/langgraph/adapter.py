@@ -2,6 +2,12 @@
 
 LangChain, LangGraph and llama.cpp are imported inside `setup()`, never at module
 import, so the runtime (and its `echo` default) starts without them installed.
+
+Durable at the graph's grain (docs/langgraph-durability.md): each task turn is
+a LangGraph thread checkpointed in the task store's database, so a retried
+attempt resumes after the last completed node (a finished tool call never runs
+again), and the interrupted model call continues the stored partial answer
+where the model can (prefill), else restarts.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from molecule_runtime.adapters.base import (
     TaskInput,
 )
 from molecule_runtime.adapters.genai import set_genai_attributes
+from molecule_runtime.adapters.langgraph.checkpoints import Checkpoints, turn_thread
 from molecule_runtime.adapters.langgraph.content import ModelInputs, model_inputs, user_content
 from molecule_runtime.adapters.langgraph.imports import load_target
 from molecule_runtime.adapters.langgraph.models import choose_model
@@ -26,6 +33,12 @@ from molecule_runtime.adapters.langgraph.options import (
     LOCAL_MAX_TOKENS,
     LangGraphOptions,
     OptionsError,
+)
+from molecule_runtime.adapters.langgraph.resume import (
+    CONTINUATION_KEY,
+    Continuation,
+    ResumePlan,
+    plan_resume,
 )
 from molecule_runtime.adapters.outputs import Done
 from molecule_runtime.adapters.usage import report_usage
@@ -47,7 +60,16 @@ class LangGraphAdapter(BaseAdapter):
 
     Subclass and override `load_system_prompt`, `load_tools`, `load_model` or
     `build_agent` to customise it (see `adapters/langgraph/adapter.py`).
+
+    `continues_partial`: a retried attempt continues the stored answer. True
+    when the model continues an assistant message (the local llama.cpp model,
+    or `model_prefill` in ADAPTER_OPTIONS) and the graph continues it (the
+    default `build_agent`); otherwise `setup()` sets it False on the instance and
+    a retry streams the whole answer again, replacing the stored one: the text
+    of completed model calls from the checkpoint, the interrupted call anew.
     """
+
+    continues_partial = True
 
     def __init__(self) -> None:
         self.options = LangGraphOptions()
@@ -59,6 +81,9 @@ class LangGraphAdapter(BaseAdapter):
         self._history_char_budget: int | None = None
         # What the model reads besides text (images), from its profile.
         self._inputs = ModelInputs()
+        self._checkpoints: Checkpoints | None = None
+        # Whether the graph continues a prefix (the default build_agent's middleware).
+        self._continuation_installed = False
 
     @staticmethod
     def name() -> str:
@@ -111,10 +136,36 @@ class LangGraphAdapter(BaseAdapter):
         return model_inputs(model)
 
     def build_agent(self, model: BaseChatModel, tools: list[Any], system_prompt: str) -> Any:
-        """A compiled LangGraph graph whose state has a `messages` list."""
+        """A compiled LangGraph graph whose state has a `messages` list.
+
+        `setup()` gives a graph compiled without a checkpointer the adapter's
+        (one thread per task turn). A graph of your own continues an interrupted
+        answer only with `self.continuation_middleware()` among its middleware."""
         from langchain.agents import create_agent
 
-        return create_agent(model, tools, system_prompt=system_prompt or None, name=self.name())
+        return create_agent(
+            model,
+            tools,
+            system_prompt=system_prompt or None,
+            name=self.name(),
+            middleware=[self.continuation_middleware()],
+        )
+
+    def continuation_middleware(self) -> Any:
+        """The `create_agent` middleware through which a retried model call
+        continues the answer the interrupted one had streamed (prefill)."""
+        from molecule_runtime.adapters.langgraph.continuation import ContinueAnswer
+
+        self._continuation_installed = True
+        return ContinueAnswer()
+
+    def model_continues_messages(self, model: BaseChatModel) -> bool:
+        """Whether `model` continues a conversation that ends with an assistant
+        message: the `model_prefill` option, else True for the local llama.cpp
+        model only (OpenAI's API answers such a request anew)."""
+        if self.options.model_prefill is not None:
+            return self.options.model_prefill
+        return self._local_server is not None
 
     # -- adapter contract ----------------------------------------------------
 
@@ -126,16 +177,37 @@ class LangGraphAdapter(BaseAdapter):
         self._inputs = self.model_inputs(model)
         try:
             self._agent = self.build_agent(model, tools, system_prompt)
+            self._checkpoints = await self.open_checkpoints(config)
+            if getattr(self._agent, "checkpointer", False) is None:
+                self._agent.checkpointer = self._checkpoints.saver
         except BaseException:
             await self.aclose()
             raise
+        continues = self._continuation_installed and self.model_continues_messages(model)
+        if not continues:
+            # Per instance: the runtime reads it when an attempt starts.
+            self.continues_partial = False  # type: ignore[misc]
         log.info(
-            "langgraph agent ready: model=%s tools=%s",
+            "langgraph agent ready: model=%s tools=%s checkpoints=%s retries %s the answer",
             self._model_description or type(model).__name__,
             [getattr(t, "name", getattr(t, "__name__", repr(t))) for t in tools],
+            self._checkpoints.kind,
+            "continue" if continues else "restart",
+        )
+
+    async def open_checkpoints(self, config: AdapterConfig) -> Checkpoints:
+        """The graph's checkpoints, in the task store's database (TASK_STORE_URL)."""
+        from molecule_runtime.config import Settings
+
+        settings = Settings(data_dir=config.data_dir)
+        return await Checkpoints.open(
+            settings.resolved_task_store_url, retention=settings.event_retention
         )
 
     async def aclose(self) -> None:
+        checkpoints, self._checkpoints = self._checkpoints, None
+        if checkpoints is not None:
+            await checkpoints.aclose()
         server, self._local_server = self._local_server, None
         if server is not None:
             await server.release()
@@ -152,6 +224,8 @@ class LangGraphAdapter(BaseAdapter):
     async def stream(self, task: TaskInput) -> AsyncIterator[str | Done]:
         if self._agent is None:
             raise RuntimeError("LangGraphAdapter.stream() called before setup()")
+        thread_id, in_task = turn_thread()
+        continuation = Continuation()
         run_config = {
             "recursion_limit": self.options.recursion_limit,
             "run_name": self.name(),
@@ -160,11 +234,80 @@ class LangGraphAdapter(BaseAdapter):
                 "context_id": task.context_id,
                 "attempt": task.attempt,
             },
+            "configurable": {"thread_id": thread_id, CONTINUATION_KEY: continuation},
         }
         if self._history_char_budget is not None:
             task = trim_history(task, self._history_char_budget)
+        checkpoints = self._checkpoints if self._has_checkpointer() else None
+        try:
+            if checkpoints is not None:
+                checkpoints.started(thread_id)
+            # Closed here, at once, when this generator is: on cancellation the
+            # graph run stops now, not when the inner generator is collected.
+            async with contextlib.aclosing(
+                self._run(task, run_config, continuation, checkpoints)
+            ) as items:
+                async for item in items:
+                    yield item
+        finally:
+            if checkpoints is not None and not in_task:
+                # Nothing resumes a run outside a task: keep no thread of it.
+                with contextlib.suppress(Exception):
+                    await checkpoints.delete([thread_id])
+
+    def _has_checkpointer(self) -> bool:
+        return self._checkpoints is not None and bool(getattr(self._agent, "checkpointer", None))
+
+    async def _resume(
+        self, run_config: dict[str, Any], task: TaskInput, checkpoints: Checkpoints | None
+    ) -> tuple[dict[str, Any] | None, ResumePlan, list[BaseMessage] | None]:
+        """(graph input, what to stream from the checkpoint, the turn's messages
+        when the graph finished in an earlier attempt)."""
+        fresh = {"messages": to_messages(task, self._inputs)}
+        snapshot = await self._agent.aget_state(run_config) if checkpoints is not None else None
+        partial = getattr(task, "partial", "") or ""
+        if snapshot is None or not snapshot.values:
+            # A first attempt; or no checkpoint was written before the earlier
+            # one stopped: its text came from the first model call.
+            return fresh, plan_resume("", partial, continues=self.continues_partial), None
+        turn = turn_messages(snapshot.values.get("messages") or [])
+        done = "".join(_message_text(m) for m in turn if m.type == "ai")
+        plan = plan_resume(done, partial, continues=self.continues_partial)
+        log.info(
+            "task %s attempt %d resumes its LangGraph thread at %s (%d characters of answer "
+            "in the checkpoint, %d stored)",
+            task.task_id,
+            task.attempt,
+            ", ".join(snapshot.next) or "the end",
+            len(done),
+            len(partial),
+        )
+        return None, plan, (turn if not snapshot.next else None)
+
+    async def _run(
+        self,
+        task: TaskInput,
+        run_config: dict[str, Any],
+        continuation: Continuation,
+        checkpoints: Checkpoints | None,
+    ) -> AsyncIterator[str | Done]:
+        inputs, plan, finished = await self._resume(run_config, task, checkpoints)
+        if plan.replay:
+            yield plan.replay
+        if finished is not None:
+            # The graph ran to its end in an earlier attempt: only its text was missing.
+            last = next((m for m in reversed(finished) if m.type == "ai"), None)
+            if last is not None and _reply_cut(last):
+                yield Done(self.cut_message())
+            return
+        continuation.prefix = plan.prefix
         events = self._agent.astream_events(
-            {"messages": to_messages(task, self._inputs)}, config=run_config, version="v2"
+            inputs,
+            config=run_config,
+            version="v2",
+            # Each step's checkpoint is stored before the next step starts: a
+            # tool call that finished is never run again by a retry.
+            **({"durability": "sync"} if checkpoints is not None else {}),
         )
         usage = {"input_tokens": 0, "output_tokens": 0}
         # Whether the latest model reply stopped at max_tokens: only the last
@@ -235,6 +378,24 @@ def to_messages(task: TaskInput, inputs: ModelInputs | None = None) -> list[Base
     return messages
 
 
+def turn_messages(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """The messages the graph added in this turn: those after the last user message."""
+    last_user = max((i for i, m in enumerate(messages) if m.type == "human"), default=-1)
+    return list(messages[last_user + 1 :])
+
+
+def _message_text(message: BaseMessage) -> str:
+    """The text a model call streamed, as `_stream_text` saw it (text blocks only)."""
+    return str(message.text or "")
+
+
+def _reply_cut(message: Any) -> bool:
+    """Whether a model's reply ended at max_tokens (see `_stopped_at_limit`)."""
+    response = getattr(message, "response_metadata", None) or {}
+    reason = response.get("finish_reason") or response.get("stop_reason")
+    return reason in ("length", "max_tokens", "MAX_TOKENS")
+
+
 def genai_identity(
     description: str, model: Any, *, factory: bool
 ) -> tuple[str | None, str | None]:
@@ -269,10 +430,7 @@ def _stopped_at_limit(event: dict[str, Any]) -> bool:
     """Whether a chat model's reply ended because it reached max_tokens
     (OpenAI-compatible servers, llama.cpp's included, say `finish_reason: length`;
     Anthropic says `stop_reason: max_tokens`)."""
-    output = (event.get("data") or {}).get("output")
-    response = getattr(output, "response_metadata", None) or {}
-    reason = response.get("finish_reason") or response.get("stop_reason")
-    return reason in ("length", "max_tokens", "MAX_TOKENS")
+    return _reply_cut((event.get("data") or {}).get("output"))
 
 
 def _stream_text(event: dict[str, Any]) -> str:

@@ -31,6 +31,10 @@ class LangGraphOptions:
     local_model_path: str | None = None
     context_size: int = 2048
     threads: int = 0
+    # Whether the model continues a conversation that ends with an assistant
+    # message (prefill): a retried model call then continues its partial
+    # answer. None: yes for the local llama.cpp model, no for the others.
+    model_prefill: bool | None = None
 
     @classmethod
     def from_config(cls, config: AdapterConfig) -> LangGraphOptions:
@@ -62,6 +66,10 @@ class LangGraphOptions:
 
 def _coerce(name: str, annotation: str, value: Any) -> Any:
     try:
+        if "bool" in annotation:
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
         if "int" in annotation:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
