@@ -25,7 +25,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import UnsupportedOperationError
 
-from molecule_runtime.server.submission import PENDING_CLAIM_TIMEOUT
+from molecule_runtime.server.earlier_tasks import PENDING_CLAIM_TIMEOUT
 from tests.support.a2a import make_client, task_text, user_message
 from tests.test_double_texting import stored
 from tests.test_submission import ran, runs_of, same, submission_env, unique

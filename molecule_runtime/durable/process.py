@@ -1,6 +1,6 @@
 """Durable mode for one process, built complete: the connection to Temporal, the
 workers on this event loop, the in-process registry of live tasks and the client
-side of tasks (what the executor calls)."""
+side of tasks (what dispatch calls, through `DurableRoute`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,35 @@ from molecule_runtime.durable.activities import TaskActivities
 from molecule_runtime.durable.client import DurableTasks
 from molecule_runtime.durable.connection import TemporalConnection
 from molecule_runtime.durable.registry import LiveTaskRegistry
+from molecule_runtime.durable.types import TaskRef
 from molecule_runtime.durable.worker import TaskWorkers
+from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.execution.run_settings import RunSettings
 from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore
 from molecule_runtime.vocabulary import ServiceMode
+
+
+class DurableRoute:
+    """`DurableTasks` as dispatch calls it (execution/route.py `DurableRoute`):
+    execution names a turn by its ids and imports nothing of durable/."""
+
+    def __init__(self, tasks: DurableTasks) -> None:
+        self.tasks = tasks
+        self.handover = tasks.handover
+
+    def accepting(self) -> bool:
+        return self.tasks.accepting()
+
+    async def run(self, task_id: str, context_id: str, message_id: str, events: TaskEvents) -> bool:
+        return await self.tasks.run(TaskRef(task_id, context_id, message_id), events)
+
+    async def resume(
+        self, task_id: str, context_id: str, message_id: str, events: TaskEvents
+    ) -> bool:
+        return await self.tasks.resume(TaskRef(task_id, context_id, message_id), events)
+
+    async def cancel(self, task_id: str) -> bool:
+        return await self.tasks.cancel(task_id)
 
 
 class DurableProcess:
@@ -48,6 +73,7 @@ class DurableProcess:
         self.tasks = DurableTasks(
             settings, self.connection, self.registry, accept_tasks=accept_tasks, store=store, offsets=offsets
         )
+        self.route = DurableRoute(self.tasks)
 
     @classmethod
     async def open(

@@ -4,6 +4,8 @@ one A2A Message instead of a Task (quick, stateless answers).
 The whole stream is collected first; only then is the Message sent. If the
 adapter cannot answer that way (it raised, rejected, or asked a question) the
 request gets a Task in that final state instead, so the client is always told.
+It runs in the request's own asyncio task, in any mode: there is no task to
+make durable.
 """
 
 from __future__ import annotations
@@ -13,12 +15,22 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
+from a2a.server.agent_execution import RequestContext
+from a2a.server.events import EventQueue
 from a2a.types.a2a_pb2 import Message, Part, Role, TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter, InputRequired, TaskInput
 from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reject, TextOutput
+from molecule_runtime.execution.admission import claim
 from molecule_runtime.execution.attempt import AdapterProtocolError, checked_file, describe_error
+from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.execution.handoff import attached
 from molecule_runtime.execution.parts import data_part, file_part
+from molecule_runtime.execution.request_input import RequestInputs
+from molecule_runtime.observability import metrics
+from molecule_runtime.states import outcome_of
+from molecule_runtime.store.message_ids import MessageIds
+from molecule_runtime.vocabulary import Meta, Mode, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +96,40 @@ def reply_message(task: TaskInput, parts: list[Part]) -> Message:
         context_id=task.context_id,
         parts=parts,
     )
+
+
+async def reply_to_request(
+    adapter: BaseAdapter,
+    context: RequestContext,
+    events: TaskEvents,
+    event_queue: EventQueue,
+    *,
+    inputs: RequestInputs,
+    max_file_bytes: int,
+    message_ids: MessageIds | None,
+    instance_id: str,
+) -> None:
+    """Answer the request with the adapter's Message; with a Task only when it
+    could not answer that way (rejected, failed)."""
+    ticket = claim(context.call_context)
+    try:
+        if ticket is not None and not ticket.try_start():
+            await ticket.start()
+        task = await inputs.of(context)
+        reply = await collect_reply(adapter, task, max_file_bytes)
+    finally:
+        if ticket is not None:
+            ticket.release()
+    if reply.state is None:
+        message = reply_message(task, reply.parts)
+        # Kept for a repeat of the request, before the client can see it.
+        handoff = attached(context.call_context)
+        taken = handoff.claim if handoff is not None else None
+        if message_ids is not None and taken is not None and taken.replies:
+            await message_ids.set_reply(taken, message.SerializeToString())
+        await event_queue.enqueue_event(message)
+        metrics.TASKS.labels(Outcome.COMPLETED, Mode.DIRECT).inc()
+        return
+    await events.created(context.message, metadata={Meta.INSTANCE: instance_id})
+    await events.status(reply.state, reply.text)
+    metrics.TASKS.labels(outcome_of(reply.state) or Outcome.FAILED, Mode.DIRECT).inc()

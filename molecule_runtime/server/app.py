@@ -16,6 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from molecule_runtime.execution.admission import Admission
+from molecule_runtime.execution.dispatch import Dispatch
+from molecule_runtime.execution.drain import stop_direct_after
 from molecule_runtime.observability import metrics
 from molecule_runtime.server.auth import AuthMiddleware
 from molecule_runtime.server.browsers import (
@@ -31,7 +33,7 @@ from molecule_runtime.server.card import REST_PREFIX, build_agent_card, card_rou
 from molecule_runtime.server.compat03 import install as install_compat03_client_errors
 from molecule_runtime.server.complexity import RequestBounds
 from molecule_runtime.server.console.routes import PublicConsole, console_routes
-from molecule_runtime.server.executor import RuntimeExecutor, stop_direct_after
+from molecule_runtime.server.executor import RuntimeExecutor
 from molecule_runtime.server.handler import RuntimeRequestHandler
 from molecule_runtime.server.limits import RequestLimitsMiddleware
 from molecule_runtime.server.media_types import ClientMediaType
@@ -62,17 +64,16 @@ def build_app(services: Services, *, tracing_enabled: bool = False) -> Starlette
     durable = services.durable.tasks if services.durable is not None else None
     card = build_agent_card(settings, services.adapter, push=services.notifier is not None)
     executor = RuntimeExecutor(
-        services.adapter,
-        stores.tasks,
-        durable,
-        workspace_id=services.run.workspace_id,
-        batch_window=services.run.batch_window,
-        instance_id=settings.resolved_instance_id,
-        draining=services.draining,
-        history_bytes=services.run.history_bytes,
-        max_file_bytes=services.run.max_file_bytes,
-        message_ids=stores.message_ids,
-        stop_direct_after=stop_direct_after(handover_after(settings)),
+        Dispatch(
+            services.adapter,
+            stores.tasks,
+            services.run,
+            durable=services.durable.route if services.durable is not None else None,
+            instance_id=settings.resolved_instance_id,
+            draining=services.draining,
+            message_ids=stores.message_ids,
+            stop_direct_after=stop_direct_after(handover_after(settings)),
+        )
     )
     notifier = services.notifier
     handler = RuntimeRequestHandler(

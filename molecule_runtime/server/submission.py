@@ -33,52 +33,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import resolve_user_scope
-from a2a.types.a2a_pb2 import ListTasksRequest, Message, SendMessageRequest, Task, TaskState
+from a2a.types.a2a_pb2 import Message, SendMessageRequest, Task, TaskState
 from a2a.utils.errors import (
-    A2AError,
     InvalidParamsError,
     TaskNotFoundError,
     UnsupportedOperationError,
 )
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
-from molecule_runtime.execution.admission import RetryLater
 from molecule_runtime.execution.inputs import build_task_input
 from molecule_runtime.execution.parts import has_usable_part
 from molecule_runtime.keyed_lock import KeyedLock
+from molecule_runtime.refusals import RetryLater
+from molecule_runtime.server.earlier_tasks import Cancel, EarlierTasks
 from molecule_runtime.server.task_watch import TaskWatch
 from molecule_runtime.states import RUNNING_STATES, TERMINAL_STATES
 from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.store.message_ids import MessageClaim, MessageIds, now_utc
-from molecule_runtime.store.owners import acting_for
 from molecule_runtime.vocabulary import ConcurrentMessages, Meta, Mode
-
-log = logging.getLogger(__name__)
-
-# Call-context state keys: the id the SDK gives the new task (claimed
-# beforehand), the claim of the message being answered, and whether the
-# adapter answers it with a Message (decided here, once).
-ASSIGNED_TASK_ID = "molecule.assigned_task_id"
-MESSAGE_CLAIM = "molecule.message_claim"
-REPLIES_WITH_MESSAGE = "molecule.replies_with_message"
-
-# A task that runs or waits for a slot: it takes no message now.
-
-# A claimed message's task is created moments after the claim; a claim whose
-# task is still missing after this long was made by a process that died in
-# between, and is taken over.
-PENDING_CLAIM_TIMEOUT = 15.0
-# Claims this recent may belong to tasks not stored yet (same conversation).
-PENDING_CLAIM_WINDOW = timedelta(seconds=60)
 
 
 class TemporalUnavailable(RetryLater):
@@ -101,11 +79,6 @@ def reply_decision(adapter: BaseAdapter) -> bool | Callable[[TaskInput], bool]:
     return adapter.replies_with_message_to
 
 
-def _order(claim: MessageClaim) -> tuple[datetime, str]:
-    """Arrival order of claimed messages: claim time, then task id for a tie."""
-    return (claim.created_at, claim.task_id)
-
-
 def message_digest(message: Message) -> str:
     """What a repeat must match: role, the task it names and its parts."""
     digest = hashlib.sha256()
@@ -117,20 +90,6 @@ def message_digest(message: Message) -> str:
     return digest.hexdigest()
 
 
-class _Turns:
-    """One message of a conversation at a time claims its id and reads which
-    earlier tasks it waits for, in this process: claims stamped in one order
-    could otherwise be stored in another, and a message that read before an
-    earlier-stamped claim was stored would not wait for it (nor it for this
-    one). Across replicas the claim order alone still rules out a cycle."""
-
-    def __init__(self) -> None:
-        self._locks: KeyedLock[tuple[str, str]] = KeyedLock()
-
-    def deciding(self, owner: str, context_id: str) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._locks.holding((owner, context_id))
-
-
 @dataclass
 class Submission:
     """What the handler does with one message."""
@@ -138,6 +97,9 @@ class Submission:
     claim: MessageClaim | None = None  # taken now: given back if refused before its task exists
     repeat_of: MessageClaim | None = None  # a repeat: answer as this claim was answered
     hold: asyncio.Future[None] | None = None  # the task may start once this is done
+    task_id: str | None = None  # the id claimed for a new task (None: an answer)
+    # Whether the adapter answers a new task's message with a Message (None: an answer).
+    replies_with_message: bool | None = None
 
     async def refused(self, message_ids: MessageIds) -> None:
         """The message was refused before its task was created."""
@@ -158,7 +120,6 @@ class SubmissionRules:
         watch: TaskWatch | None = None,
         replies_with_message: bool | Callable[[TaskInput], bool] = False,
         resumable: Callable[[], bool] | None = None,
-        cancel: Callable[[str, ServerCallContext], Awaitable[object]] | None = None,
         dedup: bool = True,
     ) -> None:
         self.store = store
@@ -170,14 +131,21 @@ class SubmissionRules:
         self.replies_with_message = replies_with_message
         # Whether a durable task's workflow can be reached now (None: no durable mode).
         self.resumable = resumable
-        # How `interrupt` cancels a task (the request handler's CancelTask).
-        self.cancel = cancel
         # Exactly once by (sender, messageId); off for clients that reuse ids.
         self.dedup = dedup
-        self._turns = _Turns()
+        # One message of a conversation at a time claims its id and reads which
+        # earlier tasks it waits for, in this process: claims stamped in one order
+        # could otherwise be stored in another, and a message that read before an
+        # earlier-stamped claim was stored would not wait for it (nor it for this
+        # one). Across replicas the claim order alone still rules out a cycle.
+        self._turns: KeyedLock[tuple[str, str]] = KeyedLock()
+        self.earlier = EarlierTasks(store, message_ids, self.watch)
 
-    async def submit(self, params: SendMessageRequest, context: ServerCallContext) -> Submission:
-        """Apply the rules to `params` (completing its ids); raise when it is refused."""
+    async def submit(
+        self, params: SendMessageRequest, context: ServerCallContext, cancel: Cancel | None = None
+    ) -> Submission:
+        """Apply the rules to `params` (completing its ids); raise when it is refused.
+        `cancel` is how the `interrupt` policy cancels an earlier task."""
         message = params.message
         owner = resolve_user_scope(context)
         digest = message_digest(message)
@@ -228,18 +196,14 @@ class SubmissionRules:
         if not task_id:
             task_id = str(uuid.uuid4())
             self.store.expect_new(task_id)
-        if not answer:
-            context.state[ASSIGNED_TASK_ID] = task_id
         replies = not answer and has_usable_part(message) and self._replies(message, task_id)
-        if not answer:
-            context.state[REPLIES_WITH_MESSAGE] = replies
 
         # A Message reply is no turn of the conversation: it waits for nobody.
         # A new conversation (no contextId, no taskId) has no earlier task.
         ordered = not (answer or replies or self.policy is ConcurrentMessages.PARALLEL) and (
             named is not None or bool(sent_context)
         )
-        turn = self._turns.deciding(owner, message.context_id) if ordered else None
+        turn = self._turns.holding((owner, message.context_id)) if ordered else None
         async with turn or contextlib.nullcontext():
             claim: MessageClaim | None = None
             if message.message_id:
@@ -255,15 +219,20 @@ class SubmissionRules:
                 earlier = await self.message_ids.claim(claim)
                 if earlier is not None:
                     return self._repeat(earlier, digest, sent_context)
-                context.state[MESSAGE_CLAIM] = claim
-            submission = Submission(claim=claim)
+            submission = Submission(
+                claim=claim,
+                task_id=None if answer else task_id,
+                replies_with_message=None if answer else replies,
+            )
             if not ordered:
                 return submission
             try:
-                earlier_running += await self._running_in(owner, message.context_id, task_id, claim)
+                earlier_running += await self.earlier.running_in(
+                    owner, message.context_id, task_id, claim
+                )
                 earlier_running = list(dict.fromkeys(earlier_running))
                 if earlier_running:
-                    submission.hold = self._apply_policy(earlier_running, owner, context)
+                    submission.hold = self._apply_policy(earlier_running, owner, context, cancel)
             except BaseException:
                 await submission.refused(self.message_ids)
                 raise
@@ -312,63 +281,8 @@ class SubmissionRules:
             )
         return Submission(repeat_of=earlier)
 
-    async def _running_in(
-        self, owner: str, context_id: str, this_task: str, this_claim: MessageClaim | None
-    ) -> list[str]:
-        """Tasks of the conversation sent before this message that run now, or
-        were claimed but not stored yet.
-
-        Messages sent at once are ordered by their claims (`_order`, the same
-        on every replica). Each waits only for the ones before it: a later one
-        still `submitted` may itself wait for this one, and two messages
-        waiting for each other would never start."""
-        as_owner = acting_for(owner)
-        since = now_utc() - PENDING_CLAIM_WINDOW
-        # Claims first: a task stored meanwhile is then in the list below.
-        claims = await self.message_ids.recent_in_context(owner, context_id, since)
-        running: list[tuple[int, str]] = []
-        submitted: set[str] = set()
-        for state in RUNNING_STATES:
-            page = await self.store.list(
-                ListTasksRequest(context_id=context_id, status=state), as_owner
-            )
-            for task in page.tasks:
-                if task.id == this_task:
-                    continue
-                running.append((task.status.timestamp.ToNanoseconds(), task.id))
-                if state == TaskState.TASK_STATE_SUBMITTED:
-                    submitted.add(task.id)
-        ours = _order(this_claim) if this_claim is not None else None
-        first_claimed: dict[str, tuple[datetime, str]] = {}
-        if ours is not None and submitted:
-            for claim in await self.message_ids.recent_in_context(
-                owner, context_id, since, include_stored=True
-            ):
-                key = _order(claim)
-                first_claimed[claim.task_id] = min(first_claimed.get(claim.task_id, key), key)
-
-        def before_this(task_id: str) -> bool:
-            # A task claimed before the window (or not claimed here) came first.
-            key = first_claimed.get(task_id)
-            return ours is None or key is None or key < ours
-
-        ids = [
-            task_id
-            for _, task_id in sorted(running)
-            if task_id not in submitted or before_this(task_id)
-        ]
-        for claim in sorted(claims, key=_order):
-            if claim.task_id == this_task or claim.task_id in ids:
-                continue
-            if ours is not None and _order(claim) > ours:
-                continue
-            stored = await self.store.get(claim.task_id, as_owner)
-            if stored is None or stored.task.status.state in RUNNING_STATES:
-                ids.append(claim.task_id)
-        return ids
-
     def _apply_policy(
-        self, earlier: list[str], owner: str, context: ServerCallContext
+        self, earlier: list[str], owner: str, context: ServerCallContext, cancel: Cancel | None
     ) -> asyncio.Future[None]:
         if self.policy is ConcurrentMessages.REJECT:
             raise UnsupportedOperationError(
@@ -378,47 +292,9 @@ class SubmissionRules:
                 "then send the message again."
             )
         if self.policy is ConcurrentMessages.INTERRUPT:
-            return asyncio.ensure_future(self._interrupt(earlier, owner, context))
-        return asyncio.ensure_future(self._until_stopped(earlier, owner))
-
-    async def _interrupt(self, earlier: list[str], owner: str, context: ServerCallContext) -> None:
-        for task_id in earlier:
-            await self.until_exists(task_id, owner)
-            if self.cancel is not None:
-                try:
-                    await self.cancel(task_id, context)
-                except A2AError as exc:
-                    # It ended (or was canceled) meanwhile: nothing to interrupt.
-                    log.debug("interrupting task %s: %s", task_id, exc)
-                except Exception:
-                    log.exception("could not interrupt task %s", task_id)
-        await self._until_stopped(earlier, owner)
+            return asyncio.ensure_future(self.earlier.interrupt(earlier, owner, context, cancel))
+        return asyncio.ensure_future(self.earlier.until_stopped(earlier, owner))
 
     async def until_exists(self, task_id: str, owner: str) -> Task | None:
-        """The task of a claim, once stored; None if it is not after PENDING_CLAIM_TIMEOUT."""
-        deadline = time.monotonic() + PENDING_CLAIM_TIMEOUT
-        while True:
-            stored = await self.store.get(task_id, acting_for(owner))
-            if stored is not None:
-                return stored.task
-            if time.monotonic() >= deadline:
-                return None
-            await self.watch.changed(task_id)
-
-    async def _until_stopped(self, task_ids: list[str], owner: str) -> None:
-        """Until none of `task_ids` runs (ended or asking for input)."""
-        try:
-            for task_id in task_ids:
-                task = await self.until_exists(task_id, owner)
-                while task is not None and task.status.state in RUNNING_STATES:
-                    await self.watch.changed(task_id)
-                    stored = await self.store.get(task_id, acting_for(owner))
-                    task = stored.task if stored is not None else None
-                # A read here may see its last write before it is committed; the
-                # next turn's history is read from the database.
-                await self.store.wait_stored(task_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The waiting task then runs now rather than never.
-            log.exception("waiting for the earlier tasks %s failed", task_ids)
+        """The task of a claim, once stored (server/earlier_tasks.py)."""
+        return await self.earlier.until_exists(task_id, owner)
