@@ -44,6 +44,9 @@ async def test_lost_contact_for_longer_than_a_task_may_run_ends_the_stream_faile
         ended_after = time.monotonic() - lost_at
     finally:
         temporal.stop()
+    # Nothing is checked of its shutdown, which waits for the Temporal that is gone
+    # until the stop's grace (10 s) runs out: kill it.
+    server.kill()
     last = payloads[-1]
     assert state_of(last) == "TASK_STATE_FAILED", last
     update = last["statusUpdate"]

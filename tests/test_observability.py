@@ -85,6 +85,7 @@ async def test_direct_mode_one_trace(server_factory, tmp_path) -> None:
                 (s.name, s.parent_span_id) for s in receiver.in_trace(trace_id)
             ]
             await asyncio.sleep(0.1)
+        server.stop()  # while the receiver listens: see test_json_logs_carry_task_and_trace_ids
 
 
 @pytest.mark.temporal
@@ -115,6 +116,7 @@ async def test_durable_mode_one_trace_across_temporal_with_retry(
                 assert span.attributes["a2a.task.id"] == task_id
                 assert span.attributes["molecule.mode"] == "durable"
         assert {s.name for s in spans} >= {"RunWorkflow:AgentTaskWorkflow", "RunActivity:llm_call"}
+        server.stop()  # while the receiver listens: see test_json_logs_carry_task_and_trace_ids
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -189,6 +191,9 @@ async def test_json_logs_carry_task_and_trace_ids(server_factory, tmp_path) -> N
         )
         trace_id, traceparent = _traceparent()
         task_id = await _send(server.url, traceparent)
+        # Stopped while the receiver listens: the exporter's flush at shutdown would
+        # otherwise retry a closed port until the stop's grace runs out.
+        server.stop()
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     about_task = [line for line in lines if "adapter exploded" in line["message"]]
     assert about_task, server.log()
