@@ -26,20 +26,21 @@ from molecule_runtime.durable.types import TaskOutcome
 from molecule_runtime.durable.workflow import ADAPTER_ENDS_PATCH, AgentTaskWorkflow
 from molecule_runtime.execution.headless import headless_events
 from molecule_runtime.store.factory import open_stores
-from tests.fixtures.ending_adapter import DONE_MESSAGE, QUESTION, REJECT_REASON, runs
 from tests.fixtures.scripted_adapter import read_records
+from tests.fixtures.turns_adapter import DONE_MESSAGE, REJECT_REASON, runs
 from tests.support.a2a import BackgroundStream, make_client, stream_events, user_message
 from tests.support.durable import durable_env, scripted_message
 
 pytestmark = pytest.mark.temporal
 
-ENDING_ADAPTER = Path(__file__).resolve().parent / "fixtures" / "ending_adapter.py"
+TURNS_ADAPTER = Path(__file__).resolve().parent / "fixtures" / "turns_adapter.py"
+QUESTION = "Which one?"
 HISTORY_FIXTURES = Path(__file__).parent / "fixtures" / "histories"
 
 
 def ending_env(temporal_address: str, records: Path, **extra: str) -> dict[str, str]:
     env = durable_env(temporal_address, records, **extra)
-    env["ADAPTER_MODULE"] = str(ENDING_ADAPTER)
+    env["ADAPTER_MODULE"] = str(TURNS_ADAPTER)
     return env
 
 
@@ -48,7 +49,8 @@ def ending_message(text: str, end: str, *, task: Task | None = None) -> Message:
     if task is not None:
         message.task_id, message.context_id = task.id, task.context_id
     meta = Struct()
-    meta.update({"end": end})
+    # One chunk of the text, then the end: a question, Done, or a Reject before any text.
+    meta.update({"chunks": 1, **({"ask": QUESTION} if end == "ask" else {"end": end})})
     message.metadata.CopyFrom(meta)
     return message
 
@@ -121,7 +123,7 @@ async def test_reject_and_done_are_the_workflows_outcome(
         stored = await client.get_task(GetTaskRequest(id=task_id))
         assert stored.status.state == TaskState.TASK_STATE_COMPLETED
         assert status_text(stored) == DONE_MESSAGE
-        assert "".join(p.text for p in stored.artifacts[0].parts) == "work "
+        assert "".join(p.text for p in stored.artifacts[0].parts) == "work-0 "
         outcome = await workflow_outcome(temporal_server.address, env, task_id)
         assert (outcome.state, outcome.message) == ("completed", DONE_MESSAGE)
         await replayed_history(temporal_server.address, env, task_id, "done")
