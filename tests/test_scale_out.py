@@ -194,7 +194,8 @@ async def test_cancel_sent_to_the_other_replica(
         await asyncio.sleep(0.05)
     cancelled = next(r for r in read_records(records, task_id) if r["event"] == "cancelled")
     assert cancelled["pid"] == replica_a.proc.pid  # type: ignore[union-attr]
-    assert cancelled["t"] - sent < 3, cancelled["t"] - sent
+    # A hang bound (the answer runs 10 s): the cancel latency is a figure of bench.run.
+    assert cancelled["t"] - sent < 8, cancelled["t"] - sent
     seen = await stream.finish(15)
     # The stream ends in the canceled state. (Cancelled on the same replica it
     # ends with a status update; cancelled from the other one the stream's
