@@ -1,4 +1,7 @@
-"""The three activities. They raise on failure so Temporal's retry policy fires."""
+"""The three activities. They raise on failure so Temporal's retry policy fires.
+
+The edges of an `llm_call` attempt (may it run, handing it back) are durable/attempt_edges.py.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +16,19 @@ from typing import TypeVar
 from a2a.server.cluster import VersionedTaskStore
 from a2a.types.a2a_pb2 import Task, TaskState
 from temporalio import activity
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
 
 from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskInput
+from molecule_runtime.durable.attempt_edges import (
+    add_stored_usage,
+    final_result,
+    handed_back,
+    release_sticky_queue,
+)
 from molecule_runtime.durable.registry import LiveTaskRegistry
+from molecule_runtime.durable.store_reads import read_while_store_away
 from molecule_runtime.durable.types import (
     NON_RETRYABLE_TYPE,
-    WORKER_SHUTDOWN_TYPE,
     CompleteInput,
     LlmCallInput,
     LlmCallResult,
@@ -32,12 +39,10 @@ from molecule_runtime.execution.attempt import describe_error, run_attempt
 from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, EventsDropped, TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES, InputNotStored, load_task_input
-from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.observability.spans import stage_span
 from molecule_runtime.states import TERMINAL_STATES, outcome_of, state_of
-from molecule_runtime.store.health import RETRY_MAX, StoreHealth, until_stored
 from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
@@ -45,56 +50,6 @@ _T = TypeVar("_T")
 
 # Heartbeat interval of an attempt this process asked Temporal to cancel.
 HURRIED_HEARTBEAT = 0.1
-
-
-async def _release_sticky_queue(info: activity.Info) -> None:
-    """Let the workflow's next task go to any worker now, not after the sticky timeout.
-
-    A headless attempt usually means the worker that had the workflow cached
-    is gone; its sticky queue would hold the next workflow task until it times out.
-    """
-    with contextlib.suppress(Exception):
-        await activity.client().workflow_service.reset_sticky_task_queue(
-            ResetStickyTaskQueueRequest(
-                namespace=info.workflow_namespace,
-                execution=WorkflowExecution(
-                    workflow_id=info.workflow_id, run_id=info.workflow_run_id or ""
-                ),
-            )
-        )
-
-
-def _add_stored_usage(current: Task | None, events: TaskEvents) -> None:
-    """Earlier attempts' usage, maybe run by another process, so this one adds to it."""
-    try:
-        events.usage.merge(UsageLedger.from_task(current))
-    except Exception as exc:  # accounting must never fail an attempt
-        log.warning("task %s: could not read its usage so far: %s", events.task_id, exc)
-
-
-def _handed_back(task: TaskInput, why: str) -> ApplicationError:
-    """A deploy cut the attempt short: retried elsewhere, logged once, no traceback
-    (a benign failure is logged by Temporal's SDK at DEBUG only)."""
-    log.info("task %s: attempt %d handed back at shutdown; it is retried elsewhere", task.task_id, task.attempt)
-    return ApplicationError(
-        f"{why}; the attempt is retried elsewhere.",
-        type=WORKER_SHUTDOWN_TYPE,
-        category=ApplicationErrorCategory.BENIGN,
-    )
-
-
-def _final_result(current: Task | None) -> LlmCallResult | None:
-    """The result of an attempt that must not run: the task already has a final
-    state (stored by an earlier attempt of an older version, a cancel, ...).
-    A failure the server wrote when it lost Temporal does not count: the
-    workflow's real outcome replaces it."""
-    if current is None or current.status.state not in TERMINAL_STATES:
-        return None
-    if dict(current.metadata).get(Meta.LOST_CONTACT):
-        return None
-    message = current.status.message if current.status.HasField("message") else None
-    text = "".join(p.text for p in message.parts if p.text) if message is not None else ""
-    return LlmCallResult(0, ended=outcome_of(current.status.state) or Outcome.FAILED, message=text)
 
 
 class TaskActivities:
@@ -135,20 +90,7 @@ class TaskActivities:
         return events, Delivery.HEADLESS
 
     async def _from_store(self, read: Callable[[], Awaitable[_T]]) -> _T:
-        """What a stage reads from the task store, waited for while the store is
-        away: an outage of the runtime's own dependency costs time, never an
-        attempt of TEMPORAL_MAX_ATTEMPTS. A regular activity heartbeats while it
-        waits; a local one cannot, its start-to-close timeout bounds the wait."""
-        local = activity.info().is_local
-        health: StoreHealth | None = getattr(self.store, "health", None)
-
-        async def heartbeat() -> None:
-            if not local:
-                activity.heartbeat()
-
-        return await until_stored(
-            read, health, pause=heartbeat, max_delay=min(RETRY_MAX, self.heartbeat_interval)
-        )
+        return await read_while_store_away(self.store, read, self.heartbeat_interval)
 
     async def _stored(self, task_id: str) -> Task | None:
         return await self._from_store(functools.partial(stored_task, self.store, task_id))
@@ -218,7 +160,7 @@ class TaskActivities:
         if delivery == Delivery.HEADLESS or task.attempt > 1:
             # A retry may find the task already finished: never run it again.
             current = await self._stored(task.task_id)
-            finished = _final_result(current)
+            finished = final_result(current)
             if finished is not None:
                 log.info(
                     "task %s: attempt %d not run, the task is already %s",
@@ -228,7 +170,7 @@ class TaskActivities:
                 )
                 return finished
             # Live first attempts were seeded by the executor from the stored task.
-            _add_stored_usage(current, events)
+            add_stored_usage(current, events)
             if delivery == Delivery.HEADLESS and (
                 current is None or dict(current.metadata).get(Meta.MODE) != Mode.DURABLE
             ):
@@ -241,7 +183,7 @@ class TaskActivities:
             metrics.RETRIES.inc()
         if delivery == Delivery.HEADLESS:
             metrics.HEADLESS.inc()
-            await _release_sticky_queue(info)
+            await release_sticky_queue(info)
             log.info(
                 "task %s: attempt %d runs headless (no client stream in this process)",
                 task.task_id,
@@ -271,13 +213,13 @@ class TaskActivities:
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
                 # Hand the attempt back: a cancel would end the task canceled.
-                raise _handed_back(task, "This process shut down during the attempt") from None
+                raise handed_back(task, "This process shut down during the attempt") from None
             raise
         except ApplicationError:
             raise
         except EventsDropped as exc:
             # The client stream was closed at shutdown: a routine hand-over.
-            raise _handed_back(task, f"Its client stream closed at shutdown ({exc})") from None
+            raise handed_back(task, f"Its client stream closed at shutdown ({exc})") from None
         except Exception as exc:
             log.warning("task %s: attempt %d failed: %s", task.task_id, task.attempt, describe_error(exc))
             raise ApplicationError(describe_error(exc), type=type(exc).__name__) from exc
