@@ -72,7 +72,12 @@ async def test_echo_template(server_factory, tmp_path: Path) -> None:
     # A word every 20 ms: chunks faster than the store takes events would be merged.
     server = server_factory(env=template_env(prefix="> ", delay=0.02), cwd=cwd)
     chunks, task = await run_task(server.url, "copy me please")
-    assert chunks == ["> ", "copy", " me", " please"]
+    # The first chunk goes out at once; a busy machine merges later ones (batching.py
+    # widens its window with the loop's lag), never splitting one.
+    pieces = ["> ", "copy", " me", " please"]
+    runs = {"".join(pieces[i:j]) for i in range(len(pieces)) for j in range(i + 1, len(pieces) + 1)}
+    assert chunks[0] == "> " and "".join(chunks) == "".join(pieces), chunks
+    assert all(chunk in runs for chunk in chunks), chunks
     assert task.status.state == TaskState.TASK_STATE_COMPLETED
     assert task_text(task) == "> copy me please"
 
