@@ -117,23 +117,49 @@ def note_defaults(settings: Settings) -> None:
 
 # The gRPC-style status of each refusal, for the AIP-193 error body that the
 # HTTP+JSON binding's errors have (and clients such as the JS SDK parse).
-_STATUS = {403: "PERMISSION_DENIED", 415: "INVALID_ARGUMENT", 421: "FAILED_PRECONDITION"}
+_STATUS = {403: "PERMISSION_DENIED", 421: "FAILED_PRECONDITION"}
 
 
-async def _refuse(send: Send, status: int, reason: str, detail: str) -> None:
-    error = {
-        "code": status,
-        "status": _STATUS[status],
-        "message": detail,
-        "details": [
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": reason.upper(),
-                "domain": DOMAIN,
+# A body that is not JSON is A2A's ContentTypeNotSupportedError, in each binding's
+# form (A2A 1.0 §5.4, §9.5, §11.6): JSON-RPC code -32005 on the JSON-RPC endpoint,
+# 415 with the AIP-193 body elsewhere; both carry the A2A ErrorInfo reason.
+JSONRPC_PATH = "/"
+CONTENT_TYPE_NOT_SUPPORTED_CODE = -32005
+A2A_DOMAIN = "a2a-protocol.org"
+_CONTENT_TYPE_MESSAGE = "send the request body as JSON: Content-Type: application/json"
+
+
+def _error_info(reason: str, domain: str) -> dict[str, str]:
+    return {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": domain}
+
+
+async def _refuse_content_type(scope: Scope, send: Send) -> None:
+    info = _error_info("CONTENT_TYPE_NOT_SUPPORTED", A2A_DOMAIN)
+    if scope["path"] == JSONRPC_PATH:
+        # The request's id is unknown: its body is never read.
+        body = {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": CONTENT_TYPE_NOT_SUPPORTED_CODE,
+                "message": _CONTENT_TYPE_MESSAGE,
+                "data": [info],
+            },
+        }
+    else:
+        body = {
+            "error": {
+                "code": 415,
+                "status": "INVALID_ARGUMENT",
+                "message": _CONTENT_TYPE_MESSAGE,
+                "details": [info],
             }
-        ],
-    }
-    body = json.dumps({"error": error}).encode()
+        }
+    await _send_json(send, 415, body)
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, object]) -> None:
+    body = json.dumps(payload).encode()
     await send(
         {
             "type": "http.response.start",
@@ -145,6 +171,16 @@ async def _refuse(send: Send, status: int, reason: str, detail: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _refuse(send: Send, status: int, reason: str, detail: str) -> None:
+    error = {
+        "code": status,
+        "status": _STATUS[status],
+        "message": detail,
+        "details": [_error_info(reason.upper(), DOMAIN)],
+    }
+    await _send_json(send, status, {"error": error})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -234,11 +270,6 @@ class CrossSiteRefusal:
             _header(scope, b"content-length") not in (None, "0")
         )
         if (content_type is not None or has_body) and not is_json(content_type or ""):
-            await _refuse(
-                send,
-                415,
-                "unsupported_media_type",
-                "send the request body as JSON: Content-Type: application/json",
-            )
+            await _refuse_content_type(scope, send)
             return
         await self.app(scope, receive, send)
