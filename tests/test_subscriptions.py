@@ -1,4 +1,5 @@
-"""SubscribeToTask across input-required, and followers sharing one reader of the event log.
+"""SubscribeToTask across input-required (open until the task is terminal, on every
+binding), and followers sharing one reader of the event log.
 
 Real servers (direct and durable mode, SQLite) with the gate adapter
 (tests/fixtures/gate_adapter.py): `ask` asks a question; an answer `<name>` is
@@ -19,13 +20,16 @@ from typing import Any
 
 import httpx
 import pytest
+from a2a.types.a2a_pb2 import SubscribeToTaskRequest, TaskState
 
+from tests.support.grpc_client import grpc_env, make_grpc_client
 from tests.support.procs import ServerProcess, running_server
 from tests.support.sse import (
     A2A,
     Frame,
     message_json,
     read_frames,
+    sse_frames,
     state_of,
     stream_request,
     subscribe_request,
@@ -40,7 +44,7 @@ FOLLOWERS = 150
 
 @pytest.fixture(scope="module")
 def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("subs-direct"), ENV) as server:
+    with running_server(tmp_path_factory.mktemp("subs-direct"), {**ENV, **grpc_env()}) as server:
         yield server
 
 
@@ -51,6 +55,7 @@ def durable(
     queue = f"subs-{uuid.uuid4().hex[:8]}"
     env = {
         **ENV,
+        **grpc_env(),
         "TEMPORAL_HOST": temporal_server.address,
         "TEMPORAL_TASK_QUEUE": queue,
         "WORKSPACE_ID": queue,
@@ -98,28 +103,113 @@ def answer_stream(server: ServerProcess, task_id: str, text: str) -> tuple[str, 
 
 
 @pytest.mark.parametrize("binding", ["JSONRPC", "REST"])
-@pytest.mark.parametrize("resume", [False, True], ids=["no-last-event-id", "at-current-offset"])
-async def test_subscribing_to_a_waiting_task_returns_the_snapshot_and_ends(
-    server: ServerProcess, binding: str, resume: bool
+@pytest.mark.parametrize("resume", [None, "current", "start"], ids=["no-last-event-id", "at-current-offset", "replay-from-0"])
+async def test_a_subscription_to_a_waiting_task_stays_open_until_the_task_ends(
+    server: ServerProcess, binding: str, resume: str | None
 ) -> None:
-    async with httpx.AsyncClient(timeout=30) as http:
+    # A2A 1.0 §3.1.6: SubscribeToTask works for any task not terminal, and its stream
+    # ends when the task reaches a terminal state, not at the question.
+    name = f"w{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(timeout=60) as http:
         task_id, asked = await ask(http, server)
-        frames = await read_frames(
-            http,
-            subscribe_request(binding, server.url, task_id),
-            last_event_id=asked[-1][0] if resume else None,
-            timeout=10,
+        last_event_id = {None: None, "current": asked[-1][0], "start": 0}[resume]
+        subscriber = asyncio.create_task(
+            read_frames(
+                http,
+                subscribe_request(binding, server.url, task_id),
+                last_event_id=last_event_id,
+                timeout=60,
+            )
         )
-        assert len(frames) == 1, frames
-        offset, payload = frames[0]
-        assert payload["task"]["id"] == task_id
-        assert state_of(payload) == "TASK_STATE_INPUT_REQUIRED"
+        await wait_metric(http, server, "molecule_event_log_followers", 1)
+        await asyncio.sleep(1.0)
+        assert not subscriber.done(), subscriber.result()
+        release(server, name)
+        answered = await read_frames(http, answer_stream(server, task_id, name), timeout=60)
+        frames = await subscriber
+    if resume == "start":
+        # A replay passes the question's events and goes on.
+        assert frames[: len(asked)] == asked
+        frames = frames[len(asked) :]
+    elif resume is None:
+        offset, snapshot = frames[0]
+        assert "task" in snapshot and state_of(snapshot) == "TASK_STATE_INPUT_REQUIRED"
         assert offset >= asked[-1][0]
-        # A replay from the start passes the question's events and ends there.
-        replay = await read_frames(
-            http, subscribe_request(binding, server.url, task_id), last_event_id=0, timeout=10
+    states = [state_of(p) for _, p in frames if state_of(p)]
+    assert states[-2:] == ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"], states
+    assert set(states[:-2]) <= {"TASK_STATE_INPUT_REQUIRED"}, states
+    assert text_of(frames) == f"done {name}"
+    opening_offset = answered[0][0]
+    assert [f for f in frames if f[0] > opening_offset] == answered[1:]
+
+
+async def test_a_subscription_stays_open_across_a_second_question(server: ServerProcess) -> None:
+    # The answer `ask` asks again: the subscriber sees both questions and the end.
+    name = f"q{uuid.uuid4().hex[:6]}"
+    async with httpx.AsyncClient(timeout=60) as http:
+        task_id, _ = await ask(http, server)
+        subscriber = asyncio.create_task(
+            read_frames(http, subscribe_request("REST", server.url, task_id), timeout=60)
         )
-    assert replay == asked
+        await wait_metric(http, server, "molecule_event_log_followers", 1)
+        again = await read_frames(http, answer_stream(server, task_id, "ask"), timeout=60)
+        assert state_of(again[-1][1]) == "TASK_STATE_INPUT_REQUIRED"  # a send ends there
+        await asyncio.sleep(0.5)
+        assert not subscriber.done(), subscriber.result()
+        release(server, name)
+        await read_frames(http, answer_stream(server, task_id, name), timeout=60)
+        frames = await subscriber
+    states = [state_of(p) for _, p in frames if state_of(p)]
+    assert states.count("TASK_STATE_WORKING") == 2, states
+    assert states[-1] == "TASK_STATE_COMPLETED", states
+    assert text_of(frames) == f"done {name}"
+
+
+async def test_a_grpc_subscription_to_a_waiting_task_stays_open_until_the_task_ends(
+    server: ServerProcess,
+) -> None:
+    name = f"g{uuid.uuid4().hex[:6]}"
+    client = await make_grpc_client(server.url)
+    try:
+        async with httpx.AsyncClient(timeout=60) as http:
+            task_id, _ = await ask(http, server)
+
+            async def follow() -> list[Any]:
+                return [event async for event in client.subscribe(SubscribeToTaskRequest(id=task_id))]
+
+            subscriber = asyncio.create_task(follow())
+            await wait_metric(http, server, "molecule_event_log_followers", 1)
+            await asyncio.sleep(1.0)
+            assert not subscriber.done(), subscriber.result()
+            release(server, name)
+            await read_frames(http, answer_stream(server, task_id, name), timeout=60)
+            events = await asyncio.wait_for(subscriber, 60)
+    finally:
+        await client.close()
+    states = [
+        TaskState.Name(e.task.status.state if e.HasField("task") else e.status_update.status.state)
+        for e in events
+        if e.HasField("task") or e.HasField("status_update")
+    ]
+    assert states[0] == "TASK_STATE_INPUT_REQUIRED", states
+    assert states[-1] == "TASK_STATE_COMPLETED", states
+
+
+async def test_a_subscriber_that_leaves_a_waiting_task_costs_nothing_after(
+    server: ServerProcess,
+) -> None:
+    async with httpx.AsyncClient(timeout=60) as http:
+        await wait_metric(http, server, "molecule_event_log_readers", 0)
+        task_id, _ = await ask(http, server)
+        method, url, body = subscribe_request("JSONRPC", server.url, task_id)
+        async with http.stream(method, url, json=body, headers=A2A) as response:
+            async for _, payload in sse_frames(response):
+                assert state_of(payload) == "TASK_STATE_INPUT_REQUIRED"
+                break
+            await wait_metric(http, server, "molecule_event_log_readers", 1)
+        # The client left: its follower and the task's reader are gone.
+        await wait_metric(http, server, "molecule_event_log_followers", 0)
+        await wait_metric(http, server, "molecule_event_log_readers", 0)
 
 
 @pytest.mark.parametrize("replay", [False, True], ids=["no-last-event-id", "replay-from-0"])

@@ -87,9 +87,12 @@ class EventReplay:
         SDK's contract). With it: the logged events after that offset, then live
         ones, also for a finished task.
 
-        A task that waits for input with no answer taken: the snapshot (with
-        `Last-Event-ID`, the events after it, else the snapshot), and the stream
-        ends. Otherwise it follows the task to its end or its next question.
+        It stays open across questions until the task is terminal (A2A 1.0
+        §3.1.6: the stream MUST terminate when the task reaches a terminal
+        state); a task nobody answers keeps it open until the client leaves or
+        the input timeout ends the task. Without an event log (the in-memory
+        store) there is nothing to follow a waiting task by: the snapshot, and
+        the stream ends.
         """
         stored = await self.store.get(params.id, context)
         if self.event_log is None and (stored is None or not await self.waits_unanswered(stored)):
@@ -107,14 +110,23 @@ class EventReplay:
                 f"{TaskState.Name(stored.task.status.state)} "
                 "(send Last-Event-ID: 0 to replay its events)"
             )
-        async for event in self.task_events(stored, offset, context):
+        async for event in self.task_events(stored, offset, context, through_questions=True):
             yield event
 
     async def task_events(
-        self, stored: StoredTask, offset: int | None, context: ServerCallContext
+        self,
+        stored: StoredTask,
+        offset: int | None,
+        context: ServerCallContext,
+        *,
+        through_questions: bool = False,
     ) -> AsyncGenerator[Event, None]:
         """A task's events to its end or its current question: after `offset` in
-        the event log, or (None) its snapshot first and then its events."""
+        the event log, or (None) its snapshot first and then its events.
+
+        `through_questions` (SubscribeToTask): to its end only. A send's stream
+        (a repeat following its first send) ends at the question, as the first
+        send's did."""
         task_id = stored.task.id
         log = self.event_log
         if log is None:
@@ -129,7 +141,9 @@ class EventReplay:
             return
         current = version_number(stored.version)
         finished = stored.task.status.state in TERMINAL_STATES
-        waiting = await self.waits_unanswered(stored)
+        # Followed past its question, a waiting task is read like a running one:
+        # its followers share the task's one reader (store/event_log.py).
+        waiting = not through_questions and await self.waits_unanswered(stored)
         if offset is None:
             set_offset(context, current or None)
             yield stored.task
@@ -154,6 +168,8 @@ class EventReplay:
                 yield event
                 if isinstance(event, Message) or is_terminal(event):
                     return
+                if through_questions:
+                    continue
                 # A replay passes earlier questions; it ends at the current one.
                 if is_interrupted(event) and not await log.read_after(task_id, version):
                     latest = await self.store.get(task_id, context)
