@@ -24,8 +24,9 @@ from molecule_runtime.config_checks import (
 )
 from molecule_runtime.vocabulary import ConcurrentMessages
 
-# Kept importable from here (the store factory and tests name them so).
-__all__ = ["Settings", "default_max_running_tasks", "redact_url"]
+# redact_url lives in config_checks.py; still importable from here only while
+# store/factory.py names it so.
+__all__ = ["Settings", "redact_url"]
 
 
 def _env(*names: str) -> AliasChoices:

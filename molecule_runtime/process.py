@@ -14,7 +14,7 @@ import uvicorn
 from molecule_runtime.config import Settings
 from molecule_runtime.observability.tracing import configure_tracing, shutdown_tracing
 from molecule_runtime.server.app import build_app
-from molecule_runtime.server.limits import http_protocol
+from molecule_runtime.server.header_timeout import http_protocol
 from molecule_runtime.services import Services
 
 log = logging.getLogger("molecule_runtime")

@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from molecule_runtime.cli import FLAGS, _parser, load_settings
-from molecule_runtime.config import Settings, redact_url
+from molecule_runtime.config import Settings
+from molecule_runtime.config_checks import redact_url
 
 
 def env_names(field: str) -> list[str]:

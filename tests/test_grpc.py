@@ -37,7 +37,7 @@ from a2a.utils.errors import TaskNotFoundError
 from google.rpc import error_details_pb2, status_pb2
 
 from molecule_runtime.execution.admission import Admission, ServerBusyError
-from molecule_runtime.server.grpc_server import refusal_status
+from molecule_runtime.server.grpc_refusals import refusal_status
 from molecule_runtime.server.quotas import RateLimitedError
 from molecule_runtime.vocabulary import Meta
 from tests.support.a2a import event_task_id, make_client, user_message

@@ -15,7 +15,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from molecule_runtime.store.message_ids import MessageClaim, MessageIds, now_utc
+from molecule_runtime.store.claims_table import MessageClaim, now_utc
+from molecule_runtime.store.message_ids import MessageIds
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from molecule_runtime.server.principals import Identity
+from molecule_runtime.server.identity import Identity
 from tests.support.jwt_issuer import Issuer, serving_issuer
 from tests.support.procs import ServerProcess, running_server
 from tests.support.sse import message_json

@@ -233,8 +233,8 @@ def test_call_context_user_is_the_principals_owner() -> None:
     from a2a.server.owner_resolver import resolve_user_scope
     from starlette.requests import Request
 
-    from molecule_runtime.server.principals import Principal, PrincipalUser
     from molecule_runtime.server.sse_ids import EventIdContextBuilder
+    from molecule_runtime.store.owners import Principal, PrincipalUser
 
     scope = {
         "type": "http",

@@ -21,9 +21,9 @@ from a2a.types.a2a_pb2 import TaskState
 from sqlalchemy import event
 
 from molecule_runtime.store import Stores, open_stores
-from molecule_runtime.store.group_commit import TaskNotStored
-from molecule_runtime.store.health import StoreUnavailable
-from molecule_runtime.store.message_ids import MessageClaim, now_utc
+from molecule_runtime.store.claims_table import MessageClaim, now_utc
+from molecule_runtime.store.failures import StoreUnavailable
+from molecule_runtime.store.pending import TaskNotStored
 from tests.support.pg_proxy import PgProxy
 from tests.support.postgres import PostgresServer, find_bindir
 from tests.test_store_group_commit import Writer, stored_rows
@@ -299,7 +299,7 @@ def test_which_database_errors_pass(sqlstate: str, text: str, transient: bool, r
     a plain DBAPIError (or a subclass) whose driver error carries the SQLSTATE."""
     from sqlalchemy.exc import DBAPIError
 
-    from molecule_runtime.store.health import is_transient, reason_of
+    from molecule_runtime.store.failures import is_transient, reason_of
 
     error = DBAPIError.instance("SELECT 1", {}, _DriverError(sqlstate, text), Exception)
     assert is_transient(error) is transient

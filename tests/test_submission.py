@@ -17,7 +17,7 @@ from a2a.client import Client
 from a2a.types.a2a_pb2 import Message, SendMessageRequest, StreamResponse, TaskState
 
 from molecule_runtime.store import open_stores
-from molecule_runtime.store.message_ids import MessageClaim, now_utc
+from molecule_runtime.store.claims_table import MessageClaim, now_utc
 from tests.fixtures.submission_adapter import runs
 from tests.support.a2a import make_client, task_text, user_message
 from tests.support.durable import own_temporal, streamed_text

@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING
 from a2a.server.context import ServerCallContext
 
 if TYPE_CHECKING:
-    # Types only: store/health.py still imports RetryLater through admission.py,
-    # which imports this module.
+    # Types only: admission.py imports this module to hand its ticket over.
     from molecule_runtime.execution.admission import Ticket
-    from molecule_runtime.store.message_ids import MessageClaim
+    from molecule_runtime.store.claims_table import MessageClaim
 
 _KEY = "molecule.handoff"
 

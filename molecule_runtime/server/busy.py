@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.refusals import RetryLater
 from molecule_runtime.server.quotas import RequestRate, owner_of_request
 from molecule_runtime.server.routes import Endpoint, wrap_endpoints
 from molecule_runtime.store.health import REFUSAL_HOOKS

@@ -17,7 +17,8 @@ from a2a.utils.errors import A2AError
 from molecule_runtime.server.task_watch import TaskWatch
 from molecule_runtime.states import RUNNING_STATES
 from molecule_runtime.store import ObservedTaskStore
-from molecule_runtime.store.message_ids import MessageClaim, MessageIds, now_utc
+from molecule_runtime.store.claims_table import MessageClaim, now_utc
+from molecule_runtime.store.message_ids import MessageIds
 from molecule_runtime.store.owners import acting_for
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.refusals import RetryLater
 from molecule_runtime.server.grpc_calls import AUTHORIZATION, set_principal
 from molecule_runtime.server.grpc_refusals import (
     abort_retry_later,

@@ -20,7 +20,7 @@ from a2a.utils.grpc_status import status_to_grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.refusals import RetryLater
 from molecule_runtime.server.busy import DOMAIN
 
 UNAUTHENTICATED_DETAIL = "send metadata authorization: Bearer <credential>"

@@ -25,13 +25,9 @@ from a2a.types import a2a_pb2_grpc
 from molecule_runtime.config import Settings
 from molecule_runtime.server.grpc_calls import PrincipalContextBuilder
 from molecule_runtime.server.grpc_guard import GuardInterceptor
-from molecule_runtime.server.grpc_refusals import refusal_status
 from molecule_runtime.server.grpc_servicers import RuntimeCompatGrpcHandler, RuntimeGrpcHandler
 from molecule_runtime.server.principals import Authenticator
 from molecule_runtime.server.quotas import RequestRate
-
-# Kept importable from here: the binding's callers and tests name them so.
-__all__ = ["GrpcBinding", "GrpcPortError", "refusal_status"]
 
 
 def _loopback(host: str) -> str:

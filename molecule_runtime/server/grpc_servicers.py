@@ -20,7 +20,7 @@ from a2a.server.request_handlers.grpc_handler import GrpcHandler
 from a2a.types.a2a_pb2 import SendMessageRequest, StreamResponse, SubscribeToTaskRequest
 from a2a.utils.errors import A2AError
 
-from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.refusals import RetryLater
 from molecule_runtime.server.grpc_calls import call_state
 from molecule_runtime.server.grpc_refusals import abort_retry_later
 from molecule_runtime.server.sse_ids import OFFSET_KEY

@@ -29,10 +29,6 @@ from a2a.utils.errors import InvalidRequestError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from molecule_runtime.server.complexity import SHAPE_CHECKED
-from molecule_runtime.server.header_timeout import HeaderTimeoutH11Protocol, http_protocol
-
-# Kept importable from here: process.py names the header deadline's protocol so.
-__all__ = ["HeaderTimeoutH11Protocol", "JsonShape", "RequestLimitsMiddleware", "http_protocol", "json_shape"]
 
 # A JSON string (escapes included): cut out before brackets are counted.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')

@@ -29,16 +29,13 @@ import jwt
 from molecule_runtime.config import Settings
 from molecule_runtime.server.identity import Identity
 from molecule_runtime.server.jwks import JwksKeys, load_key_file
-from molecule_runtime.store.owners import Principal, PrincipalUser
+from molecule_runtime.store.owners import Principal
 
 __all__ = [
     "SHARED_TOKEN",
     "AuthConfigError",
     "Authenticator",
-    "Identity",
     "JwtVerifier",
-    "Principal",
-    "PrincipalUser",
     "build_authenticator",
     "parse_api_keys",
 ]

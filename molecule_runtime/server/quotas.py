@@ -14,8 +14,8 @@ from collections import OrderedDict
 
 from starlette.requests import Request
 
-from molecule_runtime.execution.admission import RetryLater
 from molecule_runtime.observability import metrics
+from molecule_runtime.refusals import RetryLater
 
 # Principals whose bucket is remembered; the least recently seen are dropped
 # (a dropped bucket is full again, which only ever errs on the generous side).

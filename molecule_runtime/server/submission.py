@@ -40,11 +40,7 @@ from dataclasses import dataclass
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import resolve_user_scope
 from a2a.types.a2a_pb2 import Message, SendMessageRequest, Task, TaskState
-from a2a.utils.errors import (
-    InvalidParamsError,
-    TaskNotFoundError,
-    UnsupportedOperationError,
-)
+from a2a.utils.errors import InvalidParamsError, TaskNotFoundError, UnsupportedOperationError
 
 from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.execution.inputs import build_task_input
@@ -55,7 +51,8 @@ from molecule_runtime.server.earlier_tasks import Cancel, EarlierTasks
 from molecule_runtime.server.task_watch import TaskWatch
 from molecule_runtime.states import RUNNING_STATES, TERMINAL_STATES
 from molecule_runtime.store import ObservedTaskStore
-from molecule_runtime.store.message_ids import MessageClaim, MessageIds, now_utc
+from molecule_runtime.store.claims_table import MessageClaim, now_utc
+from molecule_runtime.store.message_ids import MessageIds
 from molecule_runtime.vocabulary import ConcurrentMessages, Meta, Mode
 
 

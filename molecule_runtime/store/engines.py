@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from molecule_runtime.config import redact_url
+from molecule_runtime.config_checks import redact_url
 
 _LOCK_KEY = "molecule_runtime.schema"
 SQLITE_BUSY_TIMEOUT_MS = 30000

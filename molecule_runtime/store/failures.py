@@ -17,7 +17,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.refusals import RetryLater
 
 # PostgreSQL error classes and codes that say "not now" rather than "never":
 # connection exceptions (08), transaction rollbacks such as serialization

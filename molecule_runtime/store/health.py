@@ -21,18 +21,18 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from molecule_runtime.execution.admission import RetryLater
+from molecule_runtime.refusals import RetryLater
 from molecule_runtime.store.failures import (
-    RETRY_AFTER_SECONDS,
     StoreUnavailable,
     is_transient,
     reason_of,
 )
 
-# Kept importable from here: callers name the refusal and the classification so.
+# StoreUnavailable, is_transient and reason_of live in failures.py; still importable
+# from here only while store/factory.py, store/committer.py and execution/headless.py
+# name them so.
 __all__ = [
     "REFUSAL_HOOKS",
-    "RETRY_AFTER_SECONDS",
     "RETRY_MAX",
     "RETRY_MIN",
     "StoreHealth",
