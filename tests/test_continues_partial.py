@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import inspect
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,23 @@ pytestmark = pytest.mark.temporal
 ADAPTER = Path(__file__).resolve().parent / "fixtures" / "continuing_adapter.py"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+def _store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory"
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"
     return request.getfixturevalue("postgres").database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return _store_url(request, tmp_path)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Also the memory store: a retry in the same process reads the stored task."""
+    return _store_url(request, tmp_path)
 
 
 def env_for(temporal_address: str, store_url: str) -> dict[str, str]:
@@ -57,25 +69,6 @@ def env_for(temporal_address: str, store_url: str) -> dict[str, str]:
         "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.2",
         "TEMPORAL_SCHEDULE_TO_START_TIMEOUT": "3",
     }
-
-
-def write_ahead_wired() -> bool:
-    """Whether live chunks of a continuing durable attempt wait for their commit.
-
-    run_attempt marks such a task (StepStore.writes_ahead) when the durable
-    stage asks for it (`write_ahead=True`), and the task store's writers must
-    hold its chunks until committed; both seams are outside execution/. Until
-    both are wired, a client streaming live through a kill -9 may have seen
-    chunks the store never got, and the continuation repeats those (only those).
-    """
-    from molecule_runtime.durable import activities
-
-    store_side = False
-    for name in ("observed", "group_commit", "committer", "pending", "factory"):
-        with contextlib.suppress(ImportError):
-            module = importlib.import_module(f"molecule_runtime.store.{name}")
-            store_side = store_side or "writes_ahead" in inspect.getsource(module)
-    return store_side and "write_ahead=" in inspect.getsource(activities)
 
 
 class Answer:
@@ -136,13 +129,13 @@ def check_generated(record: Path, chunks: int, stored_prefix: int) -> None:
 
 
 async def test_a_retry_after_an_error_continues_the_stored_answer(
-    temporal_server, store_url: str, server_factory, tmp_path: Path
+    temporal_server, any_store_url: str, server_factory, tmp_path: Path
 ) -> None:
     chunks, record = 40, tmp_path / "record.jsonl"
-    server: ServerProcess = server_factory(env_for(temporal_server.address, store_url))
+    server: ServerProcess = server_factory(env_for(temporal_server.address, any_store_url))
     script = {"chunks": chunks, "fail_at": 15, "delay": 0.01, "record": str(record), "outputs": True}
     async with httpx.AsyncClient(timeout=60) as http:
-        frames = await read_frames(http, stream_request("JSONRPC", server.url, "go", script), timeout=60)
+        frames = await _frames(http, stream_request("JSONRPC", server.url, "go", script), timeout=60)
         task_id = task_id_of(frames)
         assert state_of(frames[-1][1]) == "TASK_STATE_COMPLETED", frames[-1]
         view = Answer(f"{task_id}-answer")
@@ -171,6 +164,18 @@ async def test_a_retry_after_an_error_continues_the_stored_answer(
     check_generated(record, chunks, attempts(record)[2]["first"])
 
 
+async def _frames(http: httpx.AsyncClient, request: tuple[str, str, Any], timeout: float) -> list[Frame]:
+    """A stream's frames until it ends (the memory store's carry no ids: 0)."""
+    method, target, body = request
+    frames: list[Frame] = []
+    async with asyncio.timeout(timeout):
+        async with http.stream(method, target, json=body, headers=A2A) as response:
+            assert response.status_code == 200, await response.aread()
+            async for event_id, payload in sse_frames(response):
+                frames.append((int(event_id) if event_id is not None else 0, payload))
+    return frames
+
+
 async def _live(http: httpx.AsyncClient, url: str, script: dict[str, Any], frames: list[Frame]) -> None:
     """Stream a new task, keeping every frame, until the server dies under it."""
     method, target, body = stream_request("JSONRPC", url, "go", script)
@@ -179,6 +184,43 @@ async def _live(http: httpx.AsyncClient, url: str, script: dict[str, Any], frame
             async for event_id, payload in sse_frames(response):
                 assert event_id is not None, payload
                 frames.append((int(event_id), payload))
+
+
+async def _half_way(live: list[Frame], reader: asyncio.Task[None], chunks: int) -> None:
+    """Until the live client has seen half of the answer."""
+    deadline = time.monotonic() + 60
+    while True:
+        seen = sum(
+            len(p.get("text", ""))
+            for _, f in live
+            if "artifactUpdate" in f
+            for p in f["artifactUpdate"]["artifact"].get("parts", [])
+        )
+        if seen >= chunks // 2 * WIDTH:
+            return
+        assert not reader.done() and time.monotonic() < deadline, live[-3:]
+        await asyncio.sleep(0.005)
+
+
+def check_exactly_once(view: Answer, seen_live: str, stored: dict[str, Any], record: Path, chunks: int) -> None:
+    """Every character of the answer reached the client once, in order, never taken back."""
+    whole = answer(chunks)
+    # No append:false update of the answer before its closing one, which holds it whole.
+    assert view.replaced == []
+    assert view.closing == whole
+    assert "".join(p.get("text", "") for a in stored["artifacts"] for p in a["parts"]) == whole
+    # The retry continued from what the store held and generated only the rest.
+    stored_prefix = attempts(record)[2]["first"]
+    check_generated(record, chunks, stored_prefix)
+    # Write-ahead streaming: the live client was only sent what was stored, so
+    # the continuation repeats none of it.
+    assert seen_live == whole[: len(seen_live)]
+    assert len(seen_live) <= stored_prefix * WIDTH, (len(seen_live), stored_prefix * WIDTH)
+    # The resumed stream brought what the client had not seen: stored chunks of
+    # attempt 1 it had not read yet, then the continuation; once each, in order
+    # (its last chunks may come only with the closing update).
+    assert whole.startswith(view.text), (len(seen_live), len(view.text))
+    assert view.text.startswith(seen_live)
 
 
 async def test_kill_9_half_way_a_resuming_client_never_sees_the_answer_taken_back(
@@ -192,18 +234,7 @@ async def test_kill_9_half_way_a_resuming_client_never_sees_the_answer_taken_bac
     async with httpx.AsyncClient(timeout=60) as http:
         live: list[Frame] = []
         reader = asyncio.create_task(_live(http, server.url, script, live))
-        deadline = time.monotonic() + 60
-        while True:
-            seen = sum(
-                len(p.get("text", ""))
-                for _, f in live
-                if "artifactUpdate" in f
-                for p in f["artifactUpdate"]["artifact"].get("parts", [])
-            )
-            if seen >= chunks // 2 * WIDTH:
-                break
-            assert not reader.done() and time.monotonic() < deadline, live[-3:]
-            await asyncio.sleep(0.005)
+        await _half_way(live, reader, chunks)
         server.kill()  # SIGKILL half-way through the answer
         await asyncio.wait_for(reader, 10)
         task_id = task_id_of(live)
@@ -224,27 +255,46 @@ async def test_kill_9_half_way_a_resuming_client_never_sees_the_answer_taken_bac
         for _, payload in after:
             view.apply(payload)
         stored = await get_task_json(http, restarted.url, task_id)
+    check_exactly_once(view, seen_live, stored, record, chunks)
 
-    whole = answer(chunks)
-    # No append:false update of the answer before its closing one, which holds it whole.
-    assert view.replaced == []
-    assert view.closing == whole
-    assert "".join(p.get("text", "") for a in stored["artifacts"] for p in a["parts"]) == whole
-    # The retry continued from what the store held and generated only the rest.
-    runs = attempts(record)
-    stored_prefix = runs[2]["first"]
-    check_generated(record, chunks, stored_prefix)
-    # The resumed stream brings what the client had not seen: stored chunks of
-    # attempt 1 it had not read yet, then the continuation; once each, in order
-    # (its last chunks may come only with the closing update).
-    assert seen_live == whole[: len(seen_live)]
-    stored_len = stored_prefix * WIDTH
-    expected = seen_live + whole[min(len(seen_live), stored_len) :]
-    assert expected.startswith(view.text), (len(seen_live), stored_len)
-    lost = len(seen_live) - stored_len  # seen live, not stored before the kill
-    if write_ahead_wired():
-        # Write-ahead: a client is only ever sent what is stored.
-        assert lost <= 0, lost
-        assert expected == whole
-    # Without it, the chunks streamed in the last moments before the kill and not
-    # committed yet (~100 ms of them) come twice, nothing else: `expected` above.
+
+async def test_sigterm_half_way_the_other_replica_continues_and_a_resuming_client_sees_each_chunk_once(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    """A deploy: replica A hands the attempt back at SIGTERM, replica B continues the
+    stored answer; the client that streamed from A resumes on B. (400 chunks: the
+    half left outlasts the shutdown's grace, so the attempt is cut.)"""
+    chunks, record = 400, tmp_path / "record.jsonl"
+    env = {
+        **env_for(temporal_server.address, f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}"),
+        "MOLECULE_SHUTDOWN_GRACE": "1",
+    }
+    replica_a = server_factory({**env, "MOLECULE_INSTANCE_ID": "a"}, workdir=tmp_path / "a")
+    replica_b = server_factory({**env, "MOLECULE_INSTANCE_ID": "b"}, workdir=tmp_path / "b")
+    script = {"chunks": chunks, "delay": 0.02, "record": str(record)}
+    async with httpx.AsyncClient(timeout=60) as http:
+        live: list[Frame] = []
+        reader = asyncio.create_task(_live(http, replica_a.url, script, live))
+        await _half_way(live, reader, chunks)
+        assert replica_a.proc is not None
+        os.kill(replica_a.proc.pid, signal.SIGTERM)
+        await asyncio.wait_for(reader, 30)
+        task_id = task_id_of(live)
+        view = Answer(f"{task_id}-answer")
+        for _, payload in live:
+            view.apply(payload)
+        seen_live = view.text
+        # The live stream may end with the task's state (it is not final here).
+        ids = [event_id for event_id, _ in live]
+        after = await read_frames(
+            http,
+            subscribe_request("JSONRPC", replica_b.url, task_id),
+            last_event_id=max(ids),
+            timeout=90,
+        )
+        assert state_of(after[-1][1]) == "TASK_STATE_COMPLETED", after[-1]
+        for _, payload in after:
+            view.apply(payload)
+        stored = await get_task_json(http, replica_b.url, task_id)
+    check_exactly_once(view, seen_live, stored, record, chunks)
+    assert {run["pid"] for run in attempts(record).values()} == {replica_a.proc.pid, replica_b.proc.pid}

@@ -43,6 +43,7 @@ from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.observability.spans import stage_span
 from molecule_runtime.states import TERMINAL_STATES, outcome_of, state_of
+from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ _T = TypeVar("_T")
 
 # Heartbeat interval of an attempt this process asked Temporal to cancel.
 HURRIED_HEARTBEAT = 0.1
+# How long an attempt handed back at shutdown waits for its events to be stored.
+HANDOVER_STORE_WAIT = 3.0
 
 
 class TaskActivities:
@@ -199,6 +202,9 @@ class TaskActivities:
                     # No heartbeat per chunk: each one costs an asyncio task in
                     # the SDK; the heartbeat loop proves liveness.
                     batch_window=self.batch_window,
+                    # A continuing adapter's chunks reach clients only once
+                    # stored, so its retry never repeats text a client saw.
+                    write_ahead=True,
                 )
             # Temporal must not hear "done" before the answer is stored.
             await events.persisted()
@@ -213,12 +219,14 @@ class TaskActivities:
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
                 # Hand the attempt back: a cancel would end the task canceled.
+                await self._store_before_handover(task.task_id, events)
                 raise handed_back(task, "This process shut down during the attempt") from None
             raise
         except ApplicationError:
             raise
         except EventsDropped as exc:
             # The client stream was closed at shutdown: a routine hand-over.
+            await self._store_before_handover(task.task_id, events)
             raise handed_back(task, f"Its client stream closed at shutdown ({exc})") from None
         except Exception as exc:
             log.warning("task %s: attempt %d failed: %s", task.task_id, task.attempt, describe_error(exc))
@@ -241,6 +249,35 @@ class TaskActivities:
         except InputNotStored as exc:
             # Not stored yet (another process is still writing it): retried.
             raise ApplicationError(str(exc), type=type(exc).__name__) from exc
+
+    async def _store_before_handover(self, task_id: str, events: TaskEvents) -> None:
+        """Store what this attempt wrote before Temporal hears it ended, within a bound.
+
+        The next attempt (on another replica) reads the stored answer to
+        continue it; a commit of this one landing after that read would be
+        continued twice. (That attempt's first write also fences later
+        commits of this one off: execution/attempt.py.) Awaited in a task of
+        its own: this one is being cancelled, and a timeout in it would turn
+        into a CancelledError instead of the hand-back.
+        """
+
+        async def stored() -> None:
+            with contextlib.suppress(EventsDropped):
+                await events.persisted()  # the client's queue handed to the store
+            if isinstance(self.store, ObservedTaskStore):
+                await self.store.wait_stored(task_id)
+
+        storing = asyncio.get_running_loop().create_task(stored())
+        done, _ = await asyncio.wait({storing}, timeout=HANDOVER_STORE_WAIT)
+        if not done:
+            storing.cancel()
+            log.warning(
+                "task %s: its last events were not stored within %.0f s of the hand-back",
+                task_id,
+                HANDOVER_STORE_WAIT,
+            )
+        elif storing.exception() is not None:
+            log.warning("task %s: storing its last events failed: %r", task_id, storing.exception())
 
     async def _take_over(self, task_id: str) -> None:
         """Cancel and await an earlier attempt of this task still running here."""

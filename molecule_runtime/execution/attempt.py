@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from a2a.types.a2a_pb2 import Artifact as StoredArtifact
 from a2a.types.a2a_pb2 import TaskState
 
 from molecule_runtime.adapters.base import (
@@ -79,9 +80,7 @@ async def run_attempt(
     if task.attempt > 1:
         partial = answer_text(turn.artifacts or [], events.artifact_id)
         continuing = adapter.continues_partial and bool(partial)
-        if continuing:
-            task = dataclasses.replace(task, partial=writer.continue_from(turn.artifacts or []))
-        else:
+        if not continuing:
             task = dataclasses.replace(task, partial=partial)
         await events.status(
             TaskState.TASK_STATE_WORKING,
@@ -89,7 +88,16 @@ async def run_attempt(
             + ("continues the answer." if continuing else "restarts the answer."),
             metadata={Meta.ATTEMPT: task.attempt},
         )
-        if not continuing:
+        if continuing:
+            # A fence: once this status is committed, a late commit of the
+            # attempt before (a replica handing over at SIGTERM) can no longer
+            # land (the store's versions moved on), and the answer read after
+            # it holds all that attempt ever stored; read before it, a late
+            # commit would be continued a second time.
+            await events.persisted()
+            stored = await _committed_artifacts(events, task)
+            task = dataclasses.replace(task, partial=writer.continue_from(stored))
+        else:
             await writer.clear_earlier(await events.earlier_artifacts())
     usage = AttemptUsage(events.usage, turn_of_artifact(task.task_id, events.artifact_id), task.attempt)
     steps = (
@@ -98,15 +106,46 @@ async def run_attempt(
         else None
     )
     ahead = write_ahead and adapter.continues_partial and events.steps is not None
-    if ahead:
-        assert events.steps is not None
-        events.steps.stream_write_ahead(task.task_id, True)
-    try:
+    if not ahead:
         return await _stream(adapter, task, events, writer, usage, steps, on_chunk, continuing)
+    assert events.steps is not None
+    events.steps.stream_write_ahead(task.task_id, True)
+    try:
+        result = await _stream(adapter, task, events, writer, usage, steps, on_chunk, continuing)
+    except BaseException:
+        # Chunks delivered before the failure may still be on their way to the
+        # store: they stay write-ahead until stored (or a bound passes).
+        _end_write_ahead_later(events)
+        raise
+    try:
+        # The closing update is sent only once stored, like every chunk.
+        await events.persisted()
     finally:
-        if ahead:
-            assert events.steps is not None
-            events.steps.stream_write_ahead(task.task_id, False)
+        events.steps.stream_write_ahead(task.task_id, False)
+    return result
+
+
+# How long a failed attempt's last chunks stay write-ahead while they are stored.
+WRITE_AHEAD_SETTLE = 30.0
+_settling: set[asyncio.Task[None]] = set()
+
+
+def _end_write_ahead_later(events: TaskEvents) -> None:
+    """End write-ahead streaming of an attempt that failed, once what it delivered is stored."""
+    steps = events.steps
+    assert steps is not None
+
+    async def settle() -> None:
+        try:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(WRITE_AHEAD_SETTLE):
+                    await events.persisted()
+        finally:
+            steps.stream_write_ahead(events.task_id, False)
+
+    settling = asyncio.get_running_loop().create_task(settle(), name=f"write-ahead-end:{events.task_id}")
+    _settling.add(settling)
+    settling.add_done_callback(_settling.discard)
 
 
 async def _stored_turn(events: TaskEvents, task: TaskInput, continues: bool) -> StoredTurn:
@@ -121,14 +160,30 @@ async def _stored_turn(events: TaskEvents, task: TaskInput, continues: bool) -> 
         turn = StoredTurn([])
     else:
         turn = await events.steps.load_turn(task.task_id, events.artifact_id, artifacts=retry)
-    if retry and turn.artifacts is None and events.stored_task is not None:
-        stored = await events.stored_task()
-        turn.artifacts = [
-            a
-            for a in (stored.artifacts if stored is not None else [])
-            if of_turn(events.artifact_id, a.artifact_id)
-        ]
+    if retry and turn.artifacts is None:
+        turn.artifacts = await _task_artifacts(events)
     return turn
+
+
+async def _committed_artifacts(events: TaskEvents, task: TaskInput) -> list[StoredArtifact]:
+    """The turn's artifacts as the store holds them now."""
+    if events.steps is not None:
+        turn = await events.steps.load_turn(task.task_id, events.artifact_id, artifacts=True)
+        if turn.artifacts is not None:
+            return turn.artifacts
+    return await _task_artifacts(events)
+
+
+async def _task_artifacts(events: TaskEvents) -> list[StoredArtifact]:
+    """The turn's artifacts read from the stored task (the memory store)."""
+    if events.stored_task is None:
+        return []
+    stored = await events.stored_task()
+    return [
+        a
+        for a in (stored.artifacts if stored is not None else [])
+        if of_turn(events.artifact_id, a.artifact_id)
+    ]
 
 
 async def _stream(

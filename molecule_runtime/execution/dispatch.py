@@ -9,11 +9,12 @@ turn of one; an adapter that replies with a Message is answered right here
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from a2a.server.agent_execution import RequestContext
 from a2a.server.events import EventQueue
-from a2a.types.a2a_pb2 import TaskState
+from a2a.types.a2a_pb2 import Task, TaskState
 
 from molecule_runtime.adapters.base import BaseAdapter
 from molecule_runtime.execution.admission import Ticket, claim
@@ -43,6 +44,11 @@ REJECT_NO_INPUT = (
     "The message has nothing to act on: no non-empty text, no file and no data part. "
     "Send a message with at least one of them."
 )
+
+
+async def _stored_task(store: ObservedTaskStore, task_id: str, context: RequestContext) -> Task | None:
+    stored = await store.get(task_id, context.call_context)
+    return stored.task if stored is not None else None
 
 
 def _message_id(context: RequestContext) -> str:
@@ -78,6 +84,8 @@ class Dispatch:
         if current is not None and current.status.state in TERMINAL_STATES:
             return
         events = live_events(context, event_queue, self.store, self.run.max_file_bytes)
+        # What a retry continues, where the step journal cannot read it (memory store).
+        events.stored_task = functools.partial(_stored_task, self.store, str(context.task_id), context)
         handoff = attached(context.call_context) or Handoff()
         has_input = has_usable_part(context.message)
         replies = handoff.replies_with_message

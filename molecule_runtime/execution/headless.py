@@ -68,6 +68,8 @@ def headless_events(
 
     events = TaskEvents(task_id, context_id, deliver, artifact_id or None, persisted=persisted)
     events.stored_artifacts = stored_artifacts
+    # What a retry continues, where the step journal cannot read it (memory store).
+    events.stored_task = functools.partial(stored_task, store, task_id)
     if isinstance(store, ObservedTaskStore):
         events.steps = store.steps
     return events

@@ -141,12 +141,15 @@ async def open_stores(
     database = VersionedDatabaseTaskStore(engine)
     health = StoreHealth(functools.partial(write_probe, engine))
     group_commit = GroupCommitTaskStore(database, engine, health)
-    event_log = TaskEventLog(
-        engine, poll_interval_s=EVENT_POLL_INTERVAL, unstored=group_commit.unstored_events
-    )
+    steps = StepStore(engine, health, max_bytes=step_max_bytes)
+
+    def unstored(task_id: str, after: int) -> list[tuple[int, bytes]]:
+        # A task streaming write-ahead is served only what is committed.
+        return [] if steps.writes_ahead(task_id) else group_commit.unstored_events(task_id, after)
+
+    event_log = TaskEventLog(engine, poll_interval_s=EVENT_POLL_INTERVAL, unstored=unstored)
     push_configs = DatabasePushConfigs(engine, encryption_key=push_encryption_key)
     message_ids = MessageIds(engine, retention=idempotency_retention, health=health)
-    steps = StepStore(engine, health, max_bytes=step_max_bytes)
     try:
         async with schema_lock(engine, url):
             await database.initialize()

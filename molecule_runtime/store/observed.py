@@ -115,6 +115,12 @@ class ObservedTaskStore(VersionedTaskStore):
                 task, event=event, prev=prev, prev_version=prev_version, context=context
             )
         self.owners.remember(task.id, resolve_user_scope(context))
+        if isinstance(event, TaskArtifactUpdateEvent) and self.steps.writes_ahead(task.id):
+            # Write-ahead streaming (store/steps.py): the SDK's consumer streams
+            # an event only after its save returns, so holding the chunk here
+            # until it is committed means no client is sent what a crash could
+            # lose. Chunks arriving meanwhile merge into the next event.
+            await self.wait_stored(task.id)
         if event is not None:
             for observer in self._observers:
                 try:
@@ -168,7 +174,8 @@ class ObservedTaskStore(VersionedTaskStore):
             self.inner.expect_new(task_id)
 
     def unstored_events(self, task_id: str, after: int) -> list[tuple[int, bytes]]:
-        """Events above `after` written here but not stored yet (write-behind)."""
-        if isinstance(self.inner, GroupCommitTaskStore):
+        """Events above `after` written here but not stored yet (write-behind);
+        none of a task streaming write-ahead, whose readers get stored events only."""
+        if isinstance(self.inner, GroupCommitTaskStore) and not self.steps.writes_ahead(task_id):
             return self.inner.unstored_events(task_id, after)
         return []
