@@ -78,8 +78,3 @@ class Meta:
     # (a string, as SSE's `id:`), the value to resume from with `last-event-id`.
     EVENT_ID = "molecule.event_id"
     QUESTION = "question"
-
-
-# Request call-context state: False when the client started a new conversation
-# (no history to look up).
-CONTINUES_CONTEXT = "molecule.continues_context"

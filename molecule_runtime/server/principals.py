@@ -79,10 +79,6 @@ class Authenticator:
     def enabled(self) -> bool:
         return bool(self._keys) or self._tokens is not None
 
-    @property
-    def accepts_jwt(self) -> bool:
-        return self._tokens is not None
-
     def match_key(self, supplied: bytes) -> Principal | None:
         """Constant time in the supplied value, and every key is compared."""
         found: Principal | None = None
