@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from a2a.server.cluster import DatabaseTaskEventStream, TaskVersion
 from a2a.server.cluster.database_event_stream import stream_response_to_event
@@ -169,3 +170,18 @@ class _DispatcherNoteFilter(logging.Filter):
 
 
 _QUEUE_LOG.addFilter(_DispatcherNoteFilter())
+
+
+def heartbeat_sender(worker: Any) -> Callable[[bytes], None]:
+    """Records an activity heartbeat straight in a temporalio worker's core, from
+    any thread (the SDK's own `activity.heartbeat()` goes through the event loop).
+    Relies on `Worker._activity_worker._bridge_worker()` and the core's
+    `ActivityHeartbeat` proto, pinned by tests/test_pulse.py."""
+    from temporalio.bridge.proto import ActivityHeartbeat
+
+    def send(token: bytes) -> None:
+        activities = worker._activity_worker
+        if activities is not None:
+            activities._bridge_worker().record_activity_heartbeat(ActivityHeartbeat(task_token=token))
+
+    return send

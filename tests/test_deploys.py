@@ -131,32 +131,52 @@ async def test_sigterm_in_direct_mode_fails_an_unfinished_task_saying_why(
     assert message.startswith("The server shut down before this task finished"), message
 
 
-@pytest.mark.temporal
-async def test_an_adapter_blocking_the_loop_is_reported_and_never_runs_twice_at_once(
-    temporal_server, server_factory, tmp_path: Path
-) -> None:
-    """The first attempt freezes the loop past the heartbeat timeout (2 s), so Temporal
-    starts attempt 2 in the same process; attempt 1 is stopped first, and the answer
-    is one attempt's text, not two interleaved."""
-    records = tmp_path / "records"
-    server = server_factory(durable_env(temporal_server.address, records))
+async def _blocked_run(server_url: str, block: float) -> tuple[dict, str]:
     chunks = 12
-    async with httpx.AsyncClient(timeout=60) as http:
+    async with httpx.AsyncClient(timeout=90) as http:
         frames = await read_frames(
             http,
-            stream_request("JSONRPC", server.url, "go", {"chunks": chunks, "delay": 0.2, "block_first": 3.5}),
-            timeout=60,
+            stream_request("JSONRPC", server_url, "go", {"chunks": chunks, "delay": 0.2, "block_first": block}),
+            timeout=90,
         )
         task_id = task_id_of(frames)
-        task = await completed(http, server.url, task_id, 30)
-        metrics = (await http.get(f"{server.url}/metrics")).text
+        task = await completed(http, server_url, task_id, 60)
+        metrics = (await http.get(f"{server_url}/metrics")).text
     assert answer(task) == expected(chunks)
+    stalls = [line for line in metrics.splitlines() if line.startswith("molecule_event_loop_stalls_total{")]
+    assert stalls and float(stalls[0].rsplit(" ", 1)[1]) >= 1, stalls
+    return task, task_id
+
+
+@pytest.mark.temporal
+async def test_a_busy_event_loop_keeps_its_attempt(temporal_server, server_factory, tmp_path: Path) -> None:
+    """The first attempt freezes the loop for 3.5 s, past the heartbeat timeout (2 s):
+    the loop's own heartbeats are late, the pulse thread's are not, so Temporal sees
+    the attempt alive and it finishes the task alone (a busy process is not a dead
+    one). The freeze is reported."""
+    records = tmp_path / "records"
+    server = server_factory(durable_env(temporal_server.address, records))
+    _, task_id = await _blocked_run(server.url, 3.5)
+    runs = read_records(records, task_id)
+    assert [r["event"] for r in runs] == ["start", "done"], runs
+    assert {r["attempt"] for r in runs} == {1}, runs
+    assert "the event loop was blocked for" in server.log()
+
+
+@pytest.mark.temporal
+async def test_a_hung_event_loop_loses_its_attempt_and_never_runs_twice_at_once(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    """A loop frozen for 10 s, past the pulse's stall limit (4 heartbeat timeouts:
+    8 s), is a hung process: heartbeats stop, Temporal starts attempt 2 in the same
+    process, attempt 1 is stopped first, and the answer is one attempt's text, not
+    two interleaved."""
+    records = tmp_path / "records"
+    server = server_factory(durable_env(temporal_server.address, records))
+    _, task_id = await _blocked_run(server.url, 10)
     events = [r["event"] for r in read_records(records, task_id)]
     assert events.count("done") == 1, events
     assert "cancelled" in events, events  # attempt 1 was stopped, not left running
-    stalls = [line for line in metrics.splitlines() if line.startswith("molecule_event_loop_stalls_total{")]
-    assert stalls and float(stalls[0].rsplit(" ", 1)[1]) >= 1, stalls
-    assert "the event loop was blocked for" in server.log()
 
 
 @pytest.mark.temporal

@@ -14,6 +14,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, UnsandboxedWorkflowRu
 
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.activities import TaskActivities
+from molecule_runtime.durable.pulse import Pulse, PulseInterceptor
 from molecule_runtime.durable.workflow import AgentTaskWorkflow
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ class TaskWorkers:
         self.accept_tasks = accept_tasks
         self._workers: list[Worker] = []
         self._runs: list[asyncio.Task[None]] = []
+        self.pulse = Pulse(
+            interval=activities.heartbeat_interval, heartbeat_timeout=settings.temporal_heartbeat_timeout
+        )
 
     @property
     def queues(self) -> list[str]:
@@ -59,6 +63,8 @@ class TaskWorkers:
             # tasks took ~0.7 s p50 from llm_call scheduled to started, ~0.1 s with 20.
             "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(POLLS),
             "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(POLLS),
+            # Heartbeats a busy event loop cannot delay (pulse.py).
+            "interceptors": [PulseInterceptor(self.pulse)],
         }
         self._workers = [
             Worker(
@@ -78,6 +84,9 @@ class TaskWorkers:
             self._workers.append(
                 Worker(client, task_queue=s.process_task_queue, activities=[acts.llm_call], **common)
             )
+        for w in self._workers:
+            self.pulse.serve(w.task_queue, w)
+        self.pulse.start()
         self._runs = [
             asyncio.create_task(w.run(), name=f"temporal-worker:{w.task_queue}")
             for w in self._workers
@@ -94,6 +103,7 @@ class TaskWorkers:
         workers, runs = self._workers, self._runs
         self._workers, self._runs = [], []
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        self.pulse.stop()
         for run in runs:
             if not run.done():
                 run.cancel()
