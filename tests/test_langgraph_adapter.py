@@ -24,7 +24,8 @@ from molecule_runtime.adapters.langgraph import (
     LangGraphOptions,
     local_model_available,
 )
-from molecule_runtime.adapters.langgraph.adapter import _permanent_failure, trim_history
+from molecule_runtime.adapters.langgraph.messages import trim_history
+from molecule_runtime.adapters.langgraph.model_events import _permanent_failure
 from molecule_runtime.adapters.langgraph.options import OptionsError
 from tests.support.a2a import (
     event_task_id,
@@ -319,6 +320,6 @@ async def test_genai_attributes_on_the_current_span(tmp_path: Path) -> None:
     ],
 )
 def test_genai_identity(description: str, factory: bool, expected: tuple) -> None:
-    from molecule_runtime.adapters.langgraph.adapter import genai_identity
+    from molecule_runtime.adapters.langgraph.model_events import genai_identity
 
     assert genai_identity(description, object(), factory=factory) == expected

@@ -13,46 +13,32 @@ where the model can (prefill), else restarts.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from molecule_runtime.adapters.base import (
-    AdapterConfig,
-    BaseAdapter,
-    NonRetryableError,
-    TaskInput,
-)
-from molecule_runtime.adapters.genai import set_genai_attributes
+from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter, TaskInput
 from molecule_runtime.adapters.langgraph.checkpoints import Checkpoints, turn_thread
-from molecule_runtime.adapters.langgraph.content import ModelInputs, model_inputs, user_content
+from molecule_runtime.adapters.langgraph.content import ModelInputs, model_inputs
 from molecule_runtime.adapters.langgraph.imports import load_target
+from molecule_runtime.adapters.langgraph.messages import trim_history
+from molecule_runtime.adapters.langgraph.model_events import genai_identity
 from molecule_runtime.adapters.langgraph.models import choose_model
 from molecule_runtime.adapters.langgraph.options import (
     LOCAL_MAX_TOKENS,
     LangGraphOptions,
     OptionsError,
 )
-from molecule_runtime.adapters.langgraph.resume import (
-    CONTINUATION_KEY,
-    Continuation,
-    ResumePlan,
-    plan_resume,
-)
+from molecule_runtime.adapters.langgraph.resume import CONTINUATION_KEY, Continuation
+from molecule_runtime.adapters.langgraph.turn import GraphTurn
 from molecule_runtime.adapters.outputs import Done
-from molecule_runtime.adapters.usage import report_usage
 
 if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
-    from langchain_core.messages import BaseMessage
 
     from molecule_runtime.adapters.langgraph.local_llm import LocalModelServer
 
 log = logging.getLogger(__name__)
-
-# HTTP statuses a retry cannot fix (bad request, auth, unknown model, ...).
-_PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
 
 
 class LangGraphAdapter(BaseAdapter):
@@ -239,14 +225,20 @@ class LangGraphAdapter(BaseAdapter):
         if self._history_char_budget is not None:
             task = trim_history(task, self._history_char_budget)
         checkpoints = self._checkpoints if self._has_checkpointer() else None
+        turn = GraphTurn(
+            self._agent,
+            self._inputs,
+            self.continues_partial,
+            self._genai,
+            self.cut_message,
+            checkpointed=checkpoints is not None,
+        )
         try:
             if checkpoints is not None:
                 checkpoints.started(thread_id)
             # Closed here, at once, when this generator is: on cancellation the
             # graph run stops now, not when the inner generator is collected.
-            async with contextlib.aclosing(
-                self._run(task, run_config, continuation, checkpoints)
-            ) as items:
+            async with contextlib.aclosing(turn.run(task, run_config, continuation)) as items:
                 async for item in items:
                     yield item
         finally:
@@ -257,200 +249,3 @@ class LangGraphAdapter(BaseAdapter):
 
     def _has_checkpointer(self) -> bool:
         return self._checkpoints is not None and bool(getattr(self._agent, "checkpointer", None))
-
-    async def _resume(
-        self, run_config: dict[str, Any], task: TaskInput, checkpoints: Checkpoints | None
-    ) -> tuple[dict[str, Any] | None, ResumePlan, list[BaseMessage] | None]:
-        """(graph input, what to stream from the checkpoint, the turn's messages
-        when the graph finished in an earlier attempt)."""
-        fresh = {"messages": to_messages(task, self._inputs)}
-        snapshot = await self._agent.aget_state(run_config) if checkpoints is not None else None
-        partial = getattr(task, "partial", "") or ""
-        if snapshot is None or not snapshot.values:
-            # A first attempt; or no checkpoint was written before the earlier
-            # one stopped: its text came from the first model call.
-            return fresh, plan_resume("", partial, continues=self.continues_partial), None
-        turn = turn_messages(snapshot.values.get("messages") or [])
-        done = "".join(_message_text(m) for m in turn if m.type == "ai")
-        plan = plan_resume(done, partial, continues=self.continues_partial)
-        log.info(
-            "task %s attempt %d resumes its LangGraph thread at %s (%d characters of answer "
-            "in the checkpoint, %d stored)",
-            task.task_id,
-            task.attempt,
-            ", ".join(snapshot.next) or "the end",
-            len(done),
-            len(partial),
-        )
-        return None, plan, (turn if not snapshot.next else None)
-
-    async def _run(
-        self,
-        task: TaskInput,
-        run_config: dict[str, Any],
-        continuation: Continuation,
-        checkpoints: Checkpoints | None,
-    ) -> AsyncIterator[str | Done]:
-        inputs, plan, finished = await self._resume(run_config, task, checkpoints)
-        if plan.replay:
-            yield plan.replay
-        if finished is not None:
-            # The graph ran to its end in an earlier attempt: only its text was missing.
-            last = next((m for m in reversed(finished) if m.type == "ai"), None)
-            if last is not None and _reply_cut(last):
-                yield Done(self.cut_message())
-            return
-        continuation.prefix = plan.prefix
-        events = self._agent.astream_events(
-            inputs,
-            config=run_config,
-            version="v2",
-            # Each step's checkpoint is stored before the next step starts: a
-            # tool call that finished is never run again by a retry.
-            **({"durability": "sync"} if checkpoints is not None else {}),
-        )
-        usage = {"input_tokens": 0, "output_tokens": 0}
-        # Whether the latest model reply stopped at max_tokens: only the last
-        # one is the answer (earlier ones chose tools).
-        cut = False
-        try:
-            async for event in events:
-                text = _stream_text(event)
-                if text:
-                    yield text
-                elif event.get("event") == "on_chat_model_end":
-                    _add_usage(usage, event, default_model=self._genai[1] or "")
-                    cut = _stopped_at_limit(event)
-        except Exception as exc:
-            permanent = _permanent_failure(exc)
-            if permanent is not None:
-                raise NonRetryableError(permanent) from exc
-            raise
-        finally:
-            # Closing the event stream cancels the graph run (and the model's
-            # HTTP request) when we stop early: on cancellation or an error.
-            with contextlib.suppress(Exception):
-                await events.aclose()
-            system, model_name = self._genai
-            set_genai_attributes(
-                system=system,
-                request_model=model_name,
-                input_tokens=usage["input_tokens"] or None,
-                output_tokens=usage["output_tokens"] or None,
-            )
-        if cut:
-            # Without this a truncated answer looks like a finished one.
-            yield Done(self.cut_message())
-
-
-def trim_history(task: TaskInput, char_budget: int) -> TaskInput:
-    """A copy of `task` without its oldest turns, so history plus message fit the budget."""
-    used = len(task.text)
-    keep = 0
-    for _, text in reversed(task.history):
-        if used + len(text) > char_budget:
-            break
-        used += len(text)
-        keep += 1
-    if keep == len(task.history):
-        return task
-    history = task.history[len(task.history) - keep :]
-    # Start on a user turn: a conversation that opens with an answer confuses models.
-    while history and history[0][0] != "user":
-        history = history[1:]
-    return dataclasses.replace(task, history=history)
-
-
-def to_messages(task: TaskInput, inputs: ModelInputs | None = None) -> list[BaseMessage]:
-    """Earlier turns of the conversation, then the new user message (its data
-    parts as JSON text, files as notes or, for a model that reads them, images)."""
-    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
-
-    messages: list[BaseMessage] = []
-    for role, text in task.history:
-        if role in ("assistant", "agent", "ai"):
-            messages.append(AIMessage(content=text))
-        elif role == "system":
-            messages.append(SystemMessage(content=text))
-        else:
-            messages.append(HumanMessage(content=text))
-    messages.append(HumanMessage(content=user_content(task, inputs or ModelInputs())))  # type: ignore[arg-type]
-    return messages
-
-
-def turn_messages(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """The messages the graph added in this turn: those after the last user message."""
-    last_user = max((i for i, m in enumerate(messages) if m.type == "human"), default=-1)
-    return list(messages[last_user + 1 :])
-
-
-def _message_text(message: BaseMessage) -> str:
-    """The text a model call streamed, as `_stream_text` saw it (text blocks only)."""
-    return str(message.text or "")
-
-
-def _reply_cut(message: Any) -> bool:
-    """Whether a model's reply ended at max_tokens (see `_stopped_at_limit`)."""
-    response = getattr(message, "response_metadata", None) or {}
-    reason = response.get("finish_reason") or response.get("stop_reason")
-    return reason in ("length", "max_tokens", "MAX_TOKENS")
-
-
-def genai_identity(
-    description: str, model: Any, *, factory: bool
-) -> tuple[str | None, str | None]:
-    """(gen_ai.system, gen_ai.request.model) for the chosen model, where known."""
-    if factory or ":" not in description:
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
-        return None, str(name) if name else None
-    provider, name = description.split(":", 1)
-    return ("llama.cpp" if provider == "local" else provider), name
-
-
-def _add_usage(usage: dict[str, int], event: dict[str, Any], default_model: str = "") -> None:
-    """Sum the token usage a chat model reported for one call (when it reports any),
-    and report it to the runtime, which stores and counts it per attempt."""
-    output = (event.get("data") or {}).get("output")
-    metadata = getattr(output, "usage_metadata", None) or {}
-    reported = {}
-    for key in usage:
-        value = metadata.get(key)
-        if isinstance(value, int):
-            usage[key] += value
-            reported[key] = value
-    if reported:
-        response = getattr(output, "response_metadata", None) or {}
-        model = str(response.get("model_name") or response.get("model") or default_model)
-        if model.startswith("/"):  # llama.cpp answers with the GGUF's path: keep its name
-            model = model.rsplit("/", 1)[-1]
-        report_usage(**reported, model=model)
-
-
-def _stopped_at_limit(event: dict[str, Any]) -> bool:
-    """Whether a chat model's reply ended because it reached max_tokens
-    (OpenAI-compatible servers, llama.cpp's included, say `finish_reason: length`;
-    Anthropic says `stop_reason: max_tokens`)."""
-    return _reply_cut((event.get("data") or {}).get("output"))
-
-
-def _stream_text(event: dict[str, Any]) -> str:
-    """The text of a chat-model token event; tool-call chunks and other events give ''."""
-    if event.get("event") != "on_chat_model_stream":
-        return ""
-    # LangGraph's convention for models whose tokens must not reach the user.
-    if "nostream" in (event.get("tags") or ()):
-        return ""
-    chunk = (event.get("data") or {}).get("chunk")
-    text = getattr(chunk, "text", None)
-    # `.text` keeps only text content blocks: tool-call arguments never leak.
-    return str(text) if text else ""
-
-
-def _permanent_failure(exc: Exception) -> str | None:
-    """A message when retrying cannot help (bad credentials, unknown model, loops)."""
-    if type(exc).__name__ == "GraphRecursionError":
-        return f"agent exceeded recursion_limit: {exc}"
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and status in _PERMANENT_STATUSES:
-        return f"model request rejected (HTTP {status}): {exc}"
-    return None
