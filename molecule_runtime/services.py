@@ -89,6 +89,7 @@ class Services:
                 model=settings.model,
                 system_prompt=settings.system_prompt,
                 options=dict(settings.adapter_options),
+                task_store_url=settings.resolved_task_store_url,
             )
         )
         stores: Stores | None = None

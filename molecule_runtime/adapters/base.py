@@ -129,6 +129,11 @@ class AdapterConfig:
     model: str = ""
     system_prompt: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    # The task store's database URL as the runtime resolved it (TASK_STORE_URL or
+    # --task-store-url; else the SQLite file in the data dir), for an adapter that
+    # keeps its own state beside the tasks. "" when set up outside the runtime.
+    # Not in repr: it may hold a database password.
+    task_store_url: str = field(default="", repr=False)
 
 
 class BaseAdapter(abc.ABC):

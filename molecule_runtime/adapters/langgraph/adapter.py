@@ -182,13 +182,14 @@ class LangGraphAdapter(BaseAdapter):
         )
 
     async def open_checkpoints(self, config: AdapterConfig) -> Checkpoints:
-        """The graph's checkpoints, in the task store's database (TASK_STORE_URL)."""
+        """The graph's checkpoints, in the task store's database: the runtime's
+        (`config.task_store_url`); set up outside the runtime, the one the
+        environment names (TASK_STORE_URL, else the data dir's SQLite file)."""
         from molecule_runtime.config import Settings
 
         settings = Settings(data_dir=config.data_dir)
-        return await Checkpoints.open(
-            settings.resolved_task_store_url, retention=settings.event_retention
-        )
+        url = config.task_store_url or settings.resolved_task_store_url
+        return await Checkpoints.open(url, retention=settings.event_retention)
 
     async def aclose(self) -> None:
         checkpoints, self._checkpoints = self._checkpoints, None
