@@ -35,6 +35,19 @@ log = logging.getLogger("molecule_runtime.durable.client")
 # here: a question stored by another process reaches the client within this.
 ELSEWHERE_POLL = 0.25
 
+# The last event of a stream whose task this process hands over at shutdown: a
+# status update that is not terminal (the task goes on) and says what to do. A
+# plain status update, not an error, because every client shows one as it is
+# (a2a-sdk, the JS SDK, ADK, the console); the metadata says it to programs.
+HANDED_OVER = "molecule.handed_over"
+HANDED_OVER_REASON = "SERVER_SHUTTING_DOWN"
+HANDED_OVER_RETRY_AFTER = 1
+HANDED_OVER_TEXT = (
+    "This server is shutting down; the task goes on (another replica, or this server "
+    "after its restart, finishes it). Follow it with SubscribeToTask, on any replica, "
+    "sending the last event id you received as Last-Event-ID; GetTask shows its state."
+)
+
 
 class WorkflowFollower:
     def __init__(
@@ -73,6 +86,7 @@ class WorkflowFollower:
                     future.cancel()
         if handover.done() and not (result.done() or paused.done() or elsewhere.done()):
             log.debug("task %s: handed over to Temporal at shutdown; it finishes elsewhere", events.task_id)
+            await self._tell_handed_over(events)
             return
         if elsewhere.done() and not elsewhere.cancelled() and not events.input_required.is_set():
             # The question was stored by the process that ran the workflow's
@@ -94,6 +108,24 @@ class WorkflowFollower:
                 outcome.message or None,
                 metadata={Meta.LOST_CONTACT: True} if outcome.state == Outcome.LOST else None,
             )
+
+    async def _tell_handed_over(self, events: TaskEvents) -> None:
+        """The stream's last event: the task goes on elsewhere, follow it there."""
+        if events.terminal_state is not None or events.input_required.is_set():
+            return
+        try:
+            await events.status(
+                TaskState.TASK_STATE_WORKING,
+                HANDED_OVER_TEXT,
+                metadata={
+                    HANDED_OVER: {
+                        "reason": HANDED_OVER_REASON,
+                        "retryAfterSeconds": HANDED_OVER_RETRY_AFTER,
+                    }
+                },
+            )
+        except Exception as exc:  # the stream is closed already: nobody to tell
+            log.debug("task %s: could not tell its stream of the hand-over: %s", events.task_id, exc)
 
     async def _asked_elsewhere(self, events: TaskEvents) -> StoredTask:
         """The stored task once another process stored a question for it.
