@@ -3,18 +3,25 @@ MUST level on JSON-RPC, HTTP+JSON and gRPC, against a server that plays its scen
 (tests/fixtures/tck_adapter.py) with message-id deduplication off: the TCK gives every
 message of a scenario the same messageId for the whole run (docs/clients.md).
 
+The TCK runs against a 1.0-only deployment (MOLECULE_A2A_V03_COMPAT=false): it reads the
+card without A2A-Version, which A2A 1.0 takes for a 0.3 client, so a default server gives
+it the card with the 0.3 fields, which its strict 1.0 schema refuses. The default server's
+1.0 card (asked for with A2A-Version: 1.0) is checked against the TCK's own schema below.
+
 The failures it may report are listed in KNOWN, each with why; any other fails this test.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import subprocess
 import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.grpc_client import grpc_env
@@ -25,23 +32,15 @@ TCK_COMMIT = "357c4a8"
 TCK_ARCHIVE = Path(__file__).parent / "vendor" / f"a2a-tck-{TCK_COMMIT}.tar.gz"
 TCK_ADAPTER = Path(__file__).parent / "fixtures" / "tck_adapter.py"
 TRANSPORTS = "jsonrpc,http_json,grpc"
+CARD_PATH = "/.well-known/agent-card.json"
 
 
 # Test (junit classname.name, without the transport parameter) -> why it may fail here.
-KNOWN = {
-    # The TCK reads the card without A2A-Version, which A2A 1.0 takes for a 0.3 client:
-    # it gets the card with the 0.3 fields, which its strict 1.0 schema refuses
-    # (MOLECULE_A2A_V03_COMPAT=false passes it; docs/clients.md).
-    "agent_card.test_agent_card.TestAgentCardStructure.test_agent_card_validates_against_schema": "card",
-    # A subscription to a task waiting for an answer ends at the question (the runtime's
-    # documented rule, docs/streams-and-push.md); the TCK expects it open until terminal.
-    "core_operations.test_task_lifecycle.TestSubscribeLifecycle.test_subscribe_terminates_at_terminal_state": "subscribe",
-    # TCK bug: the request body is a Python repr, not JSON.
-    "jsonrpc.test_error_codes.TestJsonRpcErrorCodeMappings.test_content_type_not_supported_error": "tck",
-    # A text/plain body is refused 415 by the browser-safety check (server/browsers.py)
-    # with a body that is not AIP-193.
-    "http_json.test_http_status.TestHttpJsonStatusCodes.test_content_type_not_supported_returns_415": "415",
-}
+KNOWN: dict[str, str] = {}
+
+
+def tck_python() -> Path:
+    return tool_venv(f"a2a-tck-{TCK_COMMIT}-venv", [str(tck_dir())]) / "python"
 
 
 def tck_dir() -> Path:
@@ -64,6 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     env = {
         "ADAPTER_MODULE": str(TCK_ADAPTER),
         "MOLECULE_MESSAGE_ID_DEDUP": "false",
+        "MOLECULE_A2A_V03_COMPAT": "false",
         "STREAM_BATCH_WINDOW": "0",
         **grpc_env(),
     }
@@ -73,7 +73,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def test_the_official_tck_passes_at_must_level(served: ServerProcess, tmp_path: Path) -> None:
     source = tck_dir()
-    python = tool_venv(f"a2a-tck-{TCK_COMMIT}-venv", [str(source)]) / "python"
+    python = tck_python()
     junit = tmp_path / "junit.xml"
     run = subprocess.run(
         [
@@ -89,15 +89,66 @@ def test_the_official_tck_passes_at_must_level(served: ServerProcess, tmp_path: 
     cases = ET.parse(junit).getroot().iter("testcase")
     failed: dict[str, str] = {}
     passed = 0
+    # Per binding (the transport parameter of the case), for the docs' table.
+    counts: dict[str, list[int]] = {}
     for case in cases:
         name = f"{case.get('classname', '').removeprefix('tests.compatibility.')}.{case.get('name', '')}"
+        param = name.rsplit("[", 1)[1] if "[" in name else ""
+        binding = next((b for b in ("http_json", "jsonrpc", "grpc") if b in param), "any")
+        tally = counts.setdefault(binding, [0, 0])
         problem = case.find("failure") if case.find("failure") is not None else case.find("error")
         if problem is None:
             passed += case.find("skipped") is None
+            tally[0] += case.find("skipped") is None
             continue
+        tally[1] += 1
         failed[name] = (problem.get("message") or "")[:300]
+    print("TCK passed/failed per binding:", counts)
     unexpected = {
         name: message for name, message in failed.items() if name.split("[", 1)[0] not in KNOWN
     }
     assert passed > 150, run.stdout[-3000:]
     assert not unexpected, unexpected
+
+
+# Validates the card on stdin against the TCK's JSON schema; prints the errors.
+VALIDATE_CARD = """
+import json, sys
+from pathlib import Path
+from tck.validators.json_schema import JSONSchemaValidator
+result = JSONSchemaValidator(Path("specification/a2a.json")).validate(json.load(sys.stdin), "Agent Card")
+print(json.dumps(result.errors))
+"""
+
+
+def schema_errors(card: dict) -> list[str]:
+    run = subprocess.run(
+        [str(tck_python()), "-c", VALIDATE_CARD],
+        cwd=tck_dir(),
+        input=json.dumps(card),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(run.stdout)
+
+
+def test_the_default_servers_1_0_card_validates_against_the_tcks_schema(
+    tmp_path: Path,
+) -> None:
+    # Defaults (0.3 compatibility on), with auth and gRPC so that the security schemes
+    # and every interface are in the card.
+    env = {"MOLECULE_AUTH_TOKEN": "tck-card-token", **grpc_env()}
+    with running_server(tmp_path, env) as server:
+        v1 = httpx.get(server.url + CARD_PATH, headers={"A2A-Version": "1.0"}, timeout=10)
+        plain = httpx.get(server.url + CARD_PATH, timeout=10)
+    assert v1.status_code == plain.status_code == 200
+    card = v1.json()
+    assert card["securitySchemes"] and len(card["supportedInterfaces"]) == 3, card
+    assert schema_errors(card) == []
+    # A client that names no version (a 0.3 client) still gets what it needs.
+    legacy = plain.json()
+    assert legacy["url"] and legacy["protocolVersion"] and legacy["preferredTransport"]
+    # The schema check can fail: the 0.3 fields are what the TCK's schema refuses.
+    assert any("url" in error or "additional" in error.lower() for error in schema_errors(legacy))
