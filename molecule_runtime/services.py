@@ -112,14 +112,14 @@ class Services:
             if settings.durable:
                 from molecule_runtime.durable.process import DurableProcess
 
-                durable = await DurableProcess.open(
+                durable = await DurableProcess(
                     settings,
                     adapter,
                     stores.tasks,
                     run=run,
                     accept_tasks=accept_tasks,
                     offsets=stores.live_offsets,
-                )
+                ).open()
         except BaseException:
             await _close_quietly(adapter, stores, notifier)
             raise

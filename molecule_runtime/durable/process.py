@@ -75,21 +75,10 @@ class DurableProcess:
         )
         self.route = DurableRoute(self.tasks)
 
-    @classmethod
-    async def open(
-        cls,
-        settings: Settings,
-        adapter: BaseAdapter,
-        store: ObservedTaskStore,
-        *,
-        run: RunSettings,
-        accept_tasks: bool,
-        offsets: LiveEventOffsets | None = None,
-    ) -> DurableProcess:
+    async def open(self) -> DurableProcess:
         """Connect (or note that Temporal is out of reach: tasks then run directly)."""
-        durable = cls(settings, adapter, store, run=run, accept_tasks=accept_tasks, offsets=offsets)
-        await durable.connection.open()
-        return durable
+        await self.connection.open()
+        return self
 
     async def close(self) -> None:
         await self.connection.close()
