@@ -37,6 +37,8 @@ import asyncio
 import contextlib
 import json
 import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -299,6 +301,31 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def commit() -> str:
+    with contextlib.suppress(Exception):
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    return "?"
+
+
+def cost(results: list[dict[str, Any]]) -> list[str]:
+    """Write-ahead's cost at one stream: the median chunk delays of each adapter kind."""
+    out = []
+    for q in ("p50", "p99"):
+        by_kind = {
+            kind: statistics.median(r[f"chunk_delay_{q}_ms"] for r in results if r["adapter"] == kind)
+            for kind in ADAPTERS
+            if any(r["adapter"] == kind for r in results)
+        }
+        if len(by_kind) == 2:
+            out.append(
+                f"Chunk delay {q} (median of the cases): continuing (write-ahead) "
+                f"{by_kind['continuing']:.1f} ms, plain (behind the store) {by_kind['plain']:.1f} ms."
+            )
+    return out
+
+
 def write_doc(results: list[dict[str, Any]], argv: str, load: str) -> None:
     chunks = results[0]["chunks"] if results else 500
     block = "\n".join(
@@ -306,7 +333,7 @@ def write_doc(results: list[dict[str, Any]], argv: str, load: str) -> None:
             BEGIN,
             "## Work repeated after a crash (`python -m bench.crash_repeat`)",
             "",
-            f"Run `{argv}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (load average "
+            f"Run `{argv}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {commit()} (load average "
             f"before: {load}): one durable task, SQLite store, a {chunks}-chunk answer 20 ms apart "
             "with a side effect before every 50th chunk, streamed live (raw SSE); when the adapter has "
             "generated half of it, `kill9` kills the server and starts it again, `sigterm` stops it "
@@ -322,6 +349,8 @@ def write_doc(results: list[dict[str, Any]], argv: str, load: str) -> None:
             "write-ahead's cost: the plain adapter's chunks are stored behind the stream.",
             "",
             *table(results),
+            "",
+            *cost(results),
             END,
         ]
     )
@@ -364,7 +393,7 @@ def main() -> None:
     (RESULTS / "crash_repeat.json").write_text(json.dumps({"load_before": load, "results": results}, indent=1))
     print("\n".join(table(results)))
     if not args.no_docs:
-        write_doc(results, "python -m bench." + Path(sys.argv[0]).stem + " " + " ".join(sys.argv[1:]), load)
+        write_doc(results, " ".join(["python -m bench.crash_repeat", *sys.argv[1:]]), load)
 
 
 if __name__ == "__main__":
