@@ -165,7 +165,7 @@ LAYERS: list[set[str]] = [
     {"store"},
     {"observability"},
     {"adapters"},
-    {"config", "keyed_lock", "modules", "push_policy", "refusals", "sdk_seam"},
+    {"config", "file_lock", "keyed_lock", "modules", "push_policy", "refusals", "sdk_seam"},
     {"states"},
     {"vocabulary"},
     {""},  # the package itself: its version

@@ -4,9 +4,7 @@ whether the store takes a write now."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import fcntl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from molecule_runtime.config_checks import redact_url
+from molecule_runtime.file_lock import sqlite_init_lock
 
 _LOCK_KEY = "molecule_runtime.schema"
 SQLITE_BUSY_TIMEOUT_MS = 30000
@@ -103,16 +102,11 @@ async def schema_lock(engine: AsyncEngine, url: str) -> AsyncIterator[None]:
                     text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": _LOCK_KEY}
                 )
         return
-    db_path = url.removeprefix("sqlite+aiosqlite:///")
-    if engine.dialect.name != "sqlite" or not db_path or db_path == ":memory:":
+    if engine.dialect.name != "sqlite":
         yield
         return
-    with open(f"{db_path}.init-lock", "a+") as lock_file:
-        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    async with sqlite_init_lock(url.removeprefix("sqlite+aiosqlite:///")):
+        yield
 
 
 def engine_for(url: str) -> AsyncEngine:

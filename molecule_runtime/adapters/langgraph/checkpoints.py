@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from molecule_runtime.adapters.steps import current_journal
+from molecule_runtime.file_lock import sqlite_init_lock
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Checkpoints:
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute("PRAGMA synchronous=NORMAL")
             saver = AsyncSqliteSaver(conn)
-            async with _file_lock(path):
+            async with sqlite_init_lock(path):
                 await saver.setup()
         except BaseException:
             await conn.close()
@@ -281,18 +281,3 @@ def psycopg_conninfo(url: str) -> str:
     if ssl is not None and "sslmode" not in query:
         query["sslmode"] = ssl
     return parsed.set(query=query).render_as_string(hide_password=False)
-
-
-@contextlib.asynccontextmanager
-async def _file_lock(db_path: str) -> AsyncIterator[None]:
-    """Processes sharing one SQLite file create its tables one at a time (the
-    runtime's own schema lock file)."""
-    if not db_path or db_path == ":memory:":
-        yield
-        return
-    with open(f"{db_path}.init-lock", "a+") as lock_file:
-        await asyncio.to_thread(fcntl.flock, lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
