@@ -4,6 +4,8 @@ side of tasks (what dispatch calls, through `DurableRoute`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from molecule_runtime.adapters.base import BaseAdapter
@@ -18,6 +20,8 @@ from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.execution.run_settings import RunSettings
 from molecule_runtime.store import LiveEventOffsets, ObservedTaskStore
 from molecule_runtime.vocabulary import ServiceMode
+
+log = logging.getLogger(__name__)
 
 
 class DurableRoute:
@@ -54,6 +58,7 @@ class DurableProcess:
         accept_tasks: bool,
         offsets: LiveEventOffsets | None = None,
     ) -> None:
+        self.settings = settings
         self.registry = LiveTaskRegistry()
         activities = TaskActivities(
             adapter,
@@ -81,7 +86,19 @@ class DurableProcess:
         return self
 
     async def close(self) -> None:
-        await self.connection.close()
+        """Stop the workers and the connection, within the shutdown grace: a worker
+        whose Temporal is gone would wait for it without end. What is left is dropped
+        with the process (Temporal retries the activities it held elsewhere)."""
+        closing = asyncio.ensure_future(self.connection.close())
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), max(1.0, self.settings.shutdown_grace))
+        except TimeoutError:
+            log.warning(
+                "durable mode: Temporal workers did not stop within %.1f s (is Temporal "
+                "reachable? %s); exiting without them",
+                max(1.0, self.settings.shutdown_grace),
+                self.connection.last_error or "no error recorded",
+            )
 
     @property
     def mode(self) -> ServiceMode:

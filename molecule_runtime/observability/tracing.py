@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from opentelemetry import trace
 
@@ -50,15 +51,32 @@ def configure_tracing(service_name: str) -> bool:
     ):
         attributes["service.name"] = service_name
     resource = Resource.create(attributes)
-    provider = TracerProvider(resource=resource)
+    # Shut down by shutdown_tracing, within its bound, not by an exit hook without one.
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     log.info("tracing: exporting spans over OTLP/HTTP")
     return True
 
 
-def shutdown_tracing() -> None:
+# How long the last spans may take to leave at shutdown: the exporter retries an
+# unreachable collector with back-off, which would hold the process past any grace.
+SHUTDOWN_FLUSH_SECONDS = 2.0
+
+
+def shutdown_tracing(timeout: float = SHUTDOWN_FLUSH_SECONDS) -> None:
+    """Export what is left, for at most `timeout` seconds; then the spans are dropped."""
     provider = trace.get_tracer_provider()
     shutdown = getattr(provider, "shutdown", None)
-    if callable(shutdown):
-        shutdown()
+    if not callable(shutdown):
+        return
+    # A daemon thread: the exit does not wait for an export that outlives the bound.
+    flushing = threading.Thread(target=shutdown, name="otel-shutdown", daemon=True)
+    flushing.start()
+    flushing.join(timeout)
+    if flushing.is_alive():
+        log.warning(
+            "tracing: the last spans were not exported within %.1f s at shutdown "
+            "(is the OTLP collector reachable?); they are dropped",
+            timeout,
+        )

@@ -1,0 +1,58 @@
+"""Shutdown has a time limit: a durable server whose Temporal is gone, exporting spans to
+an OTLP collector that is gone too, still exits soon after SIGTERM (its Temporal workers
+get MOLECULE_SHUTDOWN_GRACE, the last spans SHUTDOWN_FLUSH_SECONDS), instead of waiting
+for them until it is killed (real server process, its own Temporal dev server, killed)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from molecule_runtime.observability.tracing import SHUTDOWN_FLUSH_SECONDS
+from tests.support.durable import durable_env
+from tests.support.procs import free_port
+from tests.support.sse import A2A, aiter_sse, stream_request
+from tests.support.temporal import TemporalDevServer
+
+pytestmark = pytest.mark.temporal
+
+GRACE = 1.0
+
+
+async def test_a_durable_server_without_temporal_or_collector_exits_within_its_bounds(
+    server_factory, tmp_path: Path
+) -> None:
+    temporal = TemporalDevServer(tmp_path / "temporal").start()
+    collector = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    try:
+        env = durable_env(
+            temporal.address,
+            tmp_path / "records",
+            MOLECULE_SHUTDOWN_GRACE=str(GRACE),
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector,
+            OTEL_BSP_SCHEDULE_DELAY="60000",  # spans wait for the flush at shutdown
+        )
+        server = server_factory(env)
+        method, url, body = stream_request("JSONRPC", server.url, "go", {"chunks": 40, "delay": 0.2})
+        async with httpx.AsyncClient(timeout=30) as http:
+            async with http.stream(method, url, json=body, headers=A2A) as response:
+                async for _, payload in aiter_sse(response):
+                    if "artifactUpdate" in payload.get("result", {}):
+                        break
+        temporal.kill()
+    finally:
+        temporal.stop()
+    assert server.proc is not None
+    stopping = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(timeout=30)
+    finally:
+        server.kill()
+    took = time.monotonic() - stopping
+    # The grace, the workers' bound (the grace) and the flush's, with room for a busy machine.
+    assert took < GRACE + GRACE + SHUTDOWN_FLUSH_SECONDS + 6, (took, server.log()[-3000:])
