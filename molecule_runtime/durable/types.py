@@ -2,10 +2,13 @@
 
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.vocabulary import Outcome
+
+if TYPE_CHECKING:
+    from molecule_runtime.execution.attempt import AttemptResult
 
 WORKFLOW_NAME = "AgentTaskWorkflow"
 NON_RETRYABLE_TYPE = "NonRetryableError"
@@ -81,12 +84,23 @@ PROVIDE_INPUT_SIGNAL = "provide_input"
 
 @dataclass
 class LlmCallResult:
+    """An attempt's result (execution/attempt.py `AttemptResult`) as the workflow's
+    history records it: its end as an Outcome name, not a TaskState."""
+
     produced: int  # characters streamed
     question: str | None = None  # set when the adapter asked for input
     # Set when the adapter ended the task itself (Done, Reject): the Outcome
     # task_complete stores, with its status text (Done's message, Reject's reason).
     ended: str | None = None
     message: str = ""
+
+    @staticmethod
+    def of(result: "AttemptResult") -> "LlmCallResult":
+        # Here, not at the top: states.py loads the A2A protos, payloads stay plain.
+        from molecule_runtime.states import outcome_of
+
+        ended = outcome_of(result.ended) if result.ended is not None else None
+        return LlmCallResult(result.produced, result.question, ended, result.message)
 
     @staticmethod
     def decode(raw: Any) -> "LlmCallResult":
