@@ -7,6 +7,7 @@ The TCK runs against a 1.0-only deployment (MOLECULE_A2A_V03_COMPAT=false): it r
 card without A2A-Version, which A2A 1.0 takes for a 0.3 client, so a default server gives
 it the card with the 0.3 fields, which its strict 1.0 schema refuses. The default server's
 1.0 card (asked for with A2A-Version: 1.0) is checked against the TCK's own schema below.
+Private webhooks are allowed: the TCK receives its push notifications on 127.0.0.1.
 
 The failures it may report are listed in KNOWN, each with why; any other fails this test.
 """
@@ -64,6 +65,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         "ADAPTER_MODULE": str(TCK_ADAPTER),
         "MOLECULE_MESSAGE_ID_DEDUP": "false",
         "MOLECULE_A2A_V03_COMPAT": "false",
+        # The TCK receives its push notifications on 127.0.0.1.
+        "MOLECULE_PUSH_ALLOW_PRIVATE": "true",
         "STREAM_BATCH_WINDOW": "0",
         **grpc_env(),
     }
