@@ -54,5 +54,6 @@ async def test_a_durable_server_without_temporal_or_collector_exits_within_its_b
     finally:
         server.kill()
     took = time.monotonic() - stopping
-    # The grace, the workers' bound (the grace) and the flush's, with room for a busy machine.
-    assert took < GRACE + GRACE + SHUTDOWN_FLUSH_SECONDS + 6, (took, server.log()[-3000:])
+    # A hang bound: the grace, the workers' bound (the grace) and the flush's take ~4 s,
+    # with room for a loaded machine; without the bounds the process waited 26 s and more.
+    assert took < GRACE + GRACE + SHUTDOWN_FLUSH_SECONDS + 12, (took, server.log()[-3000:])
