@@ -13,8 +13,10 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from a2a.server.agent_execution.active_task import EventConsumer
 from a2a.server.cluster import DatabaseTaskEventStream, TaskVersion
 from a2a.server.cluster.database_event_stream import stream_response_to_event
+from a2a.server.cluster.task_store import ConcurrentTaskModificationError
 from a2a.server.events import EventQueue
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import DefaultRequestHandler
@@ -138,6 +140,29 @@ class _RelayNoteFilter(logging.Filter):
 
 _relay_notes = _RelayNoteFilter()
 _ACTIVE_TASK_LOG.addFilter(_relay_notes)
+
+
+# The SDK's consumer reloads a task once when another writer advanced it and
+# fails the client's stream on a second conflict. Under a burst, a replica whose
+# `llm_call` moved to its peer still writes the end of the client's stream while
+# the peer's writes land; a busy loop makes a second conflict likely. So the
+# reload is tried until the write lands (or the reloaded task is finished, which
+# the SDK's own handling ends the stream with), with a short pause between.
+CONFLICT_RETRIES = 20
+_sdk_process_event = EventConsumer._process_event
+
+
+async def _process_event_until_landed(self: EventConsumer, event: Event) -> None:
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            return await _sdk_process_event(self, event)
+        except ConcurrentTaskModificationError:
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+            await asyncio.sleep(min(0.02 * 2**attempt, 0.5))
+
+
+EventConsumer._process_event = _process_event_until_landed  # type: ignore[method-assign]
 
 
 def expect_snapshot_relay(task_id: str) -> None:

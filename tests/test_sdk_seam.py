@@ -295,3 +295,46 @@ def test_dispatcher_note_at_shutdown_is_the_sdks_and_is_demoted_to_debug(caplog)
         queue_log.warning("Dispatcher task is not running. Cannot wait for event dispatch.")
         queue_log.warning("another warning")
     assert [r.getMessage() for r in caplog.records] == ["another warning"]
+
+
+def test_the_sdk_consumer_reloads_once_and_the_seam_retries_until_the_write_lands() -> None:
+    import inspect
+
+    from a2a.server.agent_execution.active_task import EventConsumer
+
+    from molecule_runtime import sdk_seam
+
+    assert EventConsumer._process_event is sdk_seam._process_event_until_landed
+    # The SDK's own handling the seam wraps: one reload, then the write again, and a
+    # second conflict raises (it would fail the client's stream).
+    source = inspect.getsource(sdk_seam._sdk_process_event)
+    assert "except ConcurrentTaskModificationError" in source and "invalidate()" in source
+    assert source.count("_process_event_inner(event)") == 2
+
+
+async def test_a_write_that_conflicts_again_is_retried_and_one_that_never_lands_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from a2a.server.cluster.task_store import ConcurrentTaskModificationError
+
+    from molecule_runtime import sdk_seam
+
+    calls: list[object] = []
+
+    async def conflicting(times: int):
+        async def process(consumer: object, event: object) -> None:
+            calls.append(event)
+            if len(calls) <= times:
+                raise ConcurrentTaskModificationError("t")
+
+        return process
+
+    monkeypatch.setattr(sdk_seam, "_sdk_process_event", await conflicting(3))
+    await sdk_seam._process_event_until_landed(object(), "e")  # type: ignore[arg-type]
+    assert len(calls) == 4
+    calls.clear()
+    monkeypatch.setattr(sdk_seam, "CONFLICT_RETRIES", 3)
+    monkeypatch.setattr(sdk_seam, "_sdk_process_event", await conflicting(99))
+    with pytest.raises(ConcurrentTaskModificationError):
+        await sdk_seam._process_event_until_landed(object(), "e")  # type: ignore[arg-type]
+    assert len(calls) == 3
