@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from molecule_runtime.adapters.base import AdapterConfig, BaseAdapter
 from molecule_runtime.adapters.loader import resolve_adapter_class
 from molecule_runtime.config import Settings
+from molecule_runtime.execution.drain import stop_direct_after
 from molecule_runtime.execution.run_settings import RunSettings
 from molecule_runtime.observability.watchdog import LoopWatchdog
 from molecule_runtime.push import PushNotifier
@@ -66,11 +67,12 @@ class Services:
         # the running ones, where a direct run would be failed at shutdown.
         self.draining.set()
         if self.durable is not None:
-            # When open streams are closed, requests still following a
-            # workflow stop following it, so that their answers (a retryable
-            # refusal for a blocking send) go out before the server stops.
+            # Before open streams are closed (as direct runs are ended), requests
+            # still following a workflow stop following it, so that their last
+            # word (a stream's hand-over update, a blocking send's retryable
+            # refusal) goes out while the connection is still open.
             asyncio.get_running_loop().call_later(
-                handover_after(self.settings), self.durable.tasks.handover.set
+                stop_direct_after(handover_after(self.settings)), self.durable.tasks.handover.set
             )
 
     @classmethod

@@ -59,12 +59,6 @@ def handed_over(payload: dict) -> None:
 
 
 @pytest.mark.temporal
-@pytest.mark.xfail(
-    reason="the hand-over (services.begin_drain: MOLECULE_SHUTDOWN_GRACE - 1 s) fires at the "
-    "moment the SSE streams and gRPC calls are closed, so its status update races them; "
-    "it needs to fire before, as direct runs end (execution/drain.py stop_direct_after)",
-    strict=False,
-)
 async def test_sigterm_ends_every_durable_stream_with_the_hand_over(
     temporal_server, server_factory, tmp_path: Path
 ) -> None:
