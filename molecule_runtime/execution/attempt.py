@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from a2a.types.a2a_pb2 import Artifact as StoredArtifact
 from a2a.types.a2a_pb2 import TaskState
 
-from molecule_runtime.adapters.base import (
-    BaseAdapter,
-    InputRequired,
-    TaskInput,
-)
-from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reject, TextOutput
+from molecule_runtime.adapters.base import BaseAdapter, InputRequired, TaskInput
+from molecule_runtime.adapters.outputs import Done, Reject
 from molecule_runtime.execution.artifacts import ArtifactWriter, answer_text
-from molecule_runtime.execution.events import FileTooLarge, TaskEvents, TaskStopped, of_turn
-from molecule_runtime.execution.parts import data_part, file_part
+from molecule_runtime.execution.events import TaskEvents, TaskStopped, of_turn
+from molecule_runtime.execution.pull import open_stream, pull
 from molecule_runtime.execution.steps import AttemptSteps, journaling
 from molecule_runtime.execution.usage import AttemptUsage, turn_of_artifact
 from molecule_runtime.store.steps import StoredTurn
@@ -30,10 +26,6 @@ def describe_error(exc: BaseException) -> str:
     """An attempt's failure as the client is told it: type and message."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class AdapterProtocolError(TypeError):
-    """The adapter broke the contract (e.g. yielded something it may not)."""
 
 
 @dataclass
@@ -196,17 +188,10 @@ async def _stream(
     on_chunk: Callable[[], None] | None,
     continuing: bool,
 ) -> AttemptResult:
-    agen = adapter.stream(task)
-    if not hasattr(agen, "__anext__") or not hasattr(agen, "athrow"):
-        if asyncio.iscoroutine(agen):
-            agen.close()  # never awaited: close it so Python does not warn
-        raise AdapterProtocolError(
-            f"adapter {adapter.name()!r}: stream() returned {type(agen).__name__}, expected an "
-            "async generator (write `async def stream(self, task): ... yield text`)"
-        )
+    agen = open_stream(adapter, task)
     try:
         with usage.recording(), journaling(steps):
-            produced, last = await _pull(adapter, agen, writer, events.max_file_bytes, on_chunk)
+            produced, last = await pull(adapter, agen, writer, events.max_file_bytes, on_chunk)
         await writer.close(flush=True)
         # Once per attempt, after its text: a state change mid-stream would
         # hold up the chunks behind it (each waits for the store to take it).
@@ -237,82 +222,6 @@ async def _stream(
             produced, ended=TaskState.TASK_STATE_REJECTED, message=last.reason or "Rejected."
         )
     return AttemptResult(produced)
-
-
-Last = InputRequired | Done | Reject
-
-
-def checked_file(output: FileOutput, max_bytes: int) -> FileOutput:
-    if output.data is not None and len(output.data) > max_bytes:
-        raise FileTooLarge(
-            f"file {output.name!r} has {len(output.data)} bytes, more than the "
-            f"{max_bytes} a file output may have (MOLECULE_MAX_FILE_BYTES); "
-            "yield a FileOutput with a url for large files"
-        )
-    return output
-
-
-async def _put(writer: ArtifactWriter, item: object, max_file_bytes: int) -> int:
-    """Write one output; the characters of text it carried."""
-    if isinstance(item, str):
-        if item:
-            await writer.text(item)
-        return len(item)
-    if isinstance(item, TextOutput):
-        if item.text:
-            await writer.text(item.text, item.artifact)
-        return len(item.text)
-    if isinstance(item, FileOutput):
-        await writer.part(file_part(checked_file(item, max_file_bytes)), item.artifact)
-        return 0
-    if isinstance(item, DataOutput):
-        try:
-            part = data_part(item)
-        except TypeError as exc:
-            raise AdapterProtocolError(str(exc)) from None
-        await writer.part(part, item.artifact)
-        return 0
-    raise AdapterProtocolError(
-        f"yielded {type(item).__name__}, expected str, TextOutput, FileOutput, DataOutput, "
-        "or last InputRequired, Done or Reject"
-    )
-
-
-async def _pull(
-    adapter: BaseAdapter,
-    agen: AsyncIterator[object],
-    writer: ArtifactWriter,
-    max_file_bytes: int,
-    on_chunk: Callable[[], None] | None,
-) -> tuple[int, Last | None]:
-    """Pull the adapter's stream into its artifacts: (characters streamed, how it ended)."""
-    produced = 0
-    while True:
-        try:
-            item = await agen.__anext__()
-        except StopAsyncIteration:
-            return produced, None
-        if type(item) is str:
-            if not item:
-                continue
-        elif isinstance(item, InputRequired | Done | Reject):
-            # The turn ends here (for InputRequired the user's answer starts the next one).
-            return produced, item
-        try:
-            # Plain text, the hot path, skips the dispatch on output kinds.
-            produced += await writer.text(item) if type(item) is str else await _put(
-                writer, item, max_file_bytes
-            )
-        except AdapterProtocolError as exc:
-            raise AdapterProtocolError(f"adapter {adapter.name()!r}: {exc}") from None
-        except (asyncio.CancelledError, TaskStopped):
-            # Cancelled between two outputs: the generator is parked at its
-            # `yield`; deliver the cancellation there, as the contract says.
-            with contextlib.suppress(BaseException):
-                await agen.athrow(asyncio.CancelledError())  # type: ignore[attr-defined]
-            raise
-        if on_chunk is not None:
-            on_chunk()
 
 
 async def _tell_usage(events: TaskEvents, usage: AttemptUsage) -> bool:

@@ -22,10 +22,11 @@ from a2a.types.a2a_pb2 import Message, Part, Role, TaskState
 from molecule_runtime.adapters.base import BaseAdapter, InputRequired, TaskInput
 from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reject, TextOutput
 from molecule_runtime.execution.admission import claim
-from molecule_runtime.execution.attempt import AdapterProtocolError, checked_file, describe_error
+from molecule_runtime.execution.attempt import describe_error
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.execution.handoff import attached
 from molecule_runtime.execution.parts import data_part, file_part
+from molecule_runtime.execution.pull import AdapterProtocolError, checked_file
 from molecule_runtime.execution.request_input import RequestInputs
 from molecule_runtime.observability import metrics
 from molecule_runtime.states import outcome_of
