@@ -93,7 +93,7 @@ async def run_attempt(
             await writer.clear_earlier(await events.earlier_artifacts())
     usage = AttemptUsage(events.usage, turn_of_artifact(task.task_id, events.artifact_id), task.attempt)
     steps = (
-        AttemptSteps(events.steps, task.task_id, events.artifact_id, turn.steps)
+        AttemptSteps(events.steps, task.task_id, events.artifact_id, turn.steps, task.attempt)
         if events.steps is not None
         else None
     )

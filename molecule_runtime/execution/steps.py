@@ -3,6 +3,7 @@ records what runs now (see molecule_runtime/adapters/steps.py for the contract).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -15,6 +16,9 @@ from molecule_runtime.store.steps import RecordedStep, StepStore
 
 log = logging.getLogger(__name__)
 
+# Writes noting replays, kept referenced until done (the loop holds tasks weakly).
+_noting: set[asyncio.Task[None]] = set()
+
 
 class AttemptSteps:
     """The steps of one attempt of one task turn, in the order the adapter asks for them."""
@@ -25,19 +29,24 @@ class AttemptSteps:
         task_id: str,
         turn: str,
         recorded: list[RecordedStep],
+        attempt: int | None = None,
     ) -> None:
         self.store = store
         self.task_id = task_id
         self.turn = turn
+        self.attempt = attempt  # recorded with each step; None: not known
         self.max_bytes = store.max_bytes
         self._recorded = {s.seq: s for s in recorded}
         self._next = 0
         self.replayed = 0
         self.ran = 0
+        self._unnoted: list[int] = []  # replays not yet written to the journal
 
     @classmethod
-    async def load(cls, store: StepStore, task_id: str, turn: str) -> AttemptSteps:
-        return cls(store, task_id, turn, await store.load(task_id, turn))
+    async def load(
+        cls, store: StepStore, task_id: str, turn: str, attempt: int | None = None
+    ) -> AttemptSteps:
+        return cls(store, task_id, turn, await store.load(task_id, turn), attempt)
 
     async def run(self, name: str, call: Callable[[], Awaitable[Any]]) -> Any:
         # The place is taken when the step is asked for, so steps run side by
@@ -50,15 +59,39 @@ class AttemptSteps:
             self.replayed += 1
             metrics.STEPS.labels("replayed").inc()
             log.info("task %s: step %d %r replayed from the journal", self.task_id, seq, name)
+            self._note_replay(seq)
             return json.loads(earlier.result)
         value = await call()
         text = self._encode(name, value)
-        stored = await self.store.record(self.task_id, self.turn, RecordedStep(seq, name, text))
+        stored = await self.store.record(
+            self.task_id, self.turn, RecordedStep(seq, name, text, self.attempt)
+        )
         # Another attempt of the turn recorded this place first: its result stands.
         self._check(seq, name, stored)
         self.ran += 1
         metrics.STEPS.labels("recorded").inc()
         return json.loads(stored.result)
+
+    def _note_replay(self, seq: int) -> None:
+        """Write down, off the adapter's path, that this attempt replayed `seq`:
+        replays in a row share one write (the console's timeline reads them)."""
+        if self.attempt is None:
+            return
+        self._unnoted.append(seq)
+        if len(self._unnoted) == 1:
+            task = asyncio.get_running_loop().create_task(self._write_replays())
+            _noting.add(task)
+            task.add_done_callback(_noting.discard)
+
+    async def _write_replays(self) -> None:
+        assert self.attempt is not None
+        await asyncio.sleep(0)  # the replays asked for right after this one join it
+        seqs, self._unnoted = self._unnoted, []
+        try:
+            await self.store.replayed(self.task_id, self.turn, seqs, self.attempt)
+        except Exception:
+            # Only the timeline misses it: the attempt itself goes on.
+            log.warning("task %s: could not note the replay of steps %s", self.task_id, seqs, exc_info=True)
 
     def _check(self, seq: int, name: str, recorded: RecordedStep) -> None:
         if recorded.name != name:

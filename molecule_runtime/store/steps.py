@@ -7,6 +7,11 @@ and replays them. Two attempts that record the same step at once (a stalled
 attempt and its successor) keep the first result: the insert skips a row that
 exists, and the writer reads back the one that won.
 
+Each row also says which attempt recorded it and which later attempts replayed
+it (`replayed_by`, their numbers comma-separated, written after the replay and
+off the adapter's path): what the console's timeline shows. Rows written before
+these columns existed have neither (NULL: not known).
+
 The journal's store is also where an attempt learns the rest of its turn's
 durable state: the turn's artifacts as the task store holds them (what earlier
 attempts streamed and stored, `TaskInput.partial`), and which tasks stream
@@ -32,10 +37,15 @@ from sqlalchemy import (
     Table,
     Text,
     delete,
+    func,
+    inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.store.health import StoreHealth, until_stored
@@ -53,7 +63,11 @@ STEPS = Table(
     Column("name", String(255), nullable=False),
     Column("result", Text, nullable=False),  # JSON
     Column("recorded_at", DateTime, nullable=False),
+    # Added later: NULL in rows written before (tables get them at start-up).
+    Column("attempt", Integer, nullable=True),  # the attempt that recorded it
+    Column("replayed_by", Text, nullable=True),  # "2,3": attempts that replayed it
 )
+_ADDED_COLUMNS = ("attempt", "replayed_by")
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,19 @@ class RecordedStep:
     seq: int
     name: str
     result: str  # JSON text
+    attempt: int | None = None  # the attempt that recorded it (None: not known)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One recorded step as the journal tells its story (its result left out)."""
+
+    turn: str  # the turn's answer artifact id
+    seq: int
+    name: str
+    recorded_at: datetime  # UTC
+    attempt: int | None  # None: recorded before the journal kept it
+    replayed_by: tuple[int, ...] | None  # attempts that replayed it; None: not known
 
 
 @dataclass
@@ -74,6 +101,21 @@ class StoredTurn:
 
 
 _TASKS = TaskModel.__table__
+
+
+def _add_columns(conn: Connection) -> None:
+    """Tables created before the attempt columns get them (create_all adds no columns)."""
+    present = {c["name"] for c in inspect(conn).get_columns(STEPS.name)}
+    for name in _ADDED_COLUMNS:
+        if name not in present:
+            kind = STEPS.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {STEPS.name} ADD COLUMN {name} {kind}"))
+
+
+def _replays(value: str | None) -> tuple[int, ...]:
+    """The attempt numbers of a `replayed_by` value, each once, in order."""
+    numbers = [int(item) for item in (value or "").split(",") if item.strip().isdigit()]
+    return tuple(dict.fromkeys(numbers))
 
 
 def _turn_artifacts(rows: Any, answer_id: str) -> list[Artifact]:
@@ -102,6 +144,8 @@ class StepStore:
         self._health = health
         self.max_bytes = max_bytes  # largest JSON result a step may store
         self._memory: dict[tuple[str, str], dict[int, RecordedStep]] = {}
+        # The memory store's recorded_at and replays, by (task, turn, seq).
+        self._memory_log: dict[tuple[str, str, int], tuple[datetime, list[int]]] = {}
         # Tasks whose chunks must be committed before any client is sent them
         # (write-ahead streaming): the task store's writers consult this.
         self._write_ahead: dict[str, int] = {}
@@ -125,6 +169,7 @@ class StepStore:
         if self._engine is not None:
             async with self._engine.begin() as conn:
                 await conn.run_sync(_METADATA.create_all)
+                await conn.run_sync(_add_columns)
 
     async def load(self, task_id: str, turn: str) -> list[RecordedStep]:
         """The turn's recorded steps, in order."""
@@ -169,6 +214,7 @@ class StepStore:
         """Store `step` unless its place is taken; the step stored at that place."""
         if self._engine is None:
             steps = self._memory.setdefault((task_id, turn), {})
+            self._memory_log.setdefault((task_id, turn, step.seq), (datetime.now(UTC), []))
             return steps.setdefault(step.seq, step)
         engine = self._engine
         insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
@@ -179,6 +225,7 @@ class StepStore:
             "name": step.name,
             "result": step.result,
             "recorded_at": datetime.now(UTC).replace(tzinfo=None),
+            "attempt": step.attempt,
         }
 
         async def write() -> RecordedStep:
@@ -188,14 +235,71 @@ class StepStore:
                     return step
                 row = (
                     await conn.execute(
-                        select(STEPS.c.name, STEPS.c.result).where(
+                        select(STEPS.c.name, STEPS.c.result, STEPS.c.attempt).where(
                             STEPS.c.task_id == task_id, STEPS.c.turn == turn, STEPS.c.seq == step.seq
                         )
                     )
                 ).one()
-                return RecordedStep(step.seq, row.name, row.result)
+                return RecordedStep(step.seq, row.name, row.result, row.attempt)
 
         return await until_stored(write, self._health)
+
+    async def replayed(self, task_id: str, turn: str, seqs: list[int], attempt: int) -> None:
+        """Note that `attempt` replayed these recorded steps of the turn (one write)."""
+        if not seqs:
+            return
+        if self._engine is None:
+            for seq in seqs:
+                entry = self._memory_log.get((task_id, turn, seq))
+                if entry is not None:
+                    entry[1].append(attempt)
+            return
+        engine = self._engine
+        update_ = (
+            update(STEPS)
+            .where(STEPS.c.task_id == task_id, STEPS.c.turn == turn, STEPS.c.seq.in_(seqs))
+            .values(replayed_by=func.coalesce(STEPS.c.replayed_by + ",", "") + str(attempt))
+        )
+
+        async def write() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(update_)
+
+        await until_stored(write, self._health)
+
+    async def journal(self, task_id: str) -> list[JournalEntry]:
+        """Every recorded step of the task, all turns, in the order they were recorded."""
+        if self._engine is None:
+            entries = []
+            for (task, turn), steps in self._memory.items():
+                if task != task_id:
+                    continue
+                for step in steps.values():
+                    at, replays = self._memory_log.get((task, turn, step.seq), (datetime.now(UTC), []))
+                    entries.append(
+                        JournalEntry(
+                            turn, step.seq, step.name, at, step.attempt,
+                            tuple(dict.fromkeys(replays)) if step.attempt is not None else None,
+                        )
+                    )
+            return sorted(entries, key=lambda e: (e.recorded_at, e.seq))
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    STEPS.c.turn, STEPS.c.seq, STEPS.c.name, STEPS.c.recorded_at,
+                    STEPS.c.attempt, STEPS.c.replayed_by,
+                )
+                .where(STEPS.c.task_id == task_id)
+                .order_by(STEPS.c.recorded_at, STEPS.c.seq)
+            )
+            return [
+                JournalEntry(
+                    row.turn, row.seq, row.name, row.recorded_at.replace(tzinfo=UTC), row.attempt,
+                    # A row from before the journal kept attempts: its replays are not known either.
+                    _replays(row.replayed_by) if row.attempt is not None else None,
+                )
+                for row in rows
+            ]
 
     async def delete(self, task_ids: Iterable[str]) -> int:
         """Forget the journals of these tasks (retention)."""
@@ -204,6 +308,8 @@ class StepStore:
             keys = [k for k in self._memory if k[0] in set(ids)]
             for key in keys:
                 del self._memory[key]
+            for entry in [k for k in self._memory_log if k[0] in set(ids)]:
+                del self._memory_log[entry]
             return len(keys)
         deleted = 0
         for start in range(0, len(ids), 500):
