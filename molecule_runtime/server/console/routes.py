@@ -5,12 +5,17 @@ The page and its static files are public, like the agent card: they hold no data
 and with auth on the page asks for the token before it fetches anything. Its
 settings (`/console/config`) are behind auth like every A2A route. No build step
 and no CDN: the files under static/ are what the browser runs.
+
+A task's durable steps are not part of A2A: the timeline reads them from
+`/console/tasks/{id}/steps`, behind auth, and only for a task the caller may
+read with GetTask (another principal's task is "not found", as there).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from a2a.server.routes.common import DefaultServerCallContextBuilder
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
@@ -18,10 +23,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from molecule_runtime.durable.types import workflow_id
+from molecule_runtime.execution.usage import turn_of_artifact
 from molecule_runtime.services import Services
+from molecule_runtime.store.health import StoreUnavailable, refusing
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PATH = "/console"
+# Task ids are at most this long in the stores (longer ones name no task).
+_MAX_TASK_ID = 255
 
 # Same-origin scripts, styles and API calls only: no inline code runs, so a
 # task's text shown on the page can never execute.
@@ -76,6 +85,43 @@ def console_routes(services: Services) -> list[BaseRoute]:
             headers={"Cache-Control": "no-store"},
         )
 
+    async def steps(request: Request) -> Response:
+        task_id = request.path_params["task_id"]
+        headers = {"Cache-Control": "no-store"}
+        not_found = JSONResponse({"error": "task not found"}, status_code=404, headers=headers)
+        if len(task_id) > _MAX_TASK_ID:
+            return not_found
+        tasks = services.stores.tasks
+        # The caller's own scope, as GetTask reads it: another principal's task is not found.
+        context = DefaultServerCallContextBuilder().build(request)
+        try:
+            if await tasks.get(task_id, context) is None:
+                return not_found
+            with refusing(tasks.health):
+                journal = await tasks.steps.journal(task_id)
+        except StoreUnavailable:
+            return JSONResponse(
+                {"error": "the task store is unavailable; try again"}, status_code=503, headers=headers
+            )
+        return JSONResponse(
+            {
+                "taskId": task_id,
+                "steps": [
+                    {
+                        "turn": turn_of_artifact(task_id, entry.turn),
+                        "seq": entry.seq,
+                        "name": entry.name,
+                        "recordedAt": entry.recorded_at.isoformat().replace("+00:00", "Z"),
+                        # None: recorded before the journal kept who recorded and replayed.
+                        "attempt": entry.attempt,
+                        "replayedBy": list(entry.replayed_by) if entry.replayed_by is not None else None,
+                    }
+                    for entry in journal
+                ],
+            },
+            headers=headers,
+        )
+
     return [
         Route(PATH, redirect, methods=["GET"]),
         Mount(
@@ -83,6 +129,7 @@ def console_routes(services: Services) -> list[BaseRoute]:
             routes=[
                 Route("/", index, methods=["GET"]),
                 Route("/config", config, methods=["GET"]),
+                Route("/tasks/{task_id}/steps", steps, methods=["GET"]),
                 Mount("/static", _ConsoleFiles(directory=STATIC_DIR), name="console-static"),
             ],
         ),
