@@ -1,6 +1,7 @@
 """The three activities. They raise on failure so Temporal's retry policy fires.
 
-The edges of an `llm_call` attempt (may it run, handing it back) are durable/attempt_edges.py.
+The edges of an `llm_call` attempt (may it run, handing it back) are durable/attempt_edges.py,
+the stages' store reads durable/store_reads.py.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from molecule_runtime.durable.attempt_edges import (
     final_result,
     handed_back,
     release_sticky_queue,
+    store_before_handover,
 )
 from molecule_runtime.durable.registry import LiveTaskRegistry
-from molecule_runtime.durable.store_reads import read_while_store_away
+from molecule_runtime.durable.store_reads import read_while_store_away, stored_input
 from molecule_runtime.durable.types import (
     NON_RETRYABLE_TYPE,
     CompleteInput,
@@ -38,12 +40,11 @@ from molecule_runtime.durable.types import (
 from molecule_runtime.execution.attempt import describe_error, run_attempt
 from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, EventsDropped, TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
-from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES, InputNotStored, load_task_input
+from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES
 from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.observability.spans import stage_span
 from molecule_runtime.states import TERMINAL_STATES, outcome_of, state_of
-from molecule_runtime.store import ObservedTaskStore
 from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ _T = TypeVar("_T")
 
 # Heartbeat interval of an attempt this process asked Temporal to cancel.
 HURRIED_HEARTBEAT = 0.1
-# How long an attempt handed back at shutdown waits for its events to be stored.
-HANDOVER_STORE_WAIT = 3.0
 
 
 class TaskActivities:
@@ -208,8 +207,7 @@ class TaskActivities:
                 )
             # Temporal must not hear "done" before the answer is stored.
             await events.persisted()
-            ended = outcome_of(result.ended) if result.ended is not None else None
-            return LlmCallResult(result.produced, result.question, ended, result.message)
+            return LlmCallResult.of(result)
         except NonRetryableError as exc:
             raise ApplicationError(
                 describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True
@@ -219,14 +217,14 @@ class TaskActivities:
         except asyncio.CancelledError:
             if activity.is_worker_shutdown():
                 # Hand the attempt back: a cancel would end the task canceled.
-                await self._store_before_handover(task.task_id, events)
+                await store_before_handover(self.store, task.task_id, events)
                 raise handed_back(task, "This process shut down during the attempt") from None
             raise
         except ApplicationError:
             raise
         except EventsDropped as exc:
             # The client stream was closed at shutdown: a routine hand-over.
-            await self._store_before_handover(task.task_id, events)
+            await store_before_handover(self.store, task.task_id, events)
             raise handed_back(task, f"Its client stream closed at shutdown ({exc})") from None
         except Exception as exc:
             log.warning("task %s: attempt %d failed: %s", task.task_id, task.attempt, describe_error(exc))
@@ -237,47 +235,10 @@ class TaskActivities:
 
     async def _stored_input(self, ref: TaskRef, events: TaskEvents, delivery: Delivery) -> TaskInput:
         """The adapter's input, rebuilt from the task store as the request path built it."""
-        try:
-            if delivery == Delivery.LIVE:
-                # The request that accepted the message may still be storing it.
-                await events.persisted()
-            return await self._from_store(
-                functools.partial(
-                    load_task_input, self.store, ref.task_id, ref.message_id, self.history_bytes
-                )
-            )
-        except InputNotStored as exc:
-            # Not stored yet (another process is still writing it): retried.
-            raise ApplicationError(str(exc), type=type(exc).__name__) from exc
-
-    async def _store_before_handover(self, task_id: str, events: TaskEvents) -> None:
-        """Store what this attempt wrote before Temporal hears it ended, within a bound.
-
-        The next attempt (on another replica) reads the stored answer to
-        continue it; a commit of this one landing after that read would be
-        continued twice. (That attempt's first write also fences later
-        commits of this one off: execution/attempt.py.) Awaited in a task of
-        its own: this one is being cancelled, and a timeout in it would turn
-        into a CancelledError instead of the hand-back.
-        """
-
-        async def stored() -> None:
-            with contextlib.suppress(EventsDropped):
-                await events.persisted()  # the client's queue handed to the store
-            if isinstance(self.store, ObservedTaskStore):
-                await self.store.wait_stored(task_id)
-
-        storing = asyncio.get_running_loop().create_task(stored())
-        done, _ = await asyncio.wait({storing}, timeout=HANDOVER_STORE_WAIT)
-        if not done:
-            storing.cancel()
-            log.warning(
-                "task %s: its last events were not stored within %.0f s of the hand-back",
-                task_id,
-                HANDOVER_STORE_WAIT,
-            )
-        elif storing.exception() is not None:
-            log.warning("task %s: storing its last events failed: %r", task_id, storing.exception())
+        if delivery == Delivery.LIVE:
+            # The request that accepted the message may still be storing it.
+            await events.persisted()
+        return await stored_input(self.store, ref, self.history_bytes, self.heartbeat_interval)
 
     async def _take_over(self, task_id: str) -> None:
         """Cancel and await an earlier attempt of this task still running here."""

@@ -1,12 +1,15 @@
 """The edges of an `llm_call` attempt: whether it may run at all (the task
 already has a final state), the usage earlier attempts left, handing the task
-back at shutdown, and letting any worker take the workflow's next task."""
+back at shutdown (its events stored first), and letting any worker take the
+workflow's next task."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
+from a2a.server.cluster import VersionedTaskStore
 from a2a.types.a2a_pb2 import Task
 from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
@@ -15,13 +18,17 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.durable.types import WORKER_SHUTDOWN_TYPE, LlmCallResult
-from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.execution.events import EventsDropped, TaskEvents
 from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.states import TERMINAL_STATES, outcome_of
+from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.vocabulary import Meta, Outcome
 
 # Logged under the activities' name, as operators know it.
 log = logging.getLogger("molecule_runtime.durable.activities")
+
+# How long an attempt handed back at shutdown waits for its events to be stored.
+HANDOVER_STORE_WAIT = 3.0
 
 
 async def release_sticky_queue(info: activity.Info) -> None:
@@ -58,6 +65,36 @@ def handed_back(task: TaskInput, why: str) -> ApplicationError:
         type=WORKER_SHUTDOWN_TYPE,
         category=ApplicationErrorCategory.BENIGN,
     )
+
+
+async def store_before_handover(store: VersionedTaskStore, task_id: str, events: TaskEvents) -> None:
+    """Store what this attempt wrote before Temporal hears it ended, within a bound.
+
+    The next attempt (on another replica) reads the stored answer to
+    continue it; a commit of this one landing after that read would be
+    continued twice. (That attempt's first write also fences later
+    commits of this one off: execution/attempt.py.) Awaited in a task of
+    its own: this one is being cancelled, and a timeout in it would turn
+    into a CancelledError instead of the hand-back.
+    """
+
+    async def stored() -> None:
+        with contextlib.suppress(EventsDropped):
+            await events.persisted()  # the client's queue handed to the store
+        if isinstance(store, ObservedTaskStore):
+            await store.wait_stored(task_id)
+
+    storing = asyncio.get_running_loop().create_task(stored())
+    done, _ = await asyncio.wait({storing}, timeout=HANDOVER_STORE_WAIT)
+    if not done:
+        storing.cancel()
+        log.warning(
+            "task %s: its last events were not stored within %.0f s of the hand-back",
+            task_id,
+            HANDOVER_STORE_WAIT,
+        )
+    elif storing.exception() is not None:
+        log.warning("task %s: storing its last events failed: %r", task_id, storing.exception())
 
 
 def final_result(current: Task | None) -> LlmCallResult | None:
