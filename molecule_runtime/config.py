@@ -24,10 +24,6 @@ from molecule_runtime.config_checks import (
 )
 from molecule_runtime.vocabulary import ConcurrentMessages
 
-# redact_url lives in config_checks.py; still importable from here only while
-# store/factory.py names it so.
-__all__ = ["Settings", "redact_url"]
-
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_FILE_BYTES",
-    "TERMINAL_STATES",
     "FileTooLarge",
     "TaskEvents",
     "TaskStopped",

@@ -10,9 +10,11 @@ from a2a.server.cluster import ConcurrentTaskModificationError, VersionedTaskSto
 from a2a.server.tasks.task_manager import TaskManager
 from a2a.types.a2a_pb2 import Task, TaskState
 
-from molecule_runtime.execution.events import TERMINAL_STATES, TaskEvents, TaskStopped
+from molecule_runtime.execution.events import TaskEvents, TaskStopped
+from molecule_runtime.states import TERMINAL_STATES
 from molecule_runtime.store import ObservedTaskStore
-from molecule_runtime.store.health import is_transient, until_stored
+from molecule_runtime.store.failures import is_transient
+from molecule_runtime.store.health import until_stored
 from molecule_runtime.store.owners import runtime_context
 
 

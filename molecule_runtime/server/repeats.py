@@ -13,7 +13,7 @@ from a2a.types.a2a_pb2 import Message, SendMessageRequest, Task
 
 from molecule_runtime.server.submission import SubmissionRules
 from molecule_runtime.states import INTERRUPTED_STATES, TERMINAL_STATES
-from molecule_runtime.store.message_ids import MessageClaim, now_utc
+from molecule_runtime.store.claims_table import MessageClaim, now_utc
 from molecule_runtime.store.owners import acting_for
 
 # A Message reply is not stored until the adapter is done. A claim of another

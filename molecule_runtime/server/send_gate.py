@@ -24,7 +24,7 @@ from molecule_runtime.server.repeats import Repeats, StaleClaim
 from molecule_runtime.server.submission import Submission, SubmissionRules
 from molecule_runtime.states import is_interrupted, is_terminal
 from molecule_runtime.store import ObservedTaskStore
-from molecule_runtime.store.message_ids import MessageClaim
+from molecule_runtime.store.claims_table import MessageClaim
 
 _Answer = TypeVar("_Answer")
 

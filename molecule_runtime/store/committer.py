@@ -19,13 +19,8 @@ from a2a.server.cluster import ConcurrentTaskModificationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from molecule_runtime.store.health import (
-    RETRY_MAX,
-    RETRY_MIN,
-    StoreHealth,
-    is_transient,
-    until_stored,
-)
+from molecule_runtime.store.failures import is_transient
+from molecule_runtime.store.health import RETRY_MAX, RETRY_MIN, StoreHealth, until_stored
 from molecule_runtime.store.pending import PendingTask, TaskNotStored
 from molecule_runtime.store.task_writes import (
     BatchConflict,

@@ -18,17 +18,18 @@ from a2a.server.tasks import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from molecule_runtime.config import Settings, redact_url
+from molecule_runtime.config import Settings
+from molecule_runtime.config_checks import redact_url
 from molecule_runtime.store.engines import (
-    StoreConfigError,
     create_probe,
     engine_for,
     schema_lock,
     write_probe,
 )
 from molecule_runtime.store.event_log import LiveEventOffsets, TaskEventLog
+from molecule_runtime.store.failures import StoreUnavailable, is_transient, reason_of
 from molecule_runtime.store.group_commit import GroupCommitTaskStore
-from molecule_runtime.store.health import StoreHealth, StoreUnavailable, is_transient, reason_of
+from molecule_runtime.store.health import StoreHealth
 from molecule_runtime.store.message_ids import MessageIds
 from molecule_runtime.store.observed import ObservedTaskStore
 from molecule_runtime.store.owners import TaskOwners
@@ -38,9 +39,6 @@ from molecule_runtime.store.retention import (
     prune_periodically,
 )
 from molecule_runtime.store.steps import DEFAULT_STEP_MAX_BYTES, StepStore
-
-# StoreConfigError is kept importable from here (store/__init__.py names it so).
-__all__ = ["StoreConfigError", "Stores", "open_configured_stores", "open_stores"]
 
 # How often the shared reader of a followed task polls the event log for
 # writes made by other processes (writes made here wake it at once).

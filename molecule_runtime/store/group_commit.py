@@ -48,13 +48,10 @@ from a2a.utils.proto_utils import to_stream_response
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.sdk_seam import version_number
-from molecule_runtime.store.committer import FLUSH_INTERVAL, Committer
+from molecule_runtime.store.committer import Committer
 from molecule_runtime.store.health import StoreHealth
-from molecule_runtime.store.pending import PendingTask, TaskNotStored
+from molecule_runtime.store.pending import PendingTask
 from molecule_runtime.store.task_writes import MAX_UNSTORED
-
-# Kept importable from here: callers and tests name them so.
-__all__ = ["FLUSH_INTERVAL", "IDLE_FORGET", "NEW_ID_TTL", "GroupCommitTaskStore", "TaskNotStored"]
 
 # Clean tasks not written for this long are forgotten (a later write is a takeover).
 IDLE_FORGET = 600.0

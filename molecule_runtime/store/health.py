@@ -22,26 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from molecule_runtime.refusals import RetryLater
-from molecule_runtime.store.failures import (
-    StoreUnavailable,
-    is_transient,
-    reason_of,
-)
-
-# StoreUnavailable, is_transient and reason_of live in failures.py; still importable
-# from here only while store/factory.py, store/committer.py and execution/headless.py
-# name them so.
-__all__ = [
-    "REFUSAL_HOOKS",
-    "RETRY_MAX",
-    "RETRY_MIN",
-    "StoreHealth",
-    "StoreUnavailable",
-    "is_transient",
-    "reason_of",
-    "refusing",
-    "until_stored",
-]
+from molecule_runtime.store.failures import StoreUnavailable, is_transient, reason_of
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

@@ -40,10 +40,6 @@ from molecule_runtime.store.claims_table import (
 )
 from molecule_runtime.store.health import StoreHealth, refusing, until_stored
 
-# MessageClaim and now_utc live in claims_table.py; still importable from here only
-# while server/repeats.py and server/send_gate.py name them so.
-__all__ = ["MessageClaim", "MessageIds", "now_utc"]
-
 _TASKS = TaskModel.__table__
 # How long a send waits for its claim while the store refuses writes; then it
 # is refused (503, send it again), while the claim is still written.
