@@ -24,6 +24,7 @@ from tests.support.browser import (
     send,
     wait_state,
 )
+from tests.support.sse import message_json
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REPORT_ADAPTER = Path(__file__).resolve().parents[1] / "adapters" / "report" / "adapter.py"
@@ -162,6 +163,83 @@ def test_answers_an_input_required_question(server_factory, page, tmp_path: Path
             return rows.length === 1 && rows[0].querySelector('[data-state=completed]');
         }"""
     )
+
+
+def jsonrpc(url: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    reply = httpx.post(
+        url + "/",
+        headers={"A2A-Version": "1.0"},
+        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+        timeout=30,
+    )
+    body = reply.json()
+    assert "result" in body, body
+    return body["result"]
+
+
+@needs_browser
+def test_a_question_asked_after_the_console_subscribed_can_be_answered(
+    server_factory, page, tmp_path: Path
+) -> None:
+    # SubscribeToTask stays open across questions: the console, following a
+    # running task after a reload, stops at its current question (not at an
+    # earlier turn's, which the replay passes) so that the user can answer.
+    server = server_factory(
+        {
+            "ADAPTER_MODULE": str(FIXTURES / "turns_adapter.py"),
+            "ADAPTER_OPTIONS": json.dumps({"record_dir": str(tmp_path / "runs")}),
+        }
+    )
+    first = jsonrpc(
+        server.url,
+        "SendMessage",
+        {"message": message_json("first", metadata={"chunks": 1, "ask": "Which colour?"})},
+    )["task"]
+    assert first["status"]["state"] == "TASK_STATE_INPUT_REQUIRED", first
+    task_id, context_id = first["id"], first["contextId"]
+    # The answer starts a slow second turn that ends with another question.
+    jsonrpc(
+        server.url,
+        "SendMessage",
+        {
+            "message": message_json(
+                "red", task_id=task_id, context_id=context_id,
+                metadata={"chunks": 6, "delay": 0.5, "ask": "Which size?"},
+            ),
+            "configuration": {"returnImmediately": True},
+        },
+    )
+    open_console(page, server.url)
+    page.evaluate("id => sessionStorage.setItem('molecule-console-context', id)", context_id)
+    page.reload()
+    page.wait_for_selector("#app:not([hidden])")
+    # Followed live: the second turn's chunks arrive while it works.
+    page.wait_for_function(
+        """() => {
+            const all = document.querySelectorAll('[data-testid=agent-message]');
+            const last = all[all.length - 1];
+            return last && last.dataset.state === 'working'
+                && last.querySelector('[data-testid=answer-text]').textContent.includes('red-0');
+        }""",
+        timeout=15_000,
+    )
+    assert page.is_disabled("[data-testid=send]")
+    wait_state(page, "input-required")
+    answer = last_answer(page)
+    assert answer.get_attribute("data-task-id") == task_id
+    # The current question only: the earlier one shows in the restored turn above.
+    assert answer.locator("[data-testid=question]").all_text_contents() == ["Which size?"]
+    # And this turn's answer only: the replay's first-turn chunks are the restored turn's.
+    assert answer.locator("[data-testid=answer-text]").text_content() == " ".join(f"red-{i}" for i in range(6)) + " "
+    page.wait_for_selector("[data-testid=send]:not([disabled])", timeout=10_000)
+    assert page.is_disabled("[data-testid=cancel]")
+    assert page.get_attribute("[data-testid=prompt]", "placeholder") == "Answer the agent's question"
+    page.screenshot(path=str(tmp_path / "question-after-subscribe.png"))
+    # The answer goes to the task that asked, in a turn of its own.
+    send(page, "large")
+    wait_state(page, "completed")
+    assert last_answer(page).get_attribute("data-task-id") == task_id
+    assert last_answer(page).locator("[data-testid=answer-text]").text_content() == "large-0 large-1 "
 
 
 @needs_browser

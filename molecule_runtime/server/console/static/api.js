@@ -114,26 +114,32 @@ export async function* rpcStream(method, params, { signal, lastEventId } = {}) {
   const reader = reply.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
-  for (;;) {
-    let chunk;
-    try {
-      chunk = await reader.read();
-    } catch (error) {
-      if (error.name !== "AbortError" && isNetworkError(error)) streamBroke();
-      throw error;
+  try {
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        if (error.name !== "AbortError" && isNetworkError(error)) streamBroke();
+        throw error;
+      }
+      const { value, done } = chunk;
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
+        const event = parseEvent(block);
+        if (event === null) continue;
+        if (event.payload.error) throw new RpcError(event.payload.error);
+        yield { id: event.id, result: event.payload.result };
+      }
     }
-    const { value, done } = chunk;
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.search(/\r?\n\r?\n/)) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut).replace(/^\r?\n\r?\n/, "");
-      const event = parseEvent(block);
-      if (event === null) continue;
-      if (event.payload.error) throw new RpcError(event.payload.error);
-      yield { id: event.id, result: event.payload.result };
-    }
+  } finally {
+    // A reader that stops early (leaves its for-await) closes the connection:
+    // a subscription would otherwise stay open on the server.
+    reader.cancel().catch(() => {});
   }
 }
 

@@ -4,6 +4,8 @@
 // After a reload the conversation is rebuilt from the task store (or a new one
 // starts, saying so); if the server goes away mid-answer the answer says so and
 // picks the task up again, from the last event seen, once the server is back.
+// A SubscribeToTask stream stays open across questions until the task ends, so
+// a followed task's current question closes it here, for the user to answer.
 
 import { connection, get, isNetworkError, newId, rpc, rpcStream, serverOffline } from "./api.js";
 import {
@@ -110,9 +112,13 @@ export class Chat {
     } else if (!TERMINAL.has(state)) {
       // Still running: follow it live, its answer rebuilt from the event log.
       const bubble = AnswerBubble.last(this.messages) || new AnswerBubble(this.messages);
+      // The replay also passes earlier turns' chunks: shown above already.
+      bubble.turn = (last.history || []).filter((m) => m.role === "ROLE_USER").length || null;
       this.runningTaskId = last.id;
       this.sendButton.disabled = true;
-      await this.run(generation, bubble, () => rpcStream("SubscribeToTask", { id: last.id }, { lastEventId: 0 }));
+      await this.run(
+        generation, bubble, () => rpcStream("SubscribeToTask", { id: last.id }, { lastEventId: 0 }), true,
+      );
     }
   }
 
@@ -134,15 +140,17 @@ export class Chat {
 
   // Follows one task's stream into `bubble` until the task ends or waits for
   // input; when the server goes away first, waits for it and follows the task
-  // again from the last event seen.
-  async run(generation, bubble, open) {
+  // again from the last event seen. `subscribed`: `open` subscribes to the task
+  // (SubscribeToTask) rather than sending to it.
+  async run(generation, bubble, open, subscribed = false) {
     const seen = { state: null, lastId: null };
     let stream = open();
+    let subscription = subscribed;
     try {
       for (;;) {
         let broken = null;
         try {
-          await this.follow(stream, bubble, seen, generation);
+          await this.follow(stream, bubble, seen, generation, subscription);
         } catch (error) {
           if (error.name === "Unauthorized") {
             this.onUnauthorized();
@@ -172,6 +180,7 @@ export class Chat {
         if (generation !== this.generation) return;
         bubble.back(since, new Date());
         stream = rpcStream("SubscribeToTask", { id: this.runningTaskId }, { lastEventId: seen.lastId ?? 0 });
+        subscription = true;
       }
     } finally {
       if (generation === this.generation) {
@@ -184,10 +193,22 @@ export class Chat {
     }
   }
 
-  async follow(stream, bubble, seen, generation) {
+  // Reads `stream` until it ends; a subscription (which stays open across
+  // questions) is left at the task's current question: leaving the loop closes it.
+  async follow(stream, bubble, seen, generation, subscription) {
     for await (const { id, result } of stream) {
       if (generation !== this.generation) return;
       if (id !== null && id !== undefined) seen.lastId = id;
+      const state = result.task ? result.task.status?.state : result.statusUpdate?.status?.state;
+      const current = subscription && WAITING.has(state) ? await this.currentQuestion(result) : null;
+      if (generation !== this.generation) return;
+      if (current === false && result.statusUpdate) {
+        // An earlier turn's question, passed by a replay: answered since (the
+        // restored conversation shows it), so not asked again here.
+        this.track(result.statusUpdate.taskId, result.statusUpdate.contextId);
+        seen.state = state;
+        continue;
+      }
       if (result.task) {
         this.track(result.task.id, result.task.contextId);
         seen.state = result.task.status?.state;
@@ -198,7 +219,8 @@ export class Chat {
         seen.state = update.status?.state;
         bubble.status(update);
       } else if (result.artifactUpdate) {
-        bubble.chunk(result.artifactUpdate);
+        const turn = turnOf(result.artifactUpdate.taskId, result.artifactUpdate.artifact?.artifactId);
+        if (!(bubble.turn && turn !== null && turn < bubble.turn)) bubble.chunk(result.artifactUpdate);
       } else if (result.message) {
         seen.state = "TASK_STATE_COMPLETED"; // a reply message ends the exchange
         bubble.reply(result.message);
@@ -206,7 +228,37 @@ export class Chat {
       if (seen.state !== null) {
         this.cancelButton.disabled = TERMINAL.has(seen.state) || WAITING.has(seen.state);
       }
+      if (current) return;
     }
+  }
+
+  // Whether a question seen on a subscription is the task's question now: a
+  // replay (Last-Event-ID) also passes the questions of earlier turns, which
+  // were answered since. The stored task tells: still waiting, on the same
+  // question (its message, else its status time). null: not known (the
+  // question shows, the stream is read on).
+  async currentQuestion(result) {
+    const status = (result.task || result.statusUpdate).status || {};
+    const history = result.task?.history || [];
+    // The task as stored when an answer came in: the question moved to its
+    // history, the answer after it.
+    if (result.task && !status.message && history.length && history[history.length - 1].role === "ROLE_USER") {
+      return false;
+    }
+    let task;
+    try {
+      const id = result.task ? result.task.id : result.statusUpdate.taskId;
+      task = await rpc("GetTask", { id, historyLength: 1 });
+    } catch {
+      return null;
+    }
+    const stored = task.status || {};
+    if (!WAITING.has(stored.state)) return false;
+    const asked = status.message?.messageId;
+    if (asked && stored.message?.messageId) return asked === stored.message.messageId;
+    const now = stored.timestamp || "";
+    const then = status.timestamp || "";
+    return now === then || !(Date.parse(now) >= Date.parse(then));
   }
 
   track(taskId, contextId) {
@@ -310,6 +362,7 @@ class AnswerBubble {
 
   constructor(parent, { restored = false } = {}) {
     this.parent = parent;
+    this.turn = null; // the task turn it shows, when known
     this.artifacts = new Map(); // artifactId -> {name, parts}
     this.text = el("div", { class: "answer-text", dataTestid: "answer-text" });
     this.extras = el("div", { class: "answer-extras", dataTestid: "answer-artifacts" });
