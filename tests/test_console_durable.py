@@ -1,5 +1,6 @@
 """The console in durable mode, in a real headless Chromium: a retry in the chat and the
-timeline, the link to the workflow in the Temporal UI, the embedded Temporal UI."""
+timeline, a task's durable steps in the timeline (recorded by one attempt, replayed by the
+next), the link to the workflow in the Temporal UI, the embedded Temporal UI."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tests.support.browser import (
     send,
     wait_state,
 )
+from tests.support.durable import own_temporal
+from tests.support.sse import message_json
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 pytestmark = pytest.mark.temporal
@@ -101,3 +104,80 @@ def test_durable_retry_in_the_timeline(temporal_server, server_factory, page, tm
     href = page.locator("[data-testid=temporal-link]").get_attribute("href") or ""
     assert href == f"http://127.0.0.1:8233/namespaces/default/workflows/molecule%3Aws-{queue}%3A{task_id}"
     page.screenshot(path=str(tmp_path / "retry-timeline.png"), full_page=True)
+
+
+def test_steps_recorded_then_replayed_after_a_crash_in_the_timeline(
+    temporal_server, server_factory, page, tmp_path: Path
+) -> None:
+    effects = tmp_path / "effects.txt"
+    env = {
+        **own_temporal(temporal_server.address),
+        "ADAPTER_MODULE": str(FIXTURES / "steps_adapter.py"),
+        "TEMPORAL_HEARTBEAT_TIMEOUT": "2",
+        "TEMPORAL_RETRY_INITIAL_INTERVAL": "0.2",
+        "TEMPORAL_SCHEDULE_TO_START_TIMEOUT": "3",
+        "MOLECULE_SHUTDOWN_GRACE": "1",
+    }
+    server = server_factory(env, workdir=tmp_path / "a")
+    sent = httpx.post(
+        server.url + "/",
+        headers={"A2A-Version": "1.0"},
+        json={
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "SendMessage",
+            "params": {
+                "message": message_json("go", metadata={"steps": 6, "delay": 0.4, "effects": str(effects)}),
+                "configuration": {"returnImmediately": True},
+            },
+        },
+        timeout=30,
+    ).json()
+    task_id = sent["result"]["task"]["id"]
+    steps_url = f"{server.url}/console/tasks/{task_id}/steps"
+    deadline = time.monotonic() + 60
+    while len(httpx.get(steps_url, timeout=10).json()["steps"]) < 3:
+        assert time.monotonic() < deadline, "the steps did not run"
+        time.sleep(0.05)
+    server.kill()  # attempt 1 dies after its third step; Temporal retries it after the restart
+    restarted = server_factory(env, workdir=tmp_path / "a", port=server.port)
+    deadline = time.monotonic() + 90
+    while True:
+        task = httpx.post(
+            restarted.url + "/",
+            headers={"A2A-Version": "1.0"},
+            json={"jsonrpc": "2.0", "id": 2, "method": "GetTask", "params": {"id": task_id}},
+            timeout=10,
+        ).json()["result"]
+        if task["status"]["state"] == "TASK_STATE_COMPLETED":
+            break
+        assert task["status"]["state"] in ("TASK_STATE_SUBMITTED", "TASK_STATE_WORKING"), task["status"]
+        assert time.monotonic() < deadline, "the task did not finish after the restart"
+        time.sleep(0.2)
+    # Each side effect happened once: the retry replayed what attempt 1 recorded.
+    assert effects.read_text().splitlines() == [f"{task_id} step {i}" for i in range(6)]
+
+    open_console(page, restarted.url)
+    page.locator(f"[data-testid=task-row][data-task-id='{task_id}']").click()
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=step-row]').length === 6"
+        " && document.querySelector('[data-testid=step-row]').dataset.replayedBy !== ''"
+    )
+    rows = page.locator("[data-testid=step-row]")
+    recorded_by = [rows.nth(i).get_attribute("data-attempt") for i in range(6)]
+    replayed_by = [rows.nth(i).get_attribute("data-replayed-by") for i in range(6)]
+    final = recorded_by[-1]
+    assert final is not None and int(final) >= 2, recorded_by
+    # Steps 0-2 were recorded by attempt 1, before the kill, and replayed by the
+    # attempt that finished the task; the last ones it recorded itself, replayed by none.
+    assert recorded_by[:3] == ["1", "1", "1"], recorded_by
+    assert all(final in (r or "").split(",") for r in replayed_by[:3]), replayed_by
+    assert replayed_by[-1] == "", replayed_by
+    # Recorded by attempt 1 means replayed (the retry ran every step again), and the reverse.
+    for by, replays in zip(recorded_by, replayed_by, strict=True):
+        assert (by == "1") == bool(replays), (recorded_by, replayed_by)
+    first = rows.nth(0).locator("td").all_text_contents()
+    assert first[:3] == ["1", "0", "effect"] and first[4] == "attempt 1", first
+    assert first[5].startswith("by attempt ") and final in first[5], first
+    assert rows.nth(5).locator("td").all_text_contents()[4:] == [f"attempt {final}", "no"]
+    page.screenshot(path=str(tmp_path / "steps-timeline.png"), full_page=True)

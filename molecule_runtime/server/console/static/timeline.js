@@ -1,8 +1,9 @@
 // One task's timeline: SubscribeToTask with `Last-Event-ID: 0` replays its
 // logged events (each with its offset), then follows it live until it ends.
-// GetTask gives the stored result: artifacts, usage per attempt.
+// GetTask gives the stored result: artifacts, usage per attempt; the console's
+// steps route the task's durable steps (which attempt recorded each, which replayed it).
 
-import { isNetworkError, rpc, rpcStream } from "./api.js";
+import { get, isNetworkError, rpc, rpcStream } from "./api.js";
 import {
   META, TERMINAL, el, isEmptyChunk, partNodes, partsText, stateBadge, stateName, usageOf, usageText,
 } from "./format.js";
@@ -96,6 +97,49 @@ export class Timeline {
     );
     if (!TERMINAL.has(task.status?.state)) artifacts.dataset.live = "true";
     else delete artifacts.dataset.live;
+    await this.steps(taskId);
+  }
+
+  async steps(taskId) {
+    const box = document.getElementById("timeline-steps");
+    let body;
+    try {
+      const reply = await get(`console/tasks/${encodeURIComponent(taskId)}/steps`);
+      if (!reply.ok) throw new Error(`HTTP ${reply.status}`);
+      body = await reply.json();
+    } catch (error) {
+      if (error.name === "Unauthorized") {
+        this.onUnauthorized();
+        return;
+      }
+      if (this.taskId === taskId) {
+        box.replaceChildren(el("p", { class: "muted small", text: `Steps not read: ${error.message}` }));
+      }
+      return;
+    }
+    if (this.taskId !== taskId) return;
+    const steps = body.steps || [];
+    if (!steps.length) {
+      box.replaceChildren(el("p", { class: "muted small", text: "No durable steps recorded." }));
+      return;
+    }
+    const rows = steps.map((s) => el(
+      "tr", {
+        dataTestid: "step-row",
+        dataAttempt: s.attempt ?? "",
+        dataReplayedBy: s.replayedBy ? s.replayedBy.join(",") : "",
+      },
+      el("td", { text: String(s.turn) }), el("td", { text: String(s.seq) }),
+      el("td", { text: s.name }),
+      el("td", { text: time(s.recordedAt), title: s.recordedAt }),
+      el("td", { text: s.attempt === null ? "not known" : `attempt ${s.attempt}` }),
+      el("td", { class: "replays", text: replays(s) }),
+    ));
+    box.replaceChildren(
+      el("table", { class: "steps-table" },
+        el("thead", {}, el("tr", {}, ...["turn", "#", "step", "recorded", "by", "replayed"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, ...rows)),
+    );
   }
 
   temporalLink(task, meta) {
@@ -162,6 +206,14 @@ export class Timeline {
     }
     return row;
   }
+}
+
+// Who replayed a step: later attempts that got its result back without running it.
+function replays(step) {
+  // Recorded before the journal noted attempts: its replays were not kept either.
+  if (!step.replayedBy) return "not known";
+  if (!step.replayedBy.length) return "no";
+  return `by attempt ${step.replayedBy.join(", ")}`;
 }
 
 function time(timestamp) {
