@@ -17,7 +17,6 @@ import functools
 import logging
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 
 import httpx
 from a2a.server.tasks import (
@@ -35,15 +34,8 @@ from molecule_runtime.store.health import until_stored
 
 log = logging.getLogger(__name__)
 
-UrlValidator = Callable[[str], Awaitable[bool]]
-
 # Tasks whose last pushed status is remembered (to skip writes that did not change it).
 _REMEMBERED_TASKS = 10_000
-
-
-def url_validator(allow_private: bool) -> UrlValidator:
-    """The webhook URL policy (push_policy.py) as the SDK's `push_url_validator`."""
-    return WebhookPolicy(allow_private=allow_private).validate
 
 
 class PushNotifier(PushNotificationSender):

@@ -22,7 +22,7 @@ from a2a.types.a2a_pb2 import (
     TaskState,
 )
 
-from molecule_runtime.push import url_validator
+from molecule_runtime.push_policy import WebhookPolicy
 from tests.support.a2a import make_client, user_message, wait_terminal
 from tests.support.durable import durable_env, scripted_message
 from tests.support.sse import A2A, TERMINAL, sse_events, state_of
@@ -161,9 +161,9 @@ async def test_failing_webhook_is_retried_until_delivered(server_factory, receiv
     ],
 )
 async def test_private_webhook_urls_are_refused_by_default(url: str) -> None:
-    assert not await url_validator(allow_private=False)(url)
+    assert not await WebhookPolicy(allow_private=False).validate(url)
     if url.startswith("http"):
-        assert await url_validator(allow_private=True)(url)
+        assert await WebhookPolicy(allow_private=True).validate(url)
 
 
 async def test_private_webhook_is_refused_by_the_server(server_factory, receiver: Receiver) -> None:

@@ -107,10 +107,6 @@ class ArtifactWriter:
             self._targets[artifact_id] = target
         return target
 
-    @property
-    def answer_started(self) -> bool:
-        return self.answer.started
-
     async def text(self, text: str, artifact: Artifact | None = None) -> int:
         """Stream a text chunk into its artifact; its length."""
         target = self.answer if artifact is None else self.target(artifact)

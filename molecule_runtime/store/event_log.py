@@ -130,14 +130,6 @@ class TaskEventLog(DatabaseTaskEventStream):
         if feed is not None:
             feed.written.set()
 
-    @property
-    def followers(self) -> int:
-        return sum(len(feed.followers) for feed in self._feeds.values())
-
-    @property
-    def readers(self) -> int:
-        return len(self._feeds)
-
     async def read_after(self, task_id: str, after: int) -> list[tuple[int, Event]]:
         """The logged events of `task_id` with a version above `after`, in order.
 
