@@ -15,7 +15,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from molecule_runtime.config_checks import (
-    check_together,
+    check_jwt,
+    check_push_key,
     default_max_running_tasks,
     empty_secret_is_unset,
     log_level,
@@ -228,7 +229,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_together(self) -> Settings:
-        check_together(self)
+        check_jwt(bool(self.jwt_jwks_url or self.jwt_key_file), self.jwt_issuer, self.jwt_audience)
+        check_push_key(self.push_encrypt, self.push_encryption_key)
         return self
 
     @field_validator("log_level")

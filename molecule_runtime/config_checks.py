@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from molecule_runtime.config import Settings
+from pydantic import SecretStr
 
 RUNNING_TASKS_PER_CPU = 256
 
@@ -51,34 +50,37 @@ def empty_secret_is_unset(value: Any) -> Any:
     return value
 
 
-def check_together(settings: Settings) -> None:
-    """Settings that only work together (raises ValueError naming them, never a value)."""
+# Settings that only work together: each check raises ValueError naming them, never a value.
+
+
+def check_jwt(has_key: bool, issuer: str | None, audience: str | None) -> None:
+    """JWT: a key (MOLECULE_JWT_JWKS_URL or MOLECULE_JWT_KEY_FILE) with issuer and audience."""
     # A key without issuer and audience would accept any token the
     # provider signs, for any application: refuse to start instead.
-    if (settings.jwt_jwks_url or settings.jwt_key_file) and not (
-        settings.jwt_issuer and settings.jwt_audience
-    ):
+    if has_key and not (issuer and audience):
         raise ValueError(
             "JWT bearer tokens need MOLECULE_JWT_ISSUER and MOLECULE_JWT_AUDIENCE "
             "(set with MOLECULE_JWT_JWKS_URL or MOLECULE_JWT_KEY_FILE)"
         )
-    if (settings.jwt_issuer or settings.jwt_audience) and not (
-        settings.jwt_jwks_url or settings.jwt_key_file
-    ):
+    if (issuer or audience) and not has_key:
         raise ValueError(
             "MOLECULE_JWT_ISSUER / MOLECULE_JWT_AUDIENCE need a key: "
             "MOLECULE_JWT_JWKS_URL or MOLECULE_JWT_KEY_FILE"
         )
-    if settings.push_encrypt and settings.push_encryption_key is None:
+
+
+def check_push_key(encrypt: bool, key: SecretStr | None) -> None:
+    """Push encryption: MOLECULE_PUSH_ENCRYPT needs a key, and a key must be a Fernet key."""
+    if encrypt and key is None:
         raise ValueError(
             "MOLECULE_PUSH_ENCRYPT=true needs MOLECULE_PUSH_ENCRYPTION_KEY (a Fernet key: "
             'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())")'
         )
-    if settings.push_encryption_key is not None:
+    if key is not None:
         from cryptography.fernet import Fernet
 
         try:
-            Fernet(settings.push_encryption_key.get_secret_value().encode())
+            Fernet(key.get_secret_value().encode())
         except ValueError:
             # The message names the setting, never the value.
             raise ValueError(
