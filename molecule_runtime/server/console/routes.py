@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from molecule_runtime.durable.types import workflow_id
 from molecule_runtime.execution.usage import turn_of_artifact
 from molecule_runtime.services import Services
-from molecule_runtime.store.health import StoreUnavailable, refusing
+from molecule_runtime.store.failures import StoreUnavailable
+from molecule_runtime.store.health import refusing
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PATH = "/console"
