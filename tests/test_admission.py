@@ -554,7 +554,7 @@ async def test_slots_are_granted_in_arrival_order_and_the_line_is_bounded() -> N
     tickets = [admission.admit(c) for c in contexts]
     with pytest.raises(ServerBusyError):
         admission.admit(ServerCallContext())
-    claimed = [claim(c) for c in contexts]
+    claimed = [claim(t) for t in tickets]
     assert claimed == tickets
     assert tickets[0].try_start() and not tickets[1].try_start()
     order: list[int] = []
@@ -588,7 +588,7 @@ async def test_a_held_follow_up_counts_for_its_principal_but_takes_no_place_in_l
     hold: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     context = ServerCallContext()
     held = admission.admit(context, hold)
-    claim(context)
+    claim(held)
     assert admission.queued == 0
     # Another client still finds the place in line; the principal's count includes it.
     other = admission.admit(ServerCallContext())
@@ -618,7 +618,7 @@ async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     assert holder.try_start()
     context = ServerCallContext()
     waiting = admission.admit(context)
-    claim(context)
+    claim(waiting)
     waiter = asyncio.create_task(waiting.start())
     await asyncio.sleep(0)
     waiter.cancel()
@@ -638,7 +638,7 @@ async def test_handler_gives_back_an_unclaimed_ticket_and_a_late_claim_is_not_re
     assert admission.queued == 0
     other = admission.admit(ServerCallContext())  # the line is full again
     assert other.try_start()
-    late = claim(context)  # the accepted message still runs, past the bound
+    late = claim(ticket)  # the accepted message still runs, past the bound
     assert late is not None and late is not ticket
     assert (admission.running, admission.queued) == (1, 1)
     other.release()

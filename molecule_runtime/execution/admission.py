@@ -14,8 +14,8 @@ It takes two steps because they happen in two places:
 1. `Admission.admit()` in the request handler, before the SDK creates or stores
    anything: the request gets a `Ticket` (a place in line, handed to dispatch
    in the request's `Handoff`) or `ServerBusyError`;
-2. in dispatch (execution/dispatch.py), once the task exists: `claim()` hands
-   the ticket over, `Ticket.try_start()` / `Ticket.start()` take (or wait for)
+2. in dispatch (execution/dispatch.py), once the task exists: `claim()` takes
+   the ticket over from the hand-off, `Ticket.try_start()` / `Ticket.start()` take (or wait for)
    a slot, and `Ticket.release()` frees it when the run ends.
 
 Slots are granted first come, first served. Everything runs on the event
@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from dataclasses import replace
 from enum import Enum
 
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import resolve_user_scope
 
-from molecule_runtime.execution.handoff import Handoff, attach, attached
 from molecule_runtime.observability import metrics
 from molecule_runtime.refusals import RETRY_AFTER_SECONDS, RetryLater
 
@@ -211,7 +209,6 @@ class Admission:
         ticket = self._enter(owner)
         if hold is not None:
             ticket.hold_until(hold)
-        attach(context, replace(attached(context) or Handoff(), ticket=ticket))
         return ticket
 
     def _leave_line(self) -> None:
@@ -269,16 +266,14 @@ class Admission:
         metrics.ADMISSION_QUEUED.set(self.queued)
 
 
-def claim(context: ServerCallContext) -> Ticket | None:
-    """Dispatch takes over the ticket of the request that `context` belongs to.
+def claim(ticket: Ticket | None) -> Ticket | None:
+    """Dispatch takes over the ticket its request was admitted with (the hand-off's).
 
     None when the request was not admitted (no admission control). A ticket the
     handler already gave back (its client left before the task ran, e.g. while
     an earlier message of the same task still ran) is replaced by a new one,
     past the bound: the message was accepted, so it is never refused now.
     """
-    handoff = attached(context)
-    ticket = handoff.ticket if handoff is not None else None
     if ticket is None:
         return None
     if ticket._state is _State.RELEASED:

@@ -95,6 +95,7 @@ class Dispatch:
             await reply_to_request(
                 self.adapter,
                 context,
+                handoff,
                 events,
                 event_queue,
                 inputs=self.inputs,
@@ -110,7 +111,7 @@ class Dispatch:
         # Admission control: the request handler admitted this message; it runs
         # once it holds a running slot, which it keeps until this run ends (not
         # while the task waits for input).
-        ticket = claim(context.call_context) if has_input else None
+        ticket = claim(handoff.ticket) if has_input else None
         try:
             await self._admitted(context, events, route, ticket, has_input)
         finally:

@@ -4,7 +4,8 @@ message before its task existed, as one typed object.
 The SDK builds the executor's `RequestContext` itself; the one thing of the
 request it carries over is the call context's `state`. So the handler's
 decisions travel there, under one key, as one frozen `Handoff`: the submission
-rules' (server/submission.py) and admission's ticket (execution/admission.py).
+rules' (server/submission.py) and admission's ticket (execution/admission.py),
+put there by the send gate (server/send_gate.py) and taken over by dispatch.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from a2a.server.context import ServerCallContext
 
 if TYPE_CHECKING:
-    # Types only: admission.py imports this module to hand its ticket over.
+    # Types only: the hand-off carries these, it never calls them.
     from molecule_runtime.execution.admission import Ticket
     from molecule_runtime.store.claims_table import MessageClaim
 

@@ -24,7 +24,7 @@ from molecule_runtime.adapters.outputs import DataOutput, Done, FileOutput, Reje
 from molecule_runtime.execution.admission import claim
 from molecule_runtime.execution.attempt import describe_error
 from molecule_runtime.execution.events import TaskEvents
-from molecule_runtime.execution.handoff import attached
+from molecule_runtime.execution.handoff import Handoff
 from molecule_runtime.execution.parts import data_part, file_part
 from molecule_runtime.execution.pull import AdapterProtocolError, checked_file
 from molecule_runtime.execution.request_input import RequestInputs
@@ -102,6 +102,7 @@ def reply_message(task: TaskInput, parts: list[Part]) -> Message:
 async def reply_to_request(
     adapter: BaseAdapter,
     context: RequestContext,
+    handoff: Handoff,
     events: TaskEvents,
     event_queue: EventQueue,
     *,
@@ -112,7 +113,7 @@ async def reply_to_request(
 ) -> None:
     """Answer the request with the adapter's Message; with a Task only when it
     could not answer that way (rejected, failed)."""
-    ticket = claim(context.call_context)
+    ticket = claim(handoff.ticket)
     try:
         if ticket is not None and not ticket.try_start():
             await ticket.start()
@@ -124,8 +125,7 @@ async def reply_to_request(
     if reply.state is None:
         message = reply_message(task, reply.parts)
         # Kept for a repeat of the request, before the client can see it.
-        handoff = attached(context.call_context)
-        taken = handoff.claim if handoff is not None else None
+        taken = handoff.claim
         if message_ids is not None and taken is not None and taken.replies:
             await message_ids.set_reply(taken, message.SerializeToString())
         await event_queue.enqueue_event(message)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from typing import TypeVar
 
 from a2a.server.context import ServerCallContext
@@ -15,7 +16,7 @@ from a2a.types.a2a_pb2 import Message, SendMessageRequest, Task
 from a2a.utils.errors import UnsupportedOperationError
 
 from molecule_runtime.execution.admission import Admission, Ticket
-from molecule_runtime.execution.handoff import Handoff, attach
+from molecule_runtime.execution.handoff import Handoff, attach, attached
 from molecule_runtime.refusals import RetryLater
 from molecule_runtime.server.busy import note_refusal
 from molecule_runtime.server.complexity import SHAPE_CHECKED, RequestBounds
@@ -144,6 +145,7 @@ class SendGate:
             except RetryLater as exc:
                 note_refusal(exc)
                 raise
+            attach(context, replace(attached(context) or Handoff(), ticket=ticket))
         try:
             yield
         finally:
