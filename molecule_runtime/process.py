@@ -12,7 +12,11 @@ from types import FrameType
 import uvicorn
 
 from molecule_runtime.config import Settings
-from molecule_runtime.observability.tracing import configure_tracing, shutdown_tracing
+from molecule_runtime.observability.tracing import (
+    SHUTDOWN_FLUSH_SECONDS,
+    configure_tracing,
+    shutdown_tracing,
+)
 from molecule_runtime.server.app import build_app
 from molecule_runtime.server.header_timeout import http_protocol
 from molecule_runtime.services import Services
@@ -113,7 +117,12 @@ async def run_server(settings: Settings) -> int:
     finally:
         if services is not None:
             await services.close()
-        shutdown_tracing()
+        _end_tracing(settings)
+
+
+def _end_tracing(settings: Settings) -> None:
+    # The last spans get the shutdown grace to leave, at most SHUTDOWN_FLUSH_SECONDS.
+    shutdown_tracing(min(settings.shutdown_grace, SHUTDOWN_FLUSH_SECONDS))
 
 
 async def run_worker(settings: Settings) -> int:
@@ -139,4 +148,4 @@ async def run_worker(settings: Settings) -> int:
     finally:
         if services is not None:
             await services.close()
-        shutdown_tracing()
+        _end_tracing(settings)
