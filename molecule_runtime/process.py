@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
 
@@ -24,6 +26,34 @@ from molecule_runtime.services import Services
 log = logging.getLogger("molecule_runtime")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Past every bounded step of the shutdown (open requests, Temporal workers, the
+# last spans), how long the process may still take before it is ended anyway.
+EXIT_MARGIN = 10.0
+
+
+def exit_deadline(settings: Settings) -> float:
+    """Seconds after a stop signal by which the process is gone, whatever still runs."""
+    grace = settings.shutdown_grace
+    return grace + max(1.0, grace) + SHUTDOWN_FLUSH_SECONDS + EXIT_MARGIN
+
+
+def end_by_deadline(settings: Settings) -> None:
+    """From the stop signal on: a task that ignores cancellation, or a client
+    library that waits for a peer that is gone, must not keep the process alive.
+    Nothing is lost by then: durable attempts are Temporal's to retry, direct
+    tasks were ended, and stored writes were flushed or are retried by the next
+    process."""
+
+    def end() -> None:
+        log.warning(
+            "shutdown did not finish within %.0f s of the stop signal; exiting now", exit_deadline(settings)
+        )
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(exit_deadline(settings), end)
+    timer.daemon = True
+    timer.start()
 
 
 class _Server(uvicorn.Server):
@@ -90,6 +120,7 @@ async def run_server(settings: Settings) -> int:
             app.state.before_close.append(grpc.stop)
 
         def on_exit() -> None:
+            end_by_deadline(settings)
             services.begin_drain()
             if grpc is not None:
                 grpc.begin_stop()
@@ -144,6 +175,7 @@ async def run_worker(settings: Settings) -> int:
             settings.temporal_namespace,
         )
         await stop.wait()
+        end_by_deadline(settings)
         return 0
     finally:
         if services is not None:

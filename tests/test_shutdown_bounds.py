@@ -57,3 +57,21 @@ async def test_a_durable_server_without_temporal_or_collector_exits_within_its_b
     # A hang bound: the grace, the workers' bound (the grace) and the flush's take ~4 s,
     # with room for a loaded machine; without the bounds the process waited 26 s and more.
     assert took < GRACE + GRACE + SHUTDOWN_FLUSH_SECONDS + 12, (took, server.log()[-3000:])
+
+
+def test_a_shutdown_step_that_never_ends_cannot_keep_the_process_alive(server_factory) -> None:
+    """Past every bounded step (exit_deadline: 14 s with a 1 s grace) the process is
+    ended anyway, with a line saying so (without it, it waited until killed)."""
+    adapter = Path(__file__).parent / "fixtures" / "stuck_close_adapter.py"
+    server = server_factory({"ADAPTER_MODULE": str(adapter), "MOLECULE_SHUTDOWN_GRACE": str(GRACE)})
+    assert server.proc is not None
+    stopping = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        code = server.proc.wait(timeout=60)
+    finally:
+        server.kill()
+    took = time.monotonic() - stopping
+    assert code == 1, server.log()[-3000:]
+    assert "shutdown did not finish within 14 s of the stop signal; exiting now" in server.log()
+    assert took >= 13, took  # not before the deadline
