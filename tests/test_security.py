@@ -43,6 +43,8 @@ EXPECTED_ROUTES = {
     ("GET", "/console/"),
     ("GET", "/console/static/{path}"),
     ("GET", "/console/config"),
+    # A task's durable steps for the console's timeline (checked like GetTask).
+    ("GET", "/console/tasks/{task_id}/steps"),
     *(
         (method, prefix + path)
         for prefix in ("", "/{tenant}")
