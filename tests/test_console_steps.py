@@ -20,7 +20,8 @@ from molecule_runtime.config import Settings
 from molecule_runtime.execution.steps import AttemptSteps, journaling
 from molecule_runtime.server.app import build_app
 from molecule_runtime.services import Services
-from molecule_runtime.store.steps import RecordedStep, StepStore
+from molecule_runtime.store.steps import StepStore
+from molecule_runtime.store.steps_table import RecordedStep
 from tests.support.sse import message_json
 
 KEY_A = "alice:alice-key-0123456789"

@@ -19,7 +19,7 @@ from a2a.types.a2a_pb2 import GetTaskRequest, TaskState
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from molecule_runtime.store.steps import STEPS as JOURNAL
+from molecule_runtime.store.steps_table import STEPS as JOURNAL
 from tests.support.a2a import BackgroundStream, make_client, task_text, wait_terminal
 from tests.support.durable import own_temporal, scripted_message
 from tests.support.procs import ServerProcess

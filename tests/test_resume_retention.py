@@ -19,7 +19,7 @@ from a2a.types.a2a_pb2 import Task, TaskState, TaskStatus, TaskStatusUpdateEvent
 from sqlalchemy import func, select
 
 from molecule_runtime.store import open_stores, prune_events
-from molecule_runtime.store.steps import RecordedStep
+from molecule_runtime.store.steps_table import RecordedStep
 
 A2A = {"A2A-Version": "1.0", "Content-Type": "application/json"}
 

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from molecule_runtime.adapters import StepMismatch, StepResultError, step
 from molecule_runtime.execution.steps import AttemptSteps, journaling
-from molecule_runtime.store.steps import RecordedStep, StepStore
+from molecule_runtime.store.steps import StepStore
+from molecule_runtime.store.steps_table import RecordedStep
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])

@@ -18,7 +18,7 @@ from molecule_runtime.execution.events import TaskEvents, TaskStopped, of_turn
 from molecule_runtime.execution.pull import open_stream, pull
 from molecule_runtime.execution.steps import AttemptSteps, journaling
 from molecule_runtime.execution.usage import AttemptUsage, turn_of_artifact
-from molecule_runtime.store.steps import StoredTurn
+from molecule_runtime.store.steps_table import StoredTurn
 from molecule_runtime.vocabulary import Meta
 
 

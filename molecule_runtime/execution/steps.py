@@ -12,7 +12,8 @@ from typing import Any
 
 from molecule_runtime.adapters.steps import StepMismatch, StepResultError, current_journal
 from molecule_runtime.observability import metrics
-from molecule_runtime.store.steps import RecordedStep, StepStore
+from molecule_runtime.store.steps import StepStore
+from molecule_runtime.store.steps_table import RecordedStep
 
 log = logging.getLogger(__name__)
 

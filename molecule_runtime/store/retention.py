@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from molecule_runtime.states import TERMINAL_STATE_NAMES
 from molecule_runtime.store.claims_table import now_utc
 from molecule_runtime.store.message_ids import MessageIds
-from molecule_runtime.store.steps import STEPS, StepStore
+from molecule_runtime.store.steps import StepStore
+from molecule_runtime.store.steps_table import STEPS
 
 log = logging.getLogger(__name__)
 

@@ -21,113 +21,37 @@ write-ahead (a chunk reaches a client only once it is stored).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from a2a.server.models import TaskModel
-from a2a.types.a2a_pb2 import Artifact
-from google.protobuf.json_format import ParseDict
 from sqlalchemy import (
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     delete,
     func,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from molecule_runtime.store.health import StoreHealth, until_stored
+from molecule_runtime.store.steps_table import (
+    METADATA,
+    STEPS,
+    JournalEntry,
+    RecordedStep,
+    StoredTurn,
+    add_columns,
+    turn_artifacts,
+)
+from molecule_runtime.store.steps_table import (
+    replays as replayed_attempts,
+)
 
 # Largest JSON result a step may store unless MOLECULE_STEP_MAX_BYTES says otherwise.
 DEFAULT_STEP_MAX_BYTES = 1024 * 1024
 
-_METADATA = MetaData()
-STEPS = Table(
-    "molecule_task_steps",
-    _METADATA,
-    Column("task_id", String(255), primary_key=True),
-    Column("turn", String(300), primary_key=True),  # the turn's answer artifact id
-    Column("seq", Integer, primary_key=True),  # 0, 1, ... within the turn
-    Column("name", String(255), nullable=False),
-    Column("result", Text, nullable=False),  # JSON
-    Column("recorded_at", DateTime, nullable=False),
-    # Added later: NULL in rows written before (tables get them at start-up).
-    Column("attempt", Integer, nullable=True),  # the attempt that recorded it
-    Column("replayed_by", Text, nullable=True),  # "2,3": attempts that replayed it
-)
-_ADDED_COLUMNS = ("attempt", "replayed_by")
-
-
-@dataclass(frozen=True)
-class RecordedStep:
-    seq: int
-    name: str
-    result: str  # JSON text
-    attempt: int | None = None  # the attempt that recorded it (None: not known)
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    """One recorded step as the journal tells its story (its result left out)."""
-
-    turn: str  # the turn's answer artifact id
-    seq: int
-    name: str
-    recorded_at: datetime  # UTC
-    attempt: int | None  # None: recorded before the journal kept it
-    replayed_by: tuple[int, ...] | None  # attempts that replayed it; None: not known
-
-
-@dataclass
-class StoredTurn:
-    """What the store holds of one task turn when an attempt starts."""
-
-    steps: list[RecordedStep]
-    # The turn's artifacts (its answer and named ones) as committed; None when
-    # this store cannot tell (the memory store: the caller reads the task).
-    artifacts: list[Artifact] | None = None
-
-
 _TASKS = TaskModel.__table__
-
-
-def _add_columns(conn: Connection) -> None:
-    """Tables created before the attempt columns get them (create_all adds no columns)."""
-    present = {c["name"] for c in inspect(conn).get_columns(STEPS.name)}
-    for name in _ADDED_COLUMNS:
-        if name not in present:
-            kind = STEPS.c[name].type.compile(dialect=conn.dialect)
-            conn.execute(text(f"ALTER TABLE {STEPS.name} ADD COLUMN {name} {kind}"))
-
-
-def _replays(value: str | None) -> tuple[int, ...]:
-    """The attempt numbers of a `replayed_by` value, each once, in order."""
-    numbers = [int(item) for item in (value or "").split(",") if item.strip().isdigit()]
-    return tuple(dict.fromkeys(numbers))
-
-
-def _turn_artifacts(rows: Any, answer_id: str) -> list[Artifact]:
-    """The stored artifacts (JSON as the SDK writes them) of the turn whose answer is `answer_id`."""
-    found: list[Artifact] = []
-    for item in rows or []:
-        if not isinstance(item, dict):
-            continue
-        artifact_id = str(item.get("artifactId", ""))
-        if artifact_id == answer_id or artifact_id.startswith(answer_id + "."):
-            found.append(ParseDict(item, Artifact(), ignore_unknown_fields=True))
-    return found
 
 
 class StepStore:
@@ -168,8 +92,8 @@ class StepStore:
     async def initialize(self) -> None:
         if self._engine is not None:
             async with self._engine.begin() as conn:
-                await conn.run_sync(_METADATA.create_all)
-                await conn.run_sync(_add_columns)
+                await conn.run_sync(METADATA.create_all)
+                await conn.run_sync(add_columns)
 
     async def load(self, task_id: str, turn: str) -> list[RecordedStep]:
         """The turn's recorded steps, in order."""
@@ -206,7 +130,7 @@ class StepStore:
                 stored = (
                     await conn.execute(select(_TASKS.c.artifacts).where(_TASKS.c.id == task_id))
                 ).scalar_one_or_none()
-                return StoredTurn(steps, _turn_artifacts(stored, turn))
+                return StoredTurn(steps, turn_artifacts(stored, turn))
 
         return await until_stored(read, self._health)
 
@@ -296,7 +220,7 @@ class StepStore:
                 JournalEntry(
                     row.turn, row.seq, row.name, row.recorded_at.replace(tzinfo=UTC), row.attempt,
                     # A row from before the journal kept attempts: its replays are not known either.
-                    _replays(row.replayed_by) if row.attempt is not None else None,
+                    replayed_attempts(row.replayed_by) if row.attempt is not None else None,
                 )
                 for row in rows
             ]
