@@ -52,6 +52,7 @@ import httpx
 from bench.crash_adapter import WIDTH, answer
 from bench.procs import REPO, Proc
 from bench.replicas import log_problems, replica
+from bench.report import splice_block
 from tests.support.sse import (
     A2A,
     get_task_json,
@@ -354,13 +355,7 @@ def write_doc(results: list[dict[str, Any]], argv: str, load: str) -> None:
             END,
         ]
     )
-    text = DOC.read_text() if DOC.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    DOC.write_text(splice_block(DOC.read_text() if DOC.exists() else "", BEGIN, END, block))
 
 
 def main() -> None:

@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 
 from bench.procs import REPO, Proc, python_module
+from bench.report import splice_block
 from bench.stream_load import raise_fd_limit
 from bench.streaming_adapter import ATTEMPTS_LOG, check_text
 from tests.support.postgres import PostgresServer, find_bindir
@@ -354,13 +355,7 @@ def write_doc(results: list[dict[str, Any]], argv: str) -> None:
             END,
         ]
     )
-    text = DOC.read_text() if DOC.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    DOC.write_text(splice_block(DOC.read_text() if DOC.exists() else "", BEGIN, END, block))
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from bench.procs import REPO
+from bench.report import splice_block
 from molecule_runtime.adapters import step
 from molecule_runtime.execution.steps import AttemptSteps, journaling
 from molecule_runtime.store import open_stores
@@ -102,13 +103,7 @@ def write_doc(results: dict[str, dict[str, Any]]) -> None:
         )
     lines.append(END)
     block = "\n".join(lines)
-    text = DOC.read_text() if DOC.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    DOC.write_text(splice_block(DOC.read_text() if DOC.exists() else "", BEGIN, END, block))
 
 
 def main() -> None:

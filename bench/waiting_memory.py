@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from bench.procs import REPO, Proc, python_module
+from bench.report import splice_block
 
 RESULTS = REPO / "bench" / "results"
 DOC = REPO / "docs" / "performance.md"
@@ -176,13 +177,7 @@ def write_doc(result: dict[str, Any]) -> None:
         )
     lines.append(END)
     block = "\n".join(lines)
-    text = DOC.read_text() if DOC.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    DOC.write_text(splice_block(DOC.read_text() if DOC.exists() else "", BEGIN, END, block))
 
 
 def main() -> None:
