@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from molecule_runtime.config_checks import redact_url
 from molecule_runtime.file_lock import sqlite_init_lock
+from molecule_runtime.store import driver_notes  # noqa: F401 - installs its log filter
 
 _LOCK_KEY = "molecule_runtime.schema"
 SQLITE_BUSY_TIMEOUT_MS = 30000
