@@ -1,12 +1,15 @@
 """Where the memory of in-flight tasks goes: the runtime in this process under tracemalloc.
 
-    python -m bench.memprobe direct|durable K
+    python -m bench.memprobe direct|durable K [FRAMES]   (FRAMES 0: RSS only, untraced)
 
 Serves the runtime (bench adapter) in this process, drives K streaming tasks from
 a client *subprocess* (so client allocations are not counted), and once all K
 are parked after their first chunk compares a tracemalloc snapshot and VmRSS with
 the idle state. RSS growth minus traced growth is native memory (Temporal's Rust
-core, SQLite, sockets). Prints the top allocation sites.
+core, SQLite, sockets). Prints the top allocation sites. With FRAMES > 1 (e.g. 40) it
+also charges each allocation to the innermost frame of the runtime's own code on its
+stack (molecule_runtime/, "no runtime frame" when the stack has none): what the
+runtime's paths cause, including what they make the SDK allocate.
 """
 
 from __future__ import annotations
@@ -58,7 +61,24 @@ async def drive(port: int, k: int, hold: float) -> asyncio.subprocess.Process:
             return proc
 
 
-async def serve_main(mode: str, k: int) -> None:
+def by_runtime_frame(stats: list[tracemalloc.StatisticDiff], k: int) -> None:
+    """Charge each allocation to the innermost molecule_runtime frame of its stack."""
+    charged: dict[str, list[float]] = {}
+    for s in stats:
+        site = "no runtime frame"
+        for frame in reversed(s.traceback):  # the most recent call is last
+            if "/molecule_runtime/" in frame.filename:
+                site = f"{frame.filename.split('/molecule_runtime/', 1)[1]}:{frame.lineno}"
+                break
+        entry = charged.setdefault(site, [0.0, 0.0])
+        entry[0] += s.size_diff
+        entry[1] += s.count_diff
+    print("by innermost runtime frame (KiB per task, blocks per task):")
+    for site, (size, count) in sorted(charged.items(), key=lambda kv: -kv[1][0])[:25]:
+        print(f"  {size / 1024 / k:7.2f}  {count / k:6.1f} blocks  {site}")
+
+
+async def serve_main(mode: str, k: int, frames: int = 1) -> None:
     root = Path(tempfile.mkdtemp(prefix="molecule-memprobe-"))
     temporal = None
     port = free_port()
@@ -75,7 +95,8 @@ async def serve_main(mode: str, k: int) -> None:
     from molecule_runtime.server.app import build_app
     from molecule_runtime.services import Services
 
-    tracemalloc.start(1)
+    if frames:
+        tracemalloc.start(frames)
     services: Services | None = None
     server: uvicorn.Server | None = None
     serving: asyncio.Task[None] | None = None
@@ -92,12 +113,20 @@ async def serve_main(mode: str, k: int) -> None:
         await warm.wait()
         gc.collect()
         await asyncio.sleep(0.5)
-        before, rss_before = tracemalloc.take_snapshot(), rss_kib(os.getpid())
+        rss_before = rss_kib(os.getpid())
+        before = tracemalloc.take_snapshot() if frames else None
         client = await drive(port, k, 300)
         await asyncio.sleep(0.5)
-        after, rss_after = tracemalloc.take_snapshot(), rss_kib(os.getpid())
+        gc.collect()
+        rss_after = rss_kib(os.getpid())
+        after = tracemalloc.take_snapshot() if frames else None
+        if before is None or after is None:  # FRAMES 0: RSS alone, without tracemalloc's overhead
+            print(f"{mode}: {k} tasks in flight; RSS +{rss_after - rss_before} KiB "
+                  f"({(rss_after - rss_before) / k:.1f} KiB/task), not traced", flush=True)
         os.kill(os.getpid(), signal.SIGUSR1)  # the bench adapter releases its held tasks
         await asyncio.wait_for(client.wait(), 120)
+        if before is None or after is None:
+            return
         stats = after.compare_to(before, "filename")
         traced = sum(s.size_diff for s in stats) / 1024
         print(f"{mode}: {k} tasks in flight; RSS +{rss_after - rss_before} KiB "
@@ -115,6 +144,11 @@ async def serve_main(mode: str, k: int) -> None:
         for s in after.compare_to(before, "lineno")[:15]:
             frame = s.traceback[0]
             print(f"  {s.size_diff / 1024 / k:7.2f}  {frame.filename.split('site-packages/')[-1]}:{frame.lineno}")
+        if dump := os.environ.get("MEMPROBE_DUMP"):  # snapshots for a closer look
+            before.dump(f"{dump}-before.snap")
+            after.dump(f"{dump}-after.snap")
+        if frames > 1:
+            by_runtime_frame(after.compare_to(before, "traceback"), k)
     finally:
         if server is not None:
             server.should_exit = True
@@ -132,4 +166,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "client":
         asyncio.run(client_main(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
     else:
-        asyncio.run(serve_main(sys.argv[1], int(sys.argv[2])))
+        asyncio.run(serve_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1))
