@@ -1,0 +1,107 @@
+"""CPU per task and first chunk, direct against durable, in one run.
+
+    python -m bench.cpuprobe [--bursts 3] [--k 50] [--seq 20]
+
+Wall-clock figures move with whatever else the machine runs; CPU time per task
+(the server's and the Temporal dev server's, from /proc/<pid>/stat) barely does.
+One Temporal dev server, a direct and a durable server (SQLite, bench adapter),
+alternating: bursts of K concurrent streams of 8 chunks with no delay (CPU per
+task of each server process and of Temporal), then sequential single streams
+(first chunk p50, durable minus direct). Prints one JSON object; writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+from bench.client import Conn, message_params, stream_task
+from bench.run import Fleet, ours, warm_up, workspace
+from tests.support.temporal import TemporalDevServer
+
+CHUNKS = 8
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+async def burst(port: int, k: int) -> tuple[float, int]:
+    conns = [Conn(port) for _ in range(k)]
+    t0 = time.perf_counter()
+    try:
+        done = await asyncio.gather(*(stream_task(c, message_params(chunks=CHUNKS)) for c in conns))
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
+    return time.perf_counter() - t0, sum(1 for t in done if t.state == "TASK_STATE_COMPLETED")
+
+
+async def run(bursts: int, k: int, seq: int) -> dict[str, Any]:
+    with workspace() as root:
+        fleet = Fleet(root)
+        temporal = TemporalDevServer(root / "temporal")
+        try:
+            temporal.start()
+            assert temporal.proc is not None
+            servers = {"direct": ours(fleet, "direct", None), "durable": ours(fleet, "durable", temporal.address)}
+            for proc in servers.values():
+                proc.start()
+            for proc in servers.values():
+                await asyncio.to_thread(proc.wait_ready)
+                await warm_up(proc.port, CHUNKS)
+            per: dict[str, dict[str, list[float]]] = {
+                name: {"server_ms": [], "temporal_ms": [], "wall_s": [], "first_chunk_ms": []} for name in servers
+            }
+            for b in range(bursts):
+                for name in (list(servers) if b % 2 == 0 else list(servers)[::-1]):
+                    proc = servers[name]
+                    await asyncio.sleep(1.0)  # the last burst's write-behind settles
+                    s0, t0 = cpu_seconds(proc.pid), cpu_seconds(temporal.proc.pid)
+                    wall, completed = await burst(proc.port, k)
+                    await asyncio.sleep(1.0)
+                    s1, t1 = cpu_seconds(proc.pid), cpu_seconds(temporal.proc.pid)
+                    if completed != k:
+                        raise RuntimeError(f"{name}: {completed}/{k} tasks completed")
+                    per[name]["server_ms"].append((s1 - s0) * 1000 / k)
+                    per[name]["temporal_ms"].append((t1 - t0) * 1000 / k)
+                    per[name]["wall_s"].append(wall)
+            conns = {name: Conn(proc.port) for name, proc in servers.items()}
+            try:
+                for i in range(seq):
+                    for name in (list(conns) if i % 2 == 0 else list(conns)[::-1]):
+                        t = await stream_task(conns[name], message_params(chunks=CHUNKS))
+                        per[name]["first_chunk_ms"].append(t.first_chunk * 1000)
+            finally:
+                await asyncio.gather(*(c.close() for c in conns.values()))
+        finally:
+            fleet.stop_all()
+            temporal.stop()
+    out: dict[str, Any] = {"k": k, "bursts": bursts, "seq": seq, "load": os.getloadavg()}
+    for name, figures in per.items():
+        out[name] = {key: round(statistics.median(v), 2) if v else None for key, v in figures.items()}
+        out[name]["server_ms_all"] = [round(v, 1) for v in figures["server_ms"]]
+    out["durable_first_chunk_over_direct_ms"] = round(
+        out["durable"]["first_chunk_ms"] - out["direct"]["first_chunk_ms"], 1)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bursts", type=int, default=3)
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--seq", type=int, default=20)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(args.bursts, args.k, args.seq)), indent=1))
+
+
+if __name__ == "__main__":
+    main()
