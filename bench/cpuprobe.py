@@ -7,7 +7,9 @@ Wall-clock figures move with whatever else the machine runs; CPU time per task
 One Temporal dev server, a direct and a durable server (SQLite, bench adapter),
 alternating: bursts of K concurrent streams of 8 chunks with no delay (CPU per
 task of each server process and of Temporal), then sequential single streams
-(first chunk p50, durable minus direct). Prints one JSON object; writes nothing.
+(first chunk p50, durable minus direct). Prints one JSON object; writes nothing
+but, with `--profile FILE`, py-spy's raw collapsed stacks of the durable server
+during its bursts (`--nonblocking`: the samples cost the server nothing).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.client import Conn, message_params, stream_task
@@ -35,6 +41,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def cpu_by_thread(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads, summed by thread name (the main thread
+    runs the event loop; aiosqlite's threads are "Thread-N"; Temporal's Rust core
+    runs in "tokio-runtime-w" threads)."""
+    out: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                head, _, rest = f.read().rpartition(")")
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        name = head.split("(", 1)[1]
+        name = "main" if tid == str(pid) else ("Thread-N" if name.startswith("Thread-") else name)
+        fields = rest.split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
 async def burst(port: int, k: int) -> tuple[float, int]:
     conns = [Conn(port) for _ in range(k)]
     t0 = time.perf_counter()
@@ -45,7 +69,14 @@ async def burst(port: int, k: int) -> tuple[float, int]:
     return time.perf_counter() - t0, sum(1 for t in done if t.state == "TASK_STATE_COMPLETED")
 
 
-async def run(bursts: int, k: int, seq: int) -> dict[str, Any]:
+def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen(
+        [exe, "record", "-p", str(pid), "-r", "200", "--format", "raw", "-o", str(out), "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+async def run(bursts: int, k: int, seq: int, profile: Path | None = None) -> dict[str, Any]:
     with workspace() as root:
         fleet = Fleet(root)
         temporal = TemporalDevServer(root / "temporal")
@@ -65,9 +96,18 @@ async def run(bursts: int, k: int, seq: int) -> dict[str, Any]:
                 for name in (list(servers) if b % 2 == 0 else list(servers)[::-1]):
                     proc = servers[name]
                     await asyncio.sleep(1.0)  # the last burst's write-behind settles
+                    recorder = spy(proc.pid, profile) if profile and name == "durable" and b == 0 else None
                     s0, t0 = cpu_seconds(proc.pid), cpu_seconds(temporal.proc.pid)
+                    threads0 = cpu_by_thread(proc.pid)
                     wall, completed = await burst(proc.port, k)
                     await asyncio.sleep(1.0)
+                    threads1 = cpu_by_thread(proc.pid)
+                    for thread, cpu in threads1.items():
+                        per[name].setdefault(f"thread {thread} ms", []).append(
+                            (cpu - threads0.get(thread, 0.0)) * 1000 / k)
+                    if recorder is not None:
+                        recorder.send_signal(2)  # py-spy writes its output on SIGINT
+                        await asyncio.to_thread(recorder.wait, 30)
                     s1, t1 = cpu_seconds(proc.pid), cpu_seconds(temporal.proc.pid)
                     if completed != k:
                         raise RuntimeError(f"{name}: {completed}/{k} tasks completed")
@@ -99,8 +139,9 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=3)
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--seq", type=int, default=20)
+    parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the durable server's first burst")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.bursts, args.k, args.seq)), indent=1))
+    print(json.dumps(asyncio.run(run(args.bursts, args.k, args.seq, args.profile)), indent=1))
 
 
 if __name__ == "__main__":
