@@ -203,7 +203,7 @@ class StepStore:
                     entries.append(
                         JournalEntry(
                             turn, step.seq, step.name, at, step.attempt,
-                            tuple(dict.fromkeys(replays)) if step.attempt is not None else None,
+                            tuple(sorted(set(replays))) if step.attempt is not None else None,
                         )
                     )
             return sorted(entries, key=lambda e: (e.recorded_at, e.seq))

@@ -69,9 +69,10 @@ def add_columns(conn: Connection) -> None:
 
 
 def replays(value: str | None) -> tuple[int, ...]:
-    """The attempt numbers of a `replayed_by` value, each once, in order."""
+    """The attempt numbers of a `replayed_by` value, each once, lowest first (attempts
+    of one turn may note their replays in either order)."""
     numbers = [int(item) for item in (value or "").split(",") if item.strip().isdigit()]
-    return tuple(dict.fromkeys(numbers))
+    return tuple(sorted(set(numbers)))
 
 
 def turn_artifacts(rows: Any, answer_id: str) -> list[Artifact]:
