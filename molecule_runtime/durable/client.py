@@ -29,7 +29,7 @@ from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
 from molecule_runtime.durable.follow import WorkflowFollower
 from molecule_runtime.durable.peers import WorkflowPeers
-from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry
+from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry, until_any
 from molecule_runtime.durable.types import (
     PROVIDE_INPUT_SIGNAL,
     WORKFLOW_NAME,
@@ -61,6 +61,8 @@ START_DEADLINE = 60.0
 # many at once, starts wait here instead.
 MAX_CONCURRENT_STARTS = 32
 START_GATE_HOLD = 10.0
+# How long CancelTask waits for a workflow being started, then for the adapter to stop.
+CANCEL_WAIT = 10.0
 
 
 class StartRefused(Exception):
@@ -138,13 +140,13 @@ class DurableTasks:
             try:
                 async with self._start_gate:
                     handle = await self._start(client, ref, events)
-                    # Hold the gate until the workflow's first task has run here.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(events.working.wait(), START_GATE_HOLD)
+                    entry.attach(handle)
+                    # Hold the gate until the workflow's first task has run here
+                    # (or the task is canceled: then it may never run).
+                    await until_any((events.working, entry.cancel_requested), START_GATE_HOLD)
             except StartRefused:
                 self.fallbacks += 1
                 return False
-            entry.handle = handle
             await self._follower.follow(handle, events)
             return True
 
@@ -239,7 +241,7 @@ class DurableTasks:
             ref=ref, process_queue=self.settings.process_task_queue, artifact_id=events.artifact_id
         )
         with self.registry.register(events) as entry:
-            entry.handle = handle
+            entry.attach(handle)
             try:
                 await handle.signal(
                     PROVIDE_INPUT_SIGNAL,
@@ -268,12 +270,17 @@ class DurableTasks:
     async def cancel(self, task_id: str) -> bool:
         """Cancel a task's workflow and wait (bounded) until the adapter has stopped."""
         entry: LiveTask | None = self.registry.get(task_id)
-        if entry is not None and entry.handle is not None:
+        if entry is not None:
             entry.cancel_requested.set()
+            if entry.handle is None:
+                # Its workflow is being started here: cancel it once Temporal has it,
+                # so that the stream here ends with the outcome and nothing runs after.
+                await until_any((entry.accepted, entry.finished), CANCEL_WAIT)
+        if entry is not None and entry.handle is not None:
             await self._cancel_quietly(entry.handle)
             # The adapter sees CancelledError at its next heartbeat reply.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.finished.wait(), timeout=10)
+                await asyncio.wait_for(entry.finished.wait(), timeout=CANCEL_WAIT)
             return True
         client = self.connection.client
         if client is None:
@@ -283,3 +290,4 @@ class DurableTasks:
         except Exception:
             return False
         return True
+

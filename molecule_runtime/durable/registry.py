@@ -21,6 +21,12 @@ class LiveTask:
     # Set when this process asked Temporal to cancel the task: its llm_call
     # heartbeats often until the cancel request comes back on a reply.
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set with `handle`: a cancel that came while the workflow was being started waits for it.
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def attach(self, handle: Any) -> None:
+        self.handle = handle
+        self.accepted.set()
 
 
 class LiveTaskRegistry:
@@ -44,3 +50,13 @@ class LiveTaskRegistry:
             entry.finished.set()
             if self._tasks.get(events.task_id) is entry:
                 del self._tasks[events.task_id]
+
+
+async def until_any(events: tuple[asyncio.Event, ...], timeout: float) -> None:
+    """Until one of `events` is set, at most `timeout` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
