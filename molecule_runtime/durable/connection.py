@@ -24,6 +24,8 @@ from molecule_runtime.observability import metrics
 from molecule_runtime.observability.tracing import tracing_requested
 
 log = logging.getLogger(__name__)
+# How long a process waits for the embedded dev server it started to answer.
+EMBEDDED_CONNECT_DEADLINE = 30.0
 
 
 def _interceptors() -> list[Interceptor]:
@@ -82,7 +84,10 @@ class TemporalConnection:
             )
             self.target = await self._embedded.start()
         try:
-            await self._connect()
+            if self._embedded is not None:
+                await self._connect_embedded()
+            else:
+                await self._connect()
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning(
@@ -123,6 +128,23 @@ class TemporalConnection:
             self.settings.temporal_namespace,
             ", ".join(self.workers.queues),
         )
+
+    async def _connect_embedded(self) -> None:
+        """Our own dev server opens its port before it answers (its namespace is
+        registered after): on a busy machine the first connects fail for a few
+        seconds, which must not start this process in direct mode."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EMBEDDED_CONNECT_DEADLINE
+        while True:
+            try:
+                await self._connect()
+                return
+            except Exception as exc:
+                embedded = self._embedded
+                if loop.time() > deadline or (embedded is not None and not embedded.running()):
+                    raise
+                log.debug("embedded Temporal not answering yet: %s", exc)
+                await asyncio.sleep(0.5)
 
     async def _healthy_now(self) -> bool:
         if self.client is None:

@@ -76,6 +76,9 @@ class EmbeddedTemporal:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     async def start(self, timeout: float = 30.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_file = open(self.data_dir / "temporal.log", "ab")
