@@ -185,6 +185,9 @@ class Dispatch:
         if route.resume:
             return await self._resume(context, events, ids)
         if route == DURABLE and self.durable is not None:
+            # The workflow names the task by id, so it never exists before the task
+            # does: a crash in between would leave it a task nobody stored.
+            await events.persisted()
             if await self.durable.run(*ids, events):
                 return Mode.DURABLE
             metrics.FALLBACKS.inc()
