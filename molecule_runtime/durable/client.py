@@ -129,8 +129,8 @@ class DurableTasks:
     async def run(self, ref: TaskRef, events: TaskEvents) -> bool:
         """Run the task as a workflow; False if Temporal refused it before anything ran.
 
-        The task, with the user's message, must be in the task store (or on its
-        way through `events`): the workflow carries ids only.
+        The task, with the user's message, must be committed to the task store
+        (dispatch waits for it): the workflow carries ids only.
         """
         client = self.connection.client
         if client is None:
