@@ -15,11 +15,8 @@ from temporalio.client import Client
 
 from tests.fixtures.scripted_adapter import read_records
 from tests.support.durable import durable_env
+from tests.support.scripted_answers import expected
 from tests.support.sse import get_task_json, read_frames, stream_request, task_id_of
-
-
-def expected(chunks: int) -> str:
-    return "".join(f"c{i} " for i in range(chunks))
 
 
 async def completed(http: httpx.AsyncClient, base: str, task_id: str, timeout: float) -> dict[str, Any]:
