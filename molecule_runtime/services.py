@@ -72,7 +72,7 @@ class Services:
             # word (a stream's hand-over update, a blocking send's retryable
             # refusal) goes out while the connection is still open.
             asyncio.get_running_loop().call_later(
-                stop_direct_after(handover_after(self.settings)), self.durable.hand_over
+                stop_direct_after(handover_after(self.settings)), self.durable.tasks.handover.set
             )
 
     @classmethod

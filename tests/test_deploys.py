@@ -95,8 +95,6 @@ async def test_sigterm_with_a_second_replica_up_finishes_the_task_there(
     staying = server_factory({**env, "MOLECULE_INSTANCE_ID": "replica-b"})
     chunks = 24
     task_id = await start_stream(leaving.url, chunks, 0.5)  # 12 s
-    assert leaving.proc is not None
-    leaving_pid = leaving.proc.pid
     stopped_at = time.monotonic()
     leaving.stop()
     async with httpx.AsyncClient(timeout=10) as http:
@@ -106,10 +104,6 @@ async def test_sigterm_with_a_second_replica_up_finishes_the_task_there(
     await no_cancel_requested(temporal_server.address, env, task_id)
     pids = {r["pid"] for r in read_records(records, task_id) if r["event"] == "done"}
     assert staying.proc is not None and pids == {staying.proc.pid}
-    # The leaving replica took no retry of the attempt it handed back: one taken
-    # while it shuts down would die with it.
-    starts = [r["pid"] for r in read_records(records, task_id) if r["event"] == "start"]
-    assert starts.count(leaving_pid) == 1, read_records(records, task_id)
     # Heartbeat timeout (2 s) + schedule-to-start (2 s) + the 12 s answer, with slack.
     assert finished_after < 12 + 2 + 2 + 10, finished_after
 

@@ -80,12 +80,6 @@ class DurableProcess:
         )
         self.route = DurableRoute(self.tasks)
 
-    def hand_over(self) -> None:
-        """At shutdown, once the grace for finishing here is up: requests stop
-        following their workflows, and this process takes no new attempts."""
-        self.tasks.handover.set()
-        self.connection.workers.stop_own_queue()
-
     async def open(self) -> DurableProcess:
         """Connect (or note that Temporal is out of reach: tasks then run directly)."""
         await self.connection.open()

@@ -40,9 +40,6 @@ class TaskWorkers:
         self.accept_tasks = accept_tasks
         self._workers: list[Worker] = []
         self._runs: list[asyncio.Task[None]] = []
-        # Set at the hand-over: this process's own queue is no longer polled.
-        self.handing_over = False
-        self._own_stop: asyncio.Future[None] | None = None
         self.pulse = Pulse(
             interval=activities.heartbeat_interval, heartbeat_timeout=settings.temporal_heartbeat_timeout
         )
@@ -95,20 +92,8 @@ class TaskWorkers:
             for w in self._workers
         ]
 
-    def stop_own_queue(self) -> None:
-        """At the hand-over: take no new attempt on this process's own queue (it
-        would die with the process, unstreamed). Running ones are handed back by
-        the worker's graceful shutdown; their retries wait on the queue until
-        moved to the shared one, or until this instance is back."""
-        self.handing_over = True
-        for w in self._workers:
-            if w.task_queue == self.settings.process_task_queue:
-                self._own_stop = asyncio.ensure_future(w.shutdown())
-
     def stopped(self) -> bool:
         """True if a worker ended (it is then restarted by the connection's supervisor)."""
-        if self.handing_over:
-            return False
         for run in self._runs:
             if run.done() and not run.cancelled() and run.exception():
                 log.warning("Temporal worker stopped: %s; restarting it", run.exception())
