@@ -290,4 +290,3 @@ class DurableTasks:
         except Exception:
             return False
         return True
-
