@@ -3,7 +3,8 @@
 A change to AgentTaskWorkflow that is not replay-safe (e.g. an unguarded new
 activity) fails here; guard such changes with `workflow.patched()`. Refresh the
 fixtures of today's shape with `MOLECULE_RECORD_HISTORIES=1 pytest tests/test_durable.py
-tests/test_payloads_by_reference.py tests/test_durable_outcomes.py`; keep the older shapes (v1-*, v2-*): workflows
+tests/test_payloads_by_reference.py tests/test_durable_outcomes.py
+tests/test_handback_queue.py`; keep the older shapes (v1-*, v2-*, v3-*): workflows
 started by older versions may still be running.
 """
 
@@ -20,6 +21,7 @@ from molecule_runtime.durable.types import LlmCallResult
 from molecule_runtime.durable.workflow import (
     ADAPTER_ENDS_PATCH,
     BY_REFERENCE_PATCH,
+    HANDBACK_PATCH,
     AgentTaskWorkflow,
 )
 
@@ -36,6 +38,9 @@ def test_fixtures_exist() -> None:
     assert {"v2-input_required", "input_required"} <= names
     # The adapter ended the task (Done, Reject): its end is the workflow's outcome.
     assert {"done", "rejected"} <= names
+    # An attempt handed back at shutdown, run again on the shared queue; before,
+    # retried on the leaving process's queue (here: failed after three there).
+    assert {"handed_back", "v3-handed_back"} <= names
 
 
 def _decode(payloads: dict) -> object:
@@ -84,6 +89,12 @@ def test_an_adapters_end_is_the_outcome(name: str, state: str, message: str) -> 
         if "workflowExecutionCompletedEventAttributes" in e
     ]
     assert _decode(completed[0]["result"]) == {"state": state, "message": message}
+
+
+def test_a_hand_back_moves_to_the_shared_queue_behind_its_patch() -> None:
+    path = FIXTURES[0].parent / "handed_back.json"
+    assert _patches(path) == [BY_REFERENCE_PATCH, HANDBACK_PATCH]
+    assert _patches(FIXTURES[0].parent / "v3-handed_back.json") == [BY_REFERENCE_PATCH]
 
 
 def test_older_fixtures_carry_the_whole_input() -> None:

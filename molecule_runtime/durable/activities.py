@@ -10,17 +10,19 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import TypeVar
 
 from a2a.server.cluster import VersionedTaskStore
 from a2a.types.a2a_pb2 import Task, TaskState
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskInput
 from molecule_runtime.durable.attempt_edges import (
+    abandoned,
+    abandoned_by_temporal,
     add_stored_usage,
     final_result,
     handed_back,
@@ -31,6 +33,7 @@ from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.store_reads import read_while_store_away, stored_input
 from molecule_runtime.durable.types import (
     NON_RETRYABLE_TYPE,
+    WORKER_SHUTDOWN_TYPE,
     CompleteInput,
     LlmCallInput,
     LlmCallResult,
@@ -80,6 +83,8 @@ class TaskActivities:
         # (Temporal gave up on a stalled one) first stops the old one, so two
         # never write one answer at once.
         self._attempts: dict[str, asyncio.Task[object]] = {}
+        # Set when this process hands its tasks over at shutdown (DurableTasks.handover).
+        self.handover: asyncio.Event | None = None
 
     def _events(
         self, task_id: str, context_id: str, artifact_id: str = ""
@@ -110,7 +115,9 @@ class TaskActivities:
         current_task_id.set(ref.task_id)
         task = TaskInput(task_id=ref.task_id, context_id=ref.context_id, text="")
         events, delivery = self._events(task.task_id, task.context_id)
-        with stage_span(Stage.TASK_RECEIVE, task, self._span_attrs(delivery)):
+        with self._bookkeeping(Stage.TASK_RECEIVE, ref.task_id), stage_span(
+            Stage.TASK_RECEIVE, task, self._span_attrs(delivery)
+        ):
             if delivery == Delivery.HEADLESS:
                 current = await self._stored(task.task_id)
                 if current is not None and current.status.state in TERMINAL_STATES:
@@ -147,6 +154,33 @@ class TaskActivities:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeats
 
+    def leaving(self) -> bool:
+        """This process hands its tasks over (shutdown): it starts no attempt."""
+        return activity.is_worker_shutdown() or (self.handover is not None and self.handover.is_set())
+
+    @contextlib.contextmanager
+    def _bookkeeping(self, stage: Stage, task_id: str) -> Iterator[None]:
+        """task_receive / task_complete end routinely, retried without a traceback,
+        when Temporal stopped waiting for them or this process is leaving."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            if abandoned_by_temporal():
+                raise abandoned(stage, task_id) from None
+            raise
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            if not (isinstance(exc, EventsDropped) or self.leaving()):
+                raise
+            # Retried (here or, once this process is gone, where its workflow
+            # task runs next); the error says why.
+            raise ApplicationError(
+                f"{stage}: this process is shutting down ({describe_error(exc)})",
+                type=WORKER_SHUTDOWN_TYPE,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
+
     async def _attempt(
         self,
         inp: LlmCallInput,
@@ -155,10 +189,54 @@ class TaskActivities:
         events: TaskEvents,
         delivery: Delivery,
     ) -> LlmCallResult:
-        task = replace(
-            inp.task or await self._stored_input(ref, events, delivery),
-            attempt=inp.attempt_base + info.attempt,
-        )
+        attempt = inp.attempt_base + info.attempt
+        if self.leaving():
+            # Temporal may hand a leaving process one more attempt (a retry,
+            # a headless one): straight back, before it writes anything.
+            raise handed_back(ref.task_id, attempt, info.attempt, "This process is shutting down")
+        try:
+            return await self._run(inp, attempt, info, ref, events, delivery)
+        except NonRetryableError as exc:
+            raise ApplicationError(
+                describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True
+            ) from exc
+        except TaskFinishedElsewhere as exc:
+            raise ApplicationError(str(exc), type=NON_RETRYABLE_TYPE, non_retryable=True) from exc
+        except asyncio.CancelledError:
+            if activity.is_worker_shutdown():
+                # Hand the attempt back: a cancel would end the task canceled.
+                await store_before_handover(self.store, ref.task_id, events)
+                raise handed_back(
+                    ref.task_id, attempt, info.attempt, "This process shut down during the attempt"
+                ) from None
+            if abandoned_by_temporal():
+                raise abandoned(Stage.LLM_CALL, ref.task_id) from None
+            raise
+        except ApplicationError:
+            raise
+        except Exception as exc:
+            if not (isinstance(exc, EventsDropped) or self.leaving()):
+                log.warning("task %s: attempt %d failed: %s", ref.task_id, attempt, describe_error(exc))
+                raise ApplicationError(describe_error(exc), type=type(exc).__name__) from exc
+            # The client stream was closed, or the store, at shutdown: a routine hand-over.
+            await store_before_handover(self.store, ref.task_id, events)
+            raise handed_back(
+                ref.task_id, attempt, info.attempt, f"This process is shutting down ({exc})"
+            ) from None
+        finally:
+            if self._attempts.get(ref.task_id) is asyncio.current_task():
+                del self._attempts[ref.task_id]
+
+    async def _run(
+        self,
+        inp: LlmCallInput,
+        attempt: int,
+        info: activity.Info,
+        ref: TaskRef,
+        events: TaskEvents,
+        delivery: Delivery,
+    ) -> LlmCallResult:
+        task = replace(inp.task or await self._stored_input(ref, events, delivery), attempt=attempt)
         if delivery == Delivery.HEADLESS or task.attempt > 1:
             # A retry may find the task already finished: never run it again.
             current = await self._stored(task.task_id)
@@ -192,46 +270,21 @@ class TaskActivities:
                 task.attempt,
             )
         await self._take_over(task.task_id)
-        try:
-            with stage_span(Stage.LLM_CALL, task, self._span_attrs(delivery)):
-                result = await run_attempt(
-                    self.adapter,
-                    task,
-                    events,
-                    # No heartbeat per chunk: each one costs an asyncio task in
-                    # the SDK; the heartbeat loop proves liveness.
-                    batch_window=self.batch_window,
-                    # A continuing adapter's chunks reach clients only once
-                    # stored, so its retry never repeats text a client saw.
-                    write_ahead=True,
-                )
-            # Temporal must not hear "done" before the answer is stored.
-            await events.persisted()
-            return LlmCallResult.of(result)
-        except NonRetryableError as exc:
-            raise ApplicationError(
-                describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True
-            ) from exc
-        except TaskFinishedElsewhere as exc:
-            raise ApplicationError(str(exc), type=NON_RETRYABLE_TYPE, non_retryable=True) from exc
-        except asyncio.CancelledError:
-            if activity.is_worker_shutdown():
-                # Hand the attempt back: a cancel would end the task canceled.
-                await store_before_handover(self.store, task.task_id, events)
-                raise handed_back(task, "This process shut down during the attempt") from None
-            raise
-        except ApplicationError:
-            raise
-        except EventsDropped as exc:
-            # The client stream was closed at shutdown: a routine hand-over.
-            await store_before_handover(self.store, task.task_id, events)
-            raise handed_back(task, f"Its client stream closed at shutdown ({exc})") from None
-        except Exception as exc:
-            log.warning("task %s: attempt %d failed: %s", task.task_id, task.attempt, describe_error(exc))
-            raise ApplicationError(describe_error(exc), type=type(exc).__name__) from exc
-        finally:
-            if self._attempts.get(task.task_id) is asyncio.current_task():
-                del self._attempts[task.task_id]
+        with stage_span(Stage.LLM_CALL, task, self._span_attrs(delivery)):
+            result = await run_attempt(
+                self.adapter,
+                task,
+                events,
+                # No heartbeat per chunk: each one costs an asyncio task in
+                # the SDK; the heartbeat loop proves liveness.
+                batch_window=self.batch_window,
+                # A continuing adapter's chunks reach clients only once
+                # stored, so its retry never repeats text a client saw.
+                write_ahead=True,
+            )
+        # Temporal must not hear "done" before the answer is stored.
+        await events.persisted()
+        return LlmCallResult.of(result)
 
     async def _stored_input(self, ref: TaskRef, events: TaskEvents, delivery: Delivery) -> TaskInput:
         """The adapter's input, rebuilt from the task store as the request path built it."""
@@ -273,7 +326,9 @@ class TaskActivities:
         current_task_id.set(inp.task_id)
         task = TaskInput(task_id=inp.task_id, context_id=inp.context_id, text="")
         events, delivery = self._events(inp.task_id, inp.context_id)
-        with stage_span(Stage.TASK_COMPLETE, task, {**self._span_attrs(delivery), "outcome": inp.state}):
+        with self._bookkeeping(Stage.TASK_COMPLETE, inp.task_id), stage_span(
+            Stage.TASK_COMPLETE, task, {**self._span_attrs(delivery), "outcome": inp.state}
+        ):
             metadata = None
             if delivery == Delivery.HEADLESS:
                 current = await self._stored(inp.task_id)

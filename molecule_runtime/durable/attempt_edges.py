@@ -16,8 +16,7 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from molecule_runtime.adapters.base import TaskInput
-from molecule_runtime.durable.types import WORKER_SHUTDOWN_TYPE, LlmCallResult
+from molecule_runtime.durable.types import ABANDONED_TYPE, WORKER_SHUTDOWN_TYPE, LlmCallResult
 from molecule_runtime.execution.events import EventsDropped, TaskEvents
 from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.states import TERMINAL_STATES, outcome_of
@@ -56,13 +55,37 @@ def add_stored_usage(current: Task | None, events: TaskEvents) -> None:
         log.warning("task %s: could not read its usage so far: %s", events.task_id, exc)
 
 
-def handed_back(task: TaskInput, why: str) -> ApplicationError:
+def handed_back(task_id: str, attempt: int, in_call: int, why: str) -> ApplicationError:
     """A deploy cut the attempt short: retried elsewhere, logged once, no traceback
-    (a benign failure is logged by Temporal's SDK at DEBUG only)."""
-    log.info("task %s: attempt %d handed back at shutdown; it is retried elsewhere", task.task_id, task.attempt)
+    (a benign failure is logged by Temporal's SDK at DEBUG only). The details
+    (the attempt's number, and within its activity execution) let the workflow
+    continue the count without counting the hand-back as a failure."""
+    log.info("task %s: attempt %d handed back at shutdown; it is retried elsewhere", task_id, attempt)
     return ApplicationError(
         f"{why}; the attempt is retried elsewhere.",
+        attempt,
+        in_call,
         type=WORKER_SHUTDOWN_TYPE,
+        category=ApplicationErrorCategory.BENIGN,
+    )
+
+
+def abandoned_by_temporal() -> bool:
+    """Cancelled by Temporal for neither a cancel request nor this worker's
+    shutdown: the attempt (or a local activity's workflow task) timed out, and
+    Temporal no longer waits for its result; it has been retried already."""
+    details = activity.cancellation_details()
+    return details is not None and not (
+        details.cancel_requested or details.worker_shutdown or details.paused or details.reset
+    )
+
+
+def abandoned(stage: str, task_id: str) -> ApplicationError:
+    """What an abandoned activity reports instead of a traceback (nobody reads it)."""
+    log.debug("task %s: %s abandoned by Temporal after its timeout", task_id, stage)
+    return ApplicationError(
+        f"{stage} timed out; Temporal retried it.",
+        type=ABANDONED_TYPE,
         category=ApplicationErrorCategory.BENIGN,
     )
 

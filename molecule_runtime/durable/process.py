@@ -30,7 +30,6 @@ class DurableRoute:
 
     def __init__(self, tasks: DurableTasks) -> None:
         self.tasks = tasks
-        self.handover = tasks.handover
 
     def accepting(self) -> bool:
         return self.tasks.accepting()
@@ -78,6 +77,7 @@ class DurableProcess:
         self.tasks = DurableTasks(
             settings, self.connection, self.registry, accept_tasks=accept_tasks, store=store, offsets=offsets
         )
+        activities.handover = self.tasks.handover
         self.route = DurableRoute(self.tasks)
 
     async def open(self) -> DurableProcess:

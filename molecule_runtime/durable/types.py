@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 WORKFLOW_NAME = "AgentTaskWorkflow"
 NON_RETRYABLE_TYPE = "NonRetryableError"
 WORKER_SHUTDOWN_TYPE = "WorkerShutdown"
+# An activity Temporal stopped waiting for (it timed out and was retried).
+ABANDONED_TYPE = "AbandonedAttempt"
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio import workflow
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from molecule_runtime.durable.types import (
         NON_RETRYABLE_TYPE,
         PROVIDE_INPUT_SIGNAL,
+        WORKER_SHUTDOWN_TYPE,
         WORKFLOW_NAME,
         CompleteInput,
         InputReply,
@@ -52,6 +54,21 @@ BY_REFERENCE_PATCH = "payloads-by-reference"
 # task_complete. Histories recorded before reported it as completed (llm_call
 # stored the state itself).
 ADAPTER_ENDS_PATCH = "adapter-ends-task"
+# An attempt handed back at shutdown is scheduled again on the shared queue (any
+# process), not counted as a failure. Histories recorded before retried it on
+# the process's own queue, where the leaving process could take it again.
+HANDBACK_PATCH = "handback-to-shared-queue"
+# Bounds a task that every process keeps handing back (seconds, hand-backs).
+HANDBACK_PAUSE_MAX = 30.0
+MAX_HANDBACKS = 20
+
+
+def handed_back_at(details: Sequence[object], base: int) -> tuple[int, int]:
+    """(the attempt's number for the adapter, its number within its activity
+    execution) as the hand-back reports them; older workers sent none."""
+    if len(details) >= 2 and all(isinstance(d, int) for d in details[:2]):
+        return int(details[0]), max(1, int(details[1]))  # type: ignore[call-overload]
+    return base + 1, 1
 
 
 def root_message(error: BaseException) -> str:
@@ -154,51 +171,63 @@ class AgentTaskWorkflow:
             "heartbeat_timeout": timedelta(seconds=inp.heartbeat_timeout),
             "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         }
-        retry = RetryPolicy(
-            initial_interval=timedelta(seconds=inp.retry_initial_interval),
-            backoff_coefficient=2.0,
-            maximum_attempts=inp.max_attempts,
-            non_retryable_error_types=[NON_RETRYABLE_TYPE],
-        )
-        try:
-            result = await workflow.execute_activity(
-                Stage.LLM_CALL,
-                LlmCallInput(
-                    task=inline, trace_carrier=inp.trace_carrier, artifact_id=artifact_id, ref=ref
-                ),
-                task_queue=queue,
-                schedule_to_start_timeout=timedelta(seconds=inp.schedule_to_start_timeout),
-                retry_policy=retry,
-                **common,
+
+        def retry(attempts: int) -> RetryPolicy:
+            return RetryPolicy(
+                initial_interval=timedelta(seconds=inp.retry_initial_interval),
+                backoff_coefficient=2.0,
+                maximum_attempts=attempts,
+                # A hand-back at shutdown comes back here: its retry must not
+                # go to the leaving process's own queue.
+                non_retryable_error_types=[NON_RETRYABLE_TYPE, WORKER_SHUTDOWN_TYPE],
             )
-        except ActivityError as err:
-            cause = err.cause
-            if not (isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START):
-                raise
-            # The accepting process is gone: any worker finishes the task
-            # headless. At least one attempt is counted as used.
-            # Routine after a deploy: the headless attempt logs the hand-over.
-            workflow.logger.debug("llm_call moved to the shared queue %s", inp.shared_queue)
-            remaining = max(1, inp.max_attempts - 1)
-            result = await workflow.execute_activity(
-                Stage.LLM_CALL,
-                LlmCallInput(
-                    task=inline,
-                    attempt_base=1,
-                    trace_carrier=inp.trace_carrier,
-                    artifact_id=artifact_id,
-                    ref=ref,
-                ),
-                task_queue=inp.shared_queue,
-                retry_policy=RetryPolicy(
-                    initial_interval=retry.initial_interval,
-                    backoff_coefficient=2.0,
-                    maximum_attempts=remaining,
-                    non_retryable_error_types=[NON_RETRYABLE_TYPE],
-                ),
-                **common,
-            )
-        return LlmCallResult.decode(result)
+
+        # Attempts that failed (a hand-back at shutdown is not a failure) and
+        # the attempt number the next execution continues from.
+        failed, base, handbacks = 0, 0, 0
+        schedule_to_start: timedelta | None = timedelta(seconds=inp.schedule_to_start_timeout)
+        while True:
+            try:
+                result = await workflow.execute_activity(
+                    Stage.LLM_CALL,
+                    LlmCallInput(
+                        task=inline,
+                        attempt_base=base,
+                        trace_carrier=inp.trace_carrier,
+                        artifact_id=artifact_id,
+                        ref=ref,
+                    ),
+                    task_queue=queue,
+                    schedule_to_start_timeout=schedule_to_start,
+                    retry_policy=retry(max(1, inp.max_attempts - failed)),
+                    **common,
+                )
+                return LlmCallResult.decode(result)
+            except ActivityError as err:
+                cause = err.cause
+                if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+                    # The accepting process is gone: any worker finishes the
+                    # task headless. At least one attempt is counted as used.
+                    # Routine after a deploy: the headless attempt logs the hand-over.
+                    workflow.logger.debug("llm_call moved to the shared queue %s", inp.shared_queue)
+                    failed, base = max(failed, 1), max(base, 1)
+                elif (
+                    isinstance(cause, ApplicationError)
+                    and cause.type == WORKER_SHUTDOWN_TYPE
+                    and handbacks < MAX_HANDBACKS
+                    and workflow.patched(HANDBACK_PATCH)
+                ):
+                    handbacks += 1
+                    attempt, in_call = handed_back_at(cause.details, base)
+                    failed += in_call - 1  # the call's earlier attempts failed for real
+                    base = attempt
+                    if handbacks > 1:
+                        # Handed back again (every process is leaving): wait
+                        # for one that stays rather than cycling through them.
+                        await workflow.sleep(min(HANDBACK_PAUSE_MAX, 2.0 ** (handbacks - 2)))
+                else:
+                    raise
+            queue, schedule_to_start = inp.shared_queue, None
 
     async def _complete(self, inp: WorkflowInput, outcome: TaskOutcome) -> None:
         ref = inp.task_ref()
