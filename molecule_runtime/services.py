@@ -159,8 +159,11 @@ class Services:
             log.exception("could not settle the tasks left unfinished by the last run")
             return
         self.sweep = "done"
-        if any(counts.values()):
+        if counts["failed_direct"] or counts["started"]:
             log.warning("tasks left unfinished by the last run: %s", counts)
+        elif any(counts.values()):
+            # Workflows that go on in Temporal: routine after a restart.
+            log.info("tasks left unfinished by the last run: %s", counts)
 
     async def close(self) -> None:
         await self.watchdog.stop()

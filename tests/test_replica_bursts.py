@@ -142,6 +142,60 @@ async def test_sigterm_mid_burst_hands_tasks_over_and_tells_blocking_clients(
     assert " ERROR " not in log and "Traceback" not in log, log[-6000:]
 
 
+async def test_sigterm_without_a_restart_leaves_no_task_behind(
+    no_eager_temporal: TemporalDevServer, server_factory, tmp_path: Path
+) -> None:
+    """A scale-in: SIGTERM to the replica holding a burst, most of it still waiting
+    for a running slot (two at once), and the replica is not started again. Every
+    task, the waiting ones too, completes on the other replica; none is left
+    submitted for a restart that never comes."""
+    records = tmp_path / "records"
+    replica_a, replica_b = _replicas(
+        server_factory,
+        no_eager_temporal,
+        tmp_path,
+        records,
+        MOLECULE_SHUTDOWN_GRACE="3",
+        MOLECULE_MAX_RUNNING_TASKS="2",
+    )
+    client_a = await make_client(replica_a.url, streaming=False)
+    client_b = await make_client(replica_b.url, streaming=False)
+    chunks = 30
+    messages = [scripted_message(chunks=chunks, delay=0.1, label=f"w{i}-") for i in range(8)]
+
+    async def send(client, message) -> object:
+        responses = [r async for r in client.send_message(SendMessageRequest(message=message))]
+        return responses[-1].task
+
+    try:
+        sends = [asyncio.ensure_future(send(client_a, m)) for m in messages]
+        deadline = asyncio.get_running_loop().time() + 30
+        while sum(1 for _ in records.glob("*.jsonl")) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the tasks did not start"
+            await asyncio.sleep(0.05)
+        assert replica_a.proc is not None
+        os.kill(replica_a.proc.pid, signal.SIGTERM)
+        answers = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 60)
+        assert replica_a.proc.wait(30) == 0
+        waited = 0
+        for i, (message, answer) in enumerate(zip(messages, answers, strict=True)):
+            if isinstance(answer, BaseException):
+                assert "send the same message again" in str(answer), (i, repr(answer))
+                answer = await asyncio.wait_for(send(client_b, message), 60)
+            expected = "".join(f"w{i}-{n} " for n in range(chunks))
+            assert answer.status.state == TaskState.TASK_STATE_COMPLETED, (i, answer)
+            assert task_text(answer) == expected, (i, task_text(answer))
+            starts = [r for r in read_records(records, answer.id) if r["event"] == "start"]
+            assert replica_b.proc is not None
+            waited += all(r["pid"] == replica_b.proc.pid for r in starts)
+        assert waited >= 4, "fewer tasks than expected were still waiting: the test proved little"
+    finally:
+        await client_a.close()
+        await client_b.close()
+    log = replica_a.log()
+    assert " ERROR " not in log and "Traceback" not in log, log[-6000:]
+
+
 # Alone: under a neighbour's load, attempts also time out on heartbeats, which is
 # not what this test is about.
 @pytest.mark.serial

@@ -93,6 +93,7 @@ class DurableTasks:
         # following their workflows (which go on elsewhere) and are answered.
         self.handover = asyncio.Event()
         self._start_gate = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
+        self._leaving_starts: set[asyncio.Future[WorkflowHandle]] = set()
         peers = WorkflowPeers(
             lambda: connection.client,
             settings.temporal_namespace,
@@ -106,12 +107,12 @@ class DurableTasks:
         c = self.connection
         return self.accept_tasks and c.healthy and c.client is not None
 
-    def _workflow_input(self, ref: TaskRef) -> WorkflowInput:
+    def _workflow_input(self, ref: TaskRef, *, here: bool = True) -> WorkflowInput:
         s = self.settings
         return WorkflowInput(
             ref=ref,
             workspace_id=s.workspace_id,
-            process_queue=s.process_task_queue,
+            process_queue=s.process_task_queue if here else s.temporal_task_queue,
             shared_queue=s.temporal_task_queue,
             heartbeat_timeout=s.temporal_heartbeat_timeout,
             activity_timeout=s.temporal_activity_timeout,
@@ -138,20 +139,62 @@ class DurableTasks:
             return False
         with self.registry.register(events) as entry:
             try:
-                async with self._start_gate:
-                    handle = await self._start(client, ref, events)
-                    entry.attach(handle)
-                    # Hold the gate until the workflow's first task has run here
-                    # (or the task is canceled: then it may never run).
-                    await until_any((events.working, entry.cancel_requested), START_GATE_HOLD)
+                handle = await self._start_here(client, ref, events, entry)
             except StartRefused:
                 self.fallbacks += 1
                 return False
+            if handle is None:
+                return True  # started for the processes that stay
             await self._follower.follow(handle, events)
             return True
 
-    async def _start(self, client: Client, ref: TaskRef, events: TaskEvents) -> WorkflowHandle:
-        """Start (or join) the task's workflow.
+    async def _start_here(
+        self, client: Client, ref: TaskRef, events: TaskEvents, entry: LiveTask
+    ) -> WorkflowHandle | None:
+        """Start the workflow for this process to stream, through the start gate;
+        once this process hands its tasks over, for any other one (None)."""
+        if not await self._gate_or_handover():
+            # Not left for this instance's restart (a scale-in has none): its
+            # own queue is skipped, and the start outlives this request.
+            start = asyncio.ensure_future(self._start(client, ref, events, here=False))
+            self._leaving_starts.add(start)
+            start.add_done_callback(self._leaving_starts.discard)
+            await asyncio.shield(start)
+            return None
+        try:
+            handle = await self._start(client, ref, events)
+            entry.attach(handle)
+            # Hold the gate until the workflow's first task has run here
+            # (or the task is canceled: then it may never run).
+            await until_any((events.working, entry.cancel_requested), START_GATE_HOLD)
+            return handle
+        finally:
+            self._start_gate.release()
+
+    async def _gate_or_handover(self) -> bool:
+        """A place in the start gate (True), or False once this process hands its tasks over."""
+        if self.handover.is_set():
+            return False
+        acquire = asyncio.ensure_future(self._start_gate.acquire())
+        leaving = asyncio.ensure_future(self.handover.wait())
+        try:
+            await asyncio.wait({acquire, leaving}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leaving.cancel()
+            if not acquire.done():
+                acquire.cancel()  # the semaphore gives back a place granted meanwhile
+        if acquire.cancelled():
+            return False
+        if self.handover.is_set():
+            self._start_gate.release()
+            return False
+        return True
+
+    async def _start(
+        self, client: Client, ref: TaskRef, events: TaskEvents, *, here: bool = True
+    ) -> WorkflowHandle:
+        """Start (or join) the task's workflow; `here`: its attempts run on this
+        process's queue, next to the client's stream.
 
         Retrying is safe: the workflow id is the task's and USE_EXISTING joins a
         run that did start. Once a start may have been accepted the task must
@@ -168,13 +211,13 @@ class DurableTasks:
             try:
                 return await client.start_workflow(
                     WORKFLOW_NAME,
-                    self._workflow_input(ref),
+                    self._workflow_input(ref, here=here),
                     id=wf_id,
                     task_queue=self.settings.temporal_task_queue,
                     result_type=TaskOutcome,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    request_eager_start=True,
+                    request_eager_start=here,
                     rpc_timeout=timedelta(
                         seconds=max(START_RPC_TIMEOUT, self.settings.temporal_connect_timeout)
                     ),

@@ -162,11 +162,6 @@ class Dispatch:
                 except asyncio.CancelledError:
                     await events.status(TaskState.TASK_STATE_CANCELED, CANCELED_WAITING)
                     raise
-                if route == DURABLE and self.durable is not None and self.durable.handover.is_set():
-                    # The slot came free because this process hands its work
-                    # over at shutdown: the task stays submitted, and this
-                    # instance's start-up sweep starts its workflow.
-                    return
                 if route == DIRECT and self.direct_runs.ended:
                     # The slot came free because the running direct tasks
                     # were ended at shutdown: this one never starts here;

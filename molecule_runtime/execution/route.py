@@ -4,7 +4,6 @@ turn of a durable task whose workflow waits for the answer)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,9 +17,6 @@ class DurableRoute(Protocol):
     """Durable mode as dispatch uses it (durable/process.py `DurableRoute` over
     `DurableTasks`; execution imports no durable module). A turn is named by
     ids: the workflow reads the rest from the task store."""
-
-    # Set when this process hands its tasks over at shutdown.
-    handover: asyncio.Event
 
     def accepting(self) -> bool:
         """True when new tasks should run on Temporal."""
