@@ -197,7 +197,10 @@ def log_problems(*procs: Proc) -> dict[str, int]:
     for proc in procs:
         with contextlib.suppress(FileNotFoundError):
             text = proc.log_path.read_text(errors="replace")
-            out[proc.name] = sum(1 for line in text.splitlines() if " ERROR " in line or "Traceback" in line)
+            # Keyed by log: a restarted replica keeps its name, not its log.
+            out[proc.log_path.stem] = sum(
+                1 for line in text.splitlines() if " ERROR " in line or "Traceback" in line
+            )
     return out
 
 
