@@ -93,7 +93,7 @@ class DurableTasks:
         # following their workflows (which go on elsewhere) and are answered.
         self.handover = asyncio.Event()
         self._start_gate = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
-        self._leaving_starts: set[asyncio.Future[WorkflowHandle]] = set()
+        self._leaving_starts: set[asyncio.Future[None]] = set()
         peers = WorkflowPeers(
             lambda: connection.client,
             settings.temporal_namespace,
@@ -156,7 +156,7 @@ class DurableTasks:
         if not await self._gate_or_handover():
             # Not left for this instance's restart (a scale-in has none): its
             # own queue is skipped, and the start outlives this request.
-            start = asyncio.ensure_future(self._start(client, ref, events, here=False))
+            start = asyncio.ensure_future(self._start_for_others(client, ref, events))
             self._leaving_starts.add(start)
             start.add_done_callback(self._leaving_starts.discard)
             await asyncio.shield(start)
@@ -171,6 +171,19 @@ class DurableTasks:
         finally:
             self._start_gate.release()
 
+    async def _start_for_others(self, client: Client, ref: TaskRef, events: TaskEvents) -> None:
+        try:
+            await self._start(client, ref, events, here=False)
+        except Exception as exc:
+            # Never run directly while leaving: it stays submitted, and this
+            # instance's start-up sweep starts it after a restart.
+            log.warning(
+                "task %s: its workflow could not be started at the hand-over (%s); "
+                "the restarted instance starts it",
+                ref.task_id,
+                exc,
+            )
+
     async def _gate_or_handover(self) -> bool:
         """A place in the start gate (True), or False once this process hands its tasks over."""
         if self.handover.is_set():
@@ -179,11 +192,16 @@ class DurableTasks:
         leaving = asyncio.ensure_future(self.handover.wait())
         try:
             await asyncio.wait({acquire, leaving}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
+        except BaseException:
             leaving.cancel()
-            if not acquire.done():
-                acquire.cancel()  # the semaphore gives back a place granted meanwhile
-        if acquire.cancelled():
+            if acquire.done():
+                self._start_gate.release()
+            else:
+                acquire.cancel()  # a place granted meanwhile is given back by the semaphore
+            raise
+        leaving.cancel()
+        if not acquire.done():
+            acquire.cancel()
             return False
         if self.handover.is_set():
             self._start_gate.release()
