@@ -145,7 +145,7 @@ class Services:
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 30.0)
-            start = self.durable.tasks.ensure_started
+            start = self.durable.tasks.starts.ensure_started
         self.sweep = "running"
         try:
             counts = await sweep(

@@ -10,38 +10,34 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
 from a2a.server.cluster import VersionedTaskStore
 from a2a.types.a2a_pb2 import Task, TaskState
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from molecule_runtime.adapters.base import BaseAdapter, NonRetryableError, TaskInput
+from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.durable.attempt_edges import (
-    abandoned,
-    abandoned_by_temporal,
     add_stored_usage,
+    attempt_ends,
+    bookkeeping_ends,
     final_result,
     handed_back,
     release_sticky_queue,
-    store_before_handover,
 )
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.store_reads import read_while_store_away, stored_input
 from molecule_runtime.durable.types import (
-    NON_RETRYABLE_TYPE,
-    WORKER_SHUTDOWN_TYPE,
     CompleteInput,
     LlmCallInput,
     LlmCallResult,
     ReceiveResult,
     TaskRef,
 )
-from molecule_runtime.execution.attempt import describe_error, run_attempt
-from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, EventsDropped, TaskEvents
+from molecule_runtime.execution.attempt import run_attempt
+from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES
 from molecule_runtime.observability import metrics
@@ -115,7 +111,7 @@ class TaskActivities:
         current_task_id.set(ref.task_id)
         task = TaskInput(task_id=ref.task_id, context_id=ref.context_id, text="")
         events, delivery = self._events(task.task_id, task.context_id)
-        with self._bookkeeping(Stage.TASK_RECEIVE, ref.task_id), stage_span(
+        with bookkeeping_ends(Stage.TASK_RECEIVE, ref.task_id, self.leaving), stage_span(
             Stage.TASK_RECEIVE, task, self._span_attrs(delivery)
         ):
             if delivery == Delivery.HEADLESS:
@@ -158,29 +154,6 @@ class TaskActivities:
         """This process hands its tasks over (shutdown): it starts no attempt."""
         return activity.is_worker_shutdown() or (self.handover is not None and self.handover.is_set())
 
-    @contextlib.contextmanager
-    def _bookkeeping(self, stage: Stage, task_id: str) -> Iterator[None]:
-        """task_receive / task_complete end routinely, retried without a traceback,
-        when Temporal stopped waiting for them or this process is leaving."""
-        try:
-            yield
-        except asyncio.CancelledError:
-            if abandoned_by_temporal():
-                raise abandoned(stage, task_id) from None
-            raise
-        except ApplicationError:
-            raise
-        except Exception as exc:
-            if not (isinstance(exc, EventsDropped) or self.leaving()):
-                raise
-            # Retried (here or, once this process is gone, where its workflow
-            # task runs next); the error says why.
-            raise ApplicationError(
-                f"{stage}: this process is shutting down ({describe_error(exc)})",
-                type=WORKER_SHUTDOWN_TYPE,
-                category=ApplicationErrorCategory.BENIGN,
-            ) from None
-
     async def _attempt(
         self,
         inp: LlmCallInput,
@@ -195,34 +168,8 @@ class TaskActivities:
             # a headless one): straight back, before it writes anything.
             raise handed_back(ref.task_id, attempt, info.attempt, "This process is shutting down")
         try:
-            return await self._run(inp, attempt, info, ref, events, delivery)
-        except NonRetryableError as exc:
-            raise ApplicationError(
-                describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True
-            ) from exc
-        except TaskFinishedElsewhere as exc:
-            raise ApplicationError(str(exc), type=NON_RETRYABLE_TYPE, non_retryable=True) from exc
-        except asyncio.CancelledError:
-            if activity.is_worker_shutdown():
-                # Hand the attempt back: a cancel would end the task canceled.
-                await store_before_handover(self.store, ref.task_id, events)
-                raise handed_back(
-                    ref.task_id, attempt, info.attempt, "This process shut down during the attempt"
-                ) from None
-            if abandoned_by_temporal():
-                raise abandoned(Stage.LLM_CALL, ref.task_id) from None
-            raise
-        except ApplicationError:
-            raise
-        except Exception as exc:
-            if not (isinstance(exc, EventsDropped) or self.leaving()):
-                log.warning("task %s: attempt %d failed: %s", ref.task_id, attempt, describe_error(exc))
-                raise ApplicationError(describe_error(exc), type=type(exc).__name__) from exc
-            # The client stream was closed, or the store, at shutdown: a routine hand-over.
-            await store_before_handover(self.store, ref.task_id, events)
-            raise handed_back(
-                ref.task_id, attempt, info.attempt, f"This process is shutting down ({exc})"
-            ) from None
+            async with attempt_ends(self.store, events, attempt, info.attempt, self.leaving):
+                return await self._run(inp, attempt, info, ref, events, delivery)
         finally:
             if self._attempts.get(ref.task_id) is asyncio.current_task():
                 del self._attempts[ref.task_id]
@@ -326,7 +273,7 @@ class TaskActivities:
         current_task_id.set(inp.task_id)
         task = TaskInput(task_id=inp.task_id, context_id=inp.context_id, text="")
         events, delivery = self._events(inp.task_id, inp.context_id)
-        with self._bookkeeping(Stage.TASK_COMPLETE, inp.task_id), stage_span(
+        with bookkeeping_ends(Stage.TASK_COMPLETE, inp.task_id, self.leaving), stage_span(
             Stage.TASK_COMPLETE, task, {**self._span_attrs(delivery), "outcome": inp.state}
         ):
             metadata = None

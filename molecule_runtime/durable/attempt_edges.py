@@ -1,13 +1,15 @@
 """The edges of an `llm_call` attempt: whether it may run at all (the task
 already has a final state), the usage earlier attempts left, handing the task
-back at shutdown (its events stored first), and letting any worker take the
-workflow's next task."""
+back at shutdown (its events stored first), letting any worker take the
+workflow's next task, and how an attempt's end (and a bookkeeping stage's
+routine one) reaches Temporal."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from a2a.server.cluster import VersionedTaskStore
 from a2a.types.a2a_pb2 import Task
@@ -16,12 +18,20 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import ResetStickyTaskQueueRequest
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from molecule_runtime.durable.types import ABANDONED_TYPE, WORKER_SHUTDOWN_TYPE, LlmCallResult
+from molecule_runtime.adapters.base import NonRetryableError
+from molecule_runtime.durable.types import (
+    ABANDONED_TYPE,
+    NON_RETRYABLE_TYPE,
+    WORKER_SHUTDOWN_TYPE,
+    LlmCallResult,
+)
+from molecule_runtime.execution.attempt import describe_error
 from molecule_runtime.execution.events import EventsDropped, TaskEvents
+from molecule_runtime.execution.headless import TaskFinishedElsewhere
 from molecule_runtime.execution.usage import UsageLedger
 from molecule_runtime.states import TERMINAL_STATES, outcome_of
 from molecule_runtime.store.observed import ObservedTaskStore
-from molecule_runtime.vocabulary import Meta, Outcome
+from molecule_runtime.vocabulary import Meta, Outcome, Stage
 
 # Logged under the activities' name, as operators know it.
 log = logging.getLogger("molecule_runtime.durable.activities")
@@ -132,3 +142,66 @@ def final_result(current: Task | None) -> LlmCallResult | None:
     message = current.status.message if current.status.HasField("message") else None
     text = "".join(p.text for p in message.parts if p.text) if message is not None else ""
     return LlmCallResult(0, ended=outcome_of(current.status.state) or Outcome.FAILED, message=text)
+
+
+@contextlib.asynccontextmanager
+async def attempt_ends(
+    store: VersionedTaskStore,
+    events: TaskEvents,
+    attempt: int,
+    in_call: int,
+    leaving: Callable[[], bool],
+) -> AsyncIterator[None]:
+    """How an `llm_call` attempt's end reaches Temporal: an adapter's
+    NonRetryableError and a task finished elsewhere end the retries; a shutdown
+    (a cancel for it, the client stream or the store closed under it) hands the
+    attempt back with its events stored first; a cancel for a timeout reports
+    quietly; anything else is a retryable failure, logged once."""
+    task_id = events.task_id
+    try:
+        yield
+    except NonRetryableError as exc:
+        raise ApplicationError(describe_error(exc), type=NON_RETRYABLE_TYPE, non_retryable=True) from exc
+    except TaskFinishedElsewhere as exc:
+        raise ApplicationError(str(exc), type=NON_RETRYABLE_TYPE, non_retryable=True) from exc
+    except asyncio.CancelledError:
+        if activity.is_worker_shutdown():
+            # Hand the attempt back: a cancel would end the task canceled.
+            await store_before_handover(store, task_id, events)
+            raise handed_back(task_id, attempt, in_call, "This process shut down during the attempt") from None
+        if abandoned_by_temporal():
+            raise abandoned(Stage.LLM_CALL, task_id) from None
+        raise
+    except ApplicationError:
+        raise
+    except Exception as exc:
+        if not (isinstance(exc, EventsDropped) or leaving()):
+            log.warning("task %s: attempt %d failed: %s", task_id, attempt, describe_error(exc))
+            raise ApplicationError(describe_error(exc), type=type(exc).__name__) from exc
+        # The client stream was closed, or the store, at shutdown: a routine hand-over.
+        await store_before_handover(store, task_id, events)
+        raise handed_back(task_id, attempt, in_call, f"This process is shutting down ({exc})") from None
+
+
+@contextlib.contextmanager
+def bookkeeping_ends(stage: Stage, task_id: str, leaving: Callable[[], bool]) -> Iterator[None]:
+    """task_receive / task_complete end routinely, retried without a traceback,
+    when Temporal stopped waiting for them or this process is leaving."""
+    try:
+        yield
+    except asyncio.CancelledError:
+        if abandoned_by_temporal():
+            raise abandoned(stage, task_id) from None
+        raise
+    except ApplicationError:
+        raise
+    except Exception as exc:
+        if not (isinstance(exc, EventsDropped) or leaving()):
+            raise
+        # Retried (here or, once this process is gone, where its workflow
+        # task runs next); the error says why.
+        raise ApplicationError(
+            f"{stage}: this process is shutting down ({describe_error(exc)})",
+            type=WORKER_SHUTDOWN_TYPE,
+            category=ApplicationErrorCategory.BENIGN,
+        ) from None
