@@ -183,18 +183,39 @@ async def answer_taken(handler: DefaultRequestHandler, task_id: str) -> bool:
 # Closing a task's event queue after its dispatcher stopped (the SDK tears its
 # queues down at shutdown) logs a WARNING per queue; nothing is lost by then.
 _DISPATCHER_NOTE = "Dispatcher task is not running"
+# Also while this process hands its tasks over at shutdown: an event still put on
+# a closed queue is one of an attempt being handed back, which the runtime sees
+# (EventsDropped) and the next attempt redoes from the store.
+_TEARDOWN_NOTES = (
+    "Dispatcher task was cancelled or finished",
+    "Queue was closed during enqueuing",
+)
 _QUEUE_LOG = logging.getLogger("a2a.server.events.event_queue_v2")
 
 
 class _DispatcherNoteFilter(logging.Filter):
+    shutting_down = False
+
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING or _DISPATCHER_NOTE not in record.getMessage():
+        if record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        teardown = self.shutting_down and message.startswith(_TEARDOWN_NOTES)
+        if not teardown and _DISPATCHER_NOTE not in message:
             return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return _QUEUE_LOG.isEnabledFor(logging.DEBUG)
 
 
-_QUEUE_LOG.addFilter(_DispatcherNoteFilter())
+_QUEUE_NOTES = _DispatcherNoteFilter()
+
+
+def queues_torn_down() -> None:
+    """From now on (shutdown) the SDK's notes about closed task queues are routine."""
+    _QUEUE_NOTES.shutting_down = True
+
+
+_QUEUE_LOG.addFilter(_QUEUE_NOTES)
 
 
 def heartbeat_sender(worker: Any) -> Callable[[bytes], None]:

@@ -19,6 +19,7 @@ from molecule_runtime.execution.run_settings import RunSettings
 from molecule_runtime.observability.watchdog import LoopWatchdog
 from molecule_runtime.push import PushNotifier
 from molecule_runtime.recovery import sweep
+from molecule_runtime.sdk_seam import queues_torn_down
 from molecule_runtime.store import Stores, open_configured_stores
 from molecule_runtime.vocabulary import ServiceMode
 
@@ -66,6 +67,7 @@ class Services:
         # connection can still arrive, and as a workflow it is handed over like
         # the running ones, where a direct run would be failed at shutdown.
         self.draining.set()
+        queues_torn_down()
         if self.durable is not None:
             # Before open streams are closed (as direct runs are ended), requests
             # still following a workflow stop following it, so that their last

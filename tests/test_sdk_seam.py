@@ -297,6 +297,36 @@ def test_dispatcher_note_at_shutdown_is_the_sdks_and_is_demoted_to_debug(caplog)
     assert [r.getMessage() for r in caplog.records] == ["another warning"]
 
 
+async def test_closed_queue_notes_are_demoted_only_once_the_process_shuts_down(caplog) -> None:
+    """The SDK's own WARNINGs about an event put on a closed queue: kept while the
+    process serves (they would mean a lost event), DEBUG once it hands its tasks over."""
+    import logging
+
+    from a2a.server.events.event_queue_v2 import EventQueueSource
+    from a2a.types.a2a_pb2 import TaskState, TaskStatus, TaskStatusUpdateEvent
+
+    from molecule_runtime import sdk_seam
+
+    event = TaskStatusUpdateEvent(
+        task_id="t", context_id="c", status=TaskStatus(state=TaskState.TASK_STATE_WORKING)
+    )
+
+    async def enqueue_on_a_closed_queue() -> list[str]:
+        queue = EventQueueSource()
+        await queue.close(immediate=True)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="a2a.server.events.event_queue_v2"):
+            await queue.enqueue_event(event)
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+
+    assert any(m.startswith("Queue was closed during enqueuing") for m in await enqueue_on_a_closed_queue())
+    sdk_seam.queues_torn_down()
+    try:
+        assert await enqueue_on_a_closed_queue() == []
+    finally:
+        sdk_seam._QUEUE_NOTES.shutting_down = False
+
+
 def test_the_sdk_consumer_reloads_once_and_the_seam_retries_until_the_write_lands() -> None:
     import inspect
 
