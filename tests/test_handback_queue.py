@@ -32,6 +32,7 @@ from molecule_runtime.durable.types import (
     TaskRef,
     WorkflowInput,
 )
+from molecule_runtime.durable.worker import WORKFLOW_RUNNER
 from molecule_runtime.durable.workflow import HANDBACK_PATCH, AgentTaskWorkflow
 from molecule_runtime.vocabulary import Outcome, Stage
 
@@ -82,6 +83,10 @@ async def _run(address: str, processes: Processes) -> tuple[TaskOutcome, list[di
         task_queue=shared,
         workflows=[AgentTaskWorkflow],
         activities=[processes.receive, processes.staying, processes.complete],
+        # As in production (the sandbox runs in tests/test_replay.py). Sandboxed, a
+        # collection in its thread could finalize another test's leftover a2a-sdk
+        # coroutine there, whose queue shutdown then blocks the worker for good.
+        workflow_runner=WORKFLOW_RUNNER,
     )
     leaving = Worker(client, task_queue=own, activities=[processes.leaving])
     async with staying, leaving:
