@@ -18,6 +18,7 @@ from molecule_runtime.durable.types import (
     TaskRef,
     WorkflowInput,
 )
+from molecule_runtime.durable.worker import WORKFLOW_RUNNER
 from molecule_runtime.durable.workflow import AgentTaskWorkflow
 
 pytestmark = pytest.mark.temporal
@@ -61,6 +62,8 @@ async def run(address: str, stand_ins: StandIns) -> TaskOutcome:
         task_queue=queue,
         workflows=[AgentTaskWorkflow],
         activities=[stand_ins.task_receive, stand_ins.llm_call, stand_ins.task_complete],
+        # Unsandboxed as in production (tests/test_handback_queue.py says why).
+        workflow_runner=WORKFLOW_RUNNER,
     )
     async with worker:
         inp = WorkflowInput(
