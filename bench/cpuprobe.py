@@ -1,6 +1,6 @@
 """CPU per task and first chunk, direct against durable, in one run.
 
-    python -m bench.cpuprobe [--bursts 3] [--k 50] [--seq 20]
+    python -m bench.cpuprobe [--bursts 3] [--k 50] [--seq 20] [--variant KEY=VALUE ...]
 
 Wall-clock figures move with whatever else the machine runs; CPU time per task
 (the server's and the Temporal dev server's, from /proc/<pid>/stat) barely does.
@@ -8,7 +8,8 @@ One Temporal dev server, a direct and a durable server (SQLite, bench adapter),
 alternating: bursts of K concurrent streams of 8 chunks with no delay (CPU per
 task of each server process and of Temporal), then sequential single streams
 (first chunk p50, durable minus direct). Prints one JSON object; writes nothing
-but, with `--profile FILE`, py-spy's raw collapsed stacks of the durable server
+but, with `--variant`, a second durable server with those settings ("durable-b")
+alternates with the others in the same run (an A/B on one machine state); with `--profile FILE`, py-spy's raw collapsed stacks of the durable server
 during its bursts (`--nonblocking`: the samples cost the server nothing).
 """
 
@@ -76,7 +77,8 @@ def spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-async def run(bursts: int, k: int, seq: int, profile: Path | None = None) -> dict[str, Any]:
+async def run(bursts: int, k: int, seq: int, profile: Path | None = None,
+              variant: dict[str, str] | None = None) -> dict[str, Any]:
     with workspace() as root:
         fleet = Fleet(root)
         temporal = TemporalDevServer(root / "temporal")
@@ -84,6 +86,8 @@ async def run(bursts: int, k: int, seq: int, profile: Path | None = None) -> dic
             temporal.start()
             assert temporal.proc is not None
             servers = {"direct": ours(fleet, "direct", None), "durable": ours(fleet, "durable", temporal.address)}
+            if variant:
+                servers["durable-b"] = ours(fleet, "durable-b", temporal.address, **variant)
             for proc in servers.values():
                 proc.start()
             for proc in servers.values():
@@ -129,8 +133,12 @@ async def run(bursts: int, k: int, seq: int, profile: Path | None = None) -> dic
     for name, figures in per.items():
         out[name] = {key: round(statistics.median(v), 2) if v else None for key, v in figures.items()}
         out[name]["server_ms_all"] = [round(v, 1) for v in figures["server_ms"]]
-    out["durable_first_chunk_over_direct_ms"] = round(
-        out["durable"]["first_chunk_ms"] - out["direct"]["first_chunk_ms"], 1)
+    for name in servers:
+        if name != "direct":
+            out[f"{name}_first_chunk_over_direct_ms"] = round(
+                out[name]["first_chunk_ms"] - out["direct"]["first_chunk_ms"], 1)
+    if variant:
+        out["variant"] = variant
     return out
 
 
@@ -140,8 +148,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=50)
     parser.add_argument("--seq", type=int, default=20)
     parser.add_argument("--profile", type=Path, help="py-spy raw stacks of the durable server's first burst")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                        help="settings of a second durable server, durable-b, run alternating")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.bursts, args.k, args.seq, args.profile)), indent=1))
+    variant = dict(v.split("=", 1) for v in args.variant)
+    print(json.dumps(asyncio.run(run(args.bursts, args.k, args.seq, args.profile, variant)), indent=1))
 
 
 if __name__ == "__main__":

@@ -191,6 +191,9 @@ class Settings(BaseSettings):
         10.0, validation_alias=_env("TEMPORAL_SCHEDULE_TO_START_TIMEOUT"), gt=0
     )
     temporal_max_attempts: int = Field(3, validation_alias=_env("TEMPORAL_MAX_ATTEMPTS"), ge=1)
+    # A new task's first attempt begins once Temporal accepted its workflow
+    # (durable/early.py); off: it begins when llm_call reaches this process.
+    temporal_early_attempt: bool = Field(True, validation_alias=_env("TEMPORAL_EARLY_ATTEMPT"))
     temporal_retry_initial_interval: float = Field(
         1.0, validation_alias=_env("TEMPORAL_RETRY_INITIAL_INTERVAL"), gt=0
     )

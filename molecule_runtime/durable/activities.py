@@ -27,6 +27,7 @@ from molecule_runtime.durable.attempt_edges import (
     handed_back,
     release_sticky_queue,
 )
+from molecule_runtime.durable.early import EarlyAttempt
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.store_reads import read_while_store_away, stored_input
 from molecule_runtime.durable.types import (
@@ -36,7 +37,7 @@ from molecule_runtime.durable.types import (
     ReceiveResult,
     TaskRef,
 )
-from molecule_runtime.execution.attempt import run_attempt
+from molecule_runtime.execution.attempt import AttemptResult, run_attempt
 from molecule_runtime.execution.events import DEFAULT_MAX_FILE_BYTES, TaskEvents
 from molecule_runtime.execution.headless import TaskFinishedElsewhere, headless_events, stored_task
 from molecule_runtime.execution.inputs import DEFAULT_HISTORY_BYTES
@@ -44,6 +45,7 @@ from molecule_runtime.observability import metrics
 from molecule_runtime.observability.logs import current_task_id
 from molecule_runtime.observability.spans import stage_span
 from molecule_runtime.states import TERMINAL_STATES, outcome_of, state_of
+from molecule_runtime.store.health import until_stored
 from molecule_runtime.vocabulary import Delivery, Meta, Mode, Outcome, Stage
 
 log = logging.getLogger(__name__)
@@ -126,9 +128,35 @@ class TaskActivities:
                 # stream and write the task, and a write from here would break
                 # its live view. llm_call reports the task working instead.
                 return ReceiveResult(proceed=True)
-            await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
+            if not events.working.is_set():  # else the early attempt reported it
+                await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
             await events.persisted()
+            self._received(ref.task_id)
             return ReceiveResult(proceed=True)
+
+    def _received(self, task_id: str) -> None:
+        entry = self.registry.get(task_id)
+        if entry is not None and not entry.received.is_set():
+            entry.received.set()
+            if entry.early is not None:
+                entry.early.restart_clock()
+
+    def begin_early(
+        self, events: TaskEvents, first_input: Callable[[], Awaitable[TaskInput]], deadline: float
+    ) -> EarlyAttempt:
+        """Begin the task's first attempt now, for `llm_call` to take over (durable/early.py)."""
+
+        async def first() -> AttemptResult:
+            # As llm_call's read of the input: waited for while the store is away.
+            task = replace(await until_stored(first_input, getattr(self.store, "health", None)), attempt=1)
+            await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
+            with stage_span(Stage.LLM_CALL, task, self._span_attrs(Delivery.LIVE)):
+                return await run_attempt(
+                    self.adapter, task, events, batch_window=self.batch_window, write_ahead=True
+                )
+
+        running = asyncio.get_running_loop().create_task(first(), name=f"early-attempt:{events.task_id}")
+        return EarlyAttempt(running, events.task_id, deadline)
 
     @activity.defn(name=Stage.LLM_CALL)
     async def llm_call(self, inp: LlmCallInput) -> LlmCallResult:
@@ -183,6 +211,17 @@ class TaskActivities:
         events: TaskEvents,
         delivery: Delivery,
     ) -> LlmCallResult:
+        if delivery == Delivery.LIVE:
+            self._received(ref.task_id)
+        early = self._early(ref.task_id, delivery)
+        if early is not None:
+            if attempt == 1 and inp.task is None:
+                await self._take_over(ref.task_id)
+                # Cancelling this activity cancels the attempt it awaits.
+                result = await early.take()
+                await events.persisted()
+                return LlmCallResult.of(result)
+            await early.stop()  # a later attempt: the early one never writes beside it
         task = replace(inp.task or await self._stored_input(ref, events, delivery), attempt=attempt)
         if delivery == Delivery.HEADLESS or task.attempt > 1:
             # A retry may find the task already finished: never run it again.
@@ -232,6 +271,10 @@ class TaskActivities:
         # Temporal must not hear "done" before the answer is stored.
         await events.persisted()
         return LlmCallResult.of(result)
+
+    def _early(self, task_id: str, delivery: Delivery) -> EarlyAttempt | None:
+        entry = self.registry.get(task_id) if delivery == Delivery.LIVE else None
+        return entry.early if entry is not None else None
 
     async def _stored_input(self, ref: TaskRef, events: TaskEvents, delivery: Delivery) -> TaskInput:
         """The adapter's input, rebuilt from the task store as the request path built it."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from a2a.server.cluster import VersionedTaskStore
@@ -21,8 +22,10 @@ from temporalio.client import (
     WorkflowHandle,
 )
 
+from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
+from molecule_runtime.durable.early import MIN_WINDOW, EarlyAttempt
 from molecule_runtime.durable.follow import WorkflowFollower
 from molecule_runtime.durable.peers import WorkflowPeers
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry, until_any
@@ -38,6 +41,8 @@ from molecule_runtime.states import state_of
 from molecule_runtime.store import LiveEventOffsets
 from molecule_runtime.vocabulary import Outcome
 
+BeginEarly = Callable[[TaskEvents, Callable[[], Awaitable[TaskInput]], float], EarlyAttempt]
+
 # How long CancelTask waits for a workflow being started, then for the adapter to stop.
 CANCEL_WAIT = 10.0
 
@@ -52,8 +57,11 @@ class DurableTasks:
         accept_tasks: bool,
         store: VersionedTaskStore | None = None,
         offsets: LiveEventOffsets | None = None,
+        begin_early: BeginEarly | None = None,
     ) -> None:
         self.settings = settings
+        # Begins a new task's first attempt while its workflow starts (durable/early.py).
+        self.begin_early = begin_early
         # Where a question asked by another process shows (None: one process only),
         # and the log offsets of what this process streams, for relaying it.
         self.store = store
@@ -82,26 +90,51 @@ class DurableTasks:
     def _handle(self, client: Client, task_id: str) -> WorkflowHandle:
         return self.starts.handle(client, task_id)
 
-    async def run(self, ref: TaskRef, events: TaskEvents) -> bool:
+    async def run(
+        self,
+        ref: TaskRef,
+        events: TaskEvents,
+        first_input: Callable[[], Awaitable[TaskInput]] | None = None,
+    ) -> bool:
         """Run the task as a workflow; False if Temporal refused it before anything ran.
 
         The task, with the user's message, must be committed to the task store
-        (dispatch waits for it): the workflow carries ids only.
+        (dispatch waits for it): the workflow carries ids only. With
+        `first_input` (the request's input), the first attempt begins as soon
+        as Temporal has accepted the workflow.
         """
         client = self.connection.client
         if client is None:
             self.fallbacks += 1
             return False
         with self.registry.register(events) as entry:
+            accepted = None
+            if (
+                first_input is not None
+                and self.begin_early is not None
+                and self.settings.temporal_schedule_to_start_timeout >= MIN_WINDOW
+            ):
+                begin = self.begin_early
+                deadline = self.settings.temporal_schedule_to_start_timeout
+
+                def accepted() -> None:
+                    entry.early = begin(events, first_input, deadline)
+
             try:
-                handle = await self.starts.start_here(client, ref, events, entry)
+                handle = await self.starts.start_here(client, ref, events, entry, accepted)
             except StartRefused:
                 self.fallbacks += 1
                 return False
-            if handle is None:
-                return True  # started for the processes that stay
-            await self._follower.follow(handle, events)
-            return True
+            try:
+                if handle is None:
+                    return True  # started for the processes that stay
+                await self._follower.follow(handle, events)
+                return True
+            finally:
+                if entry.early is not None:
+                    # The workflow ended, or this process hands it over, without
+                    # llm_call taking it: it stops (the journal keeps what it wrote).
+                    await entry.early.drop()
 
     async def resume(self, ref: TaskRef, events: TaskEvents) -> bool:
         """Hand the user's answer to a task waiting for input; follow the new turn here.
@@ -147,6 +180,8 @@ class DurableTasks:
         """Cancel a task's workflow and wait (bounded) until the adapter has stopped."""
         entry: LiveTask | None = self.registry.get(task_id)
         if entry is not None:
+            # An early attempt is not stopped here: the cancel reaches it through
+            # llm_call (canceled) or the workflow's end (never taken).
             entry.cancel_requested.set()
             if entry.handle is None:
                 # Its workflow is being started here: cancel it once Temporal has it,

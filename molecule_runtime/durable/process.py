@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from molecule_runtime.adapters.base import BaseAdapter
+from molecule_runtime.adapters.base import BaseAdapter, TaskInput
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.activities import TaskActivities
 from molecule_runtime.durable.client import DurableTasks
@@ -34,8 +35,15 @@ class DurableRoute:
     def accepting(self) -> bool:
         return self.tasks.accepting()
 
-    async def run(self, task_id: str, context_id: str, message_id: str, events: TaskEvents) -> bool:
-        return await self.tasks.run(TaskRef(task_id, context_id, message_id), events)
+    async def run(
+        self,
+        task_id: str,
+        context_id: str,
+        message_id: str,
+        events: TaskEvents,
+        first_input: Callable[[], Awaitable[TaskInput]] | None = None,
+    ) -> bool:
+        return await self.tasks.run(TaskRef(task_id, context_id, message_id), events, first_input)
 
     async def resume(
         self, task_id: str, context_id: str, message_id: str, events: TaskEvents
@@ -75,7 +83,13 @@ class DurableProcess:
             settings, TaskWorkers(settings, activities, accept_tasks=accept_tasks)
         )
         self.tasks = DurableTasks(
-            settings, self.connection, self.registry, accept_tasks=accept_tasks, store=store, offsets=offsets
+            settings,
+            self.connection,
+            self.registry,
+            accept_tasks=accept_tasks,
+            store=store,
+            offsets=offsets,
+            begin_early=activities.begin_early if settings.temporal_early_attempt else None,
         )
         activities.handover = self.tasks.handover
         self.route = DurableRoute(self.tasks)

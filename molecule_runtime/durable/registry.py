@@ -6,9 +6,12 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from molecule_runtime.execution.events import TaskEvents
+
+if TYPE_CHECKING:
+    from molecule_runtime.durable.early import EarlyAttempt
 
 
 @dataclass
@@ -23,6 +26,11 @@ class LiveTask:
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
     # Set with `handle`: a cancel that came while the workflow was being started waits for it.
     accepted: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set when the workflow's first task (task_receive), or else its first
+    # llm_call attempt, ran here.
+    received: asyncio.Event = field(default_factory=asyncio.Event)
+    # The first attempt, begun while the workflow started (durable/early.py).
+    early: EarlyAttempt | None = None
 
     def attach(self, handle: Any) -> None:
         self.handle = handle

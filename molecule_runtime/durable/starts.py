@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio.client import Client, RPCError, RPCTimeoutOrCancelledError, WorkflowHandle
@@ -80,10 +81,16 @@ class WorkflowStarts:
         return client.get_workflow_handle(wf_id, result_type=TaskOutcome)
 
     async def start_here(
-        self, client: Client, ref: TaskRef, events: TaskEvents, entry: LiveTask
+        self,
+        client: Client,
+        ref: TaskRef,
+        events: TaskEvents,
+        entry: LiveTask,
+        accepted: Callable[[], None] | None = None,
     ) -> WorkflowHandle | None:
-        """Start the workflow for this process to stream, through the start gate;
-        once this process hands its tasks over, for any other one (None)."""
+        """Start the workflow for this process to stream, through the start gate
+        (`accepted` is called once Temporal has it); once this process hands its
+        tasks over, for any other one (None)."""
         if not await self._gate_or_handover():
             # Not left for this instance's restart (a scale-in has none): its
             # own queue is skipped, and the start outlives this request.
@@ -95,9 +102,11 @@ class WorkflowStarts:
         try:
             handle = await self._start(client, ref, events)
             entry.attach(handle)
+            if accepted is not None:
+                accepted()
             # Hold the gate until the workflow's first task has run here
             # (or the task is canceled: then it may never run).
-            await until_any((events.working, entry.cancel_requested), START_GATE_HOLD)
+            await until_any((entry.received, entry.cancel_requested), START_GATE_HOLD)
             return handle
         finally:
             self._start_gate.release()

@@ -183,7 +183,7 @@ class Dispatch:
             # The workflow names the task by id, so it never exists before the task
             # does: a crash in between would leave it a task nobody stored.
             await events.persisted()
-            if await self.durable.run(*ids, events):
+            if await self.durable.run(*ids, events, functools.partial(self.inputs.of, context)):
                 return Mode.DURABLE
             metrics.FALLBACKS.inc()
             log.warning("Temporal unreachable before the task started: running it directly")

@@ -4,11 +4,13 @@ turn of a durable task whose workflow waits for the answer)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from a2a.types.a2a_pb2 import Task
 
+from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.vocabulary import Meta, Mode
 
@@ -22,8 +24,17 @@ class DurableRoute(Protocol):
         """True when new tasks should run on Temporal."""
         ...
 
-    async def run(self, task_id: str, context_id: str, message_id: str, events: TaskEvents) -> bool:
-        """Run the task as a workflow; False if Temporal refused it before anything ran."""
+    async def run(
+        self,
+        task_id: str,
+        context_id: str,
+        message_id: str,
+        events: TaskEvents,
+        first_input: Callable[[], Awaitable[TaskInput]] | None = None,
+    ) -> bool:
+        """Run the task as a workflow; False if Temporal refused it before anything
+        ran. `first_input`: the request's input, for the first attempt to begin
+        while the workflow starts."""
         ...
 
     async def resume(
