@@ -128,6 +128,9 @@ class WorkflowStarts:
         """A place in the start gate (True), or False once this process hands its tasks over."""
         if self.handover.is_set():
             return False
+        if not self._start_gate.locked():
+            await self._start_gate.acquire()  # free: granted without waiting
+            return True
         acquire = asyncio.ensure_future(self._start_gate.acquire())
         leaving = asyncio.ensure_future(self.handover.wait())
         try:
