@@ -84,7 +84,12 @@ async def one_stream(port: int, chunks: int, delay: float, t0: float, s: Stream)
             art = update["artifact"]
             text = "".join(p.get("text", "") for p in art.get("parts", []))
             key = art.get("artifactId", "")
-            s.artifacts[key] = (s.artifacts.get(key, "") + text) if update.get("append") else text
+            before = s.artifacts.get(key, "")
+            s.artifacts[key] = (before + text) if update.get("append") else text
+            if not update.get("append") and before and text.startswith(before):
+                # The closing update repeats the whole answer (for clients that
+                # keep only the last event): only what it adds is new.
+                text = text[len(before):]
             if not text:
                 return
             s.events += 1

@@ -208,6 +208,8 @@ def burst(port: int, plan: Plan, n: int, pids: dict[str, int], tree: dict[str, i
     try:
         if client.expect(60) != "ready":
             raise RuntimeError("load client did not start")
+        # The load client's CPU too: on 2 cores it competes with the servers.
+        pids = {**pids, "client": client.proc.pid}
         before = {k: cpu_s(p) for k, p in pids.items()} | {k: tree_cpu_s(p) for k, p in tree.items()}
         rss_before = {k: rss_kib(p) for k, p in pids.items()}
         with RssSampler(pids) as sampler:

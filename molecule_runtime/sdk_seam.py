@@ -231,3 +231,9 @@ def heartbeat_sender(worker: Any) -> Callable[[bytes], None]:
             activities._bridge_worker().record_activity_heartbeat(ActivityHeartbeat(task_token=token))
 
     return send
+
+
+def started_eagerly(handle: Any) -> bool:
+    """Whether Temporal handed the workflow's first task to this process with the
+    start (eager start granted). temporalio records it on the handle, privately."""
+    return bool(getattr(handle, "__temporal_eagerly_started", False))

@@ -11,10 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio import workflow
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from molecule_runtime.durable.early import DROPPED_TYPE, EarlyAttempt
+from molecule_runtime.durable.worker import WORKFLOW_RUNNER
 from molecule_runtime.execution.attempt import AttemptResult
+from molecule_runtime.sdk_seam import started_eagerly
 from tests.fixtures.scripted_adapter import read_records
 from tests.support.durable import durable_env
 from tests.support.scripted_answers import expected, parts_text, wait_done
@@ -117,3 +122,36 @@ async def test_a_taken_early_attempt_is_not_stopped_by_the_deadline_or_a_drop() 
     await started.wait()
     await early.drop()
     assert early.task.cancelled() and stopped == ["cancelled"]
+
+
+async def test_an_eagerly_started_workflow_gives_its_first_task_time_before_the_clock_runs() -> None:
+    started, stopped = asyncio.Event(), []
+    early = EarlyAttempt(
+        asyncio.create_task(_generation(started, stopped)), str(uuid.uuid4()), 0.1, eager=True
+    )
+    await asyncio.sleep(0.4)
+    assert not early.task.done()  # the first task's own timeout (10 s) comes first
+    early.restart_clock()  # task_receive ran here: schedule-to-start counts from now
+    await asyncio.sleep(0.4)
+    assert early.task.cancelled() and stopped == ["cancelled"]
+
+
+@workflow.defn(name="EagerProbe")
+class EagerProbe:
+    @workflow.run
+    async def run(self) -> str:
+        return "ok"
+
+
+@pytest.mark.temporal
+async def test_temporalio_tells_whether_the_start_was_eager(temporal_server) -> None:
+    """Pins the SDK behaviour sdk_seam.started_eagerly relies on (a private attribute)."""
+    client = await Client.connect(temporal_server.address)
+    queue = f"eager-probe-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[EagerProbe], workflow_runner=WORKFLOW_RUNNER):
+        eager = await client.start_workflow(
+            EagerProbe.run, id=f"e-{uuid.uuid4()}", task_queue=queue, request_eager_start=True
+        )
+        plain = await client.start_workflow(EagerProbe.run, id=f"p-{uuid.uuid4()}", task_queue=queue)
+        assert started_eagerly(eager) and not started_eagerly(plain)
+        assert await eager.result() == "ok" and await plain.result() == "ok"

@@ -142,7 +142,11 @@ class TaskActivities:
                 entry.early.restart_clock()
 
     def begin_early(
-        self, events: TaskEvents, first_input: Callable[[], Awaitable[TaskInput]], deadline: float
+        self,
+        events: TaskEvents,
+        first_input: Callable[[], Awaitable[TaskInput]],
+        deadline: float,
+        eager: bool,
     ) -> EarlyAttempt:
         """Begin the task's first attempt now, for `llm_call` to take over (durable/early.py)."""
 
@@ -156,7 +160,7 @@ class TaskActivities:
                 )
 
         running = asyncio.get_running_loop().create_task(first(), name=f"early-attempt:{events.task_id}")
-        return EarlyAttempt(running, events.task_id, deadline)
+        return EarlyAttempt(running, events.task_id, deadline, eager=eager)
 
     @activity.defn(name=Stage.LLM_CALL)
     async def llm_call(self, inp: LlmCallInput) -> LlmCallResult:

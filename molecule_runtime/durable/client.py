@@ -37,11 +37,12 @@ from molecule_runtime.durable.types import (
 )
 from molecule_runtime.durable.worker import worker_identity
 from molecule_runtime.execution.events import TaskEvents
+from molecule_runtime.sdk_seam import started_eagerly
 from molecule_runtime.states import state_of
 from molecule_runtime.store import LiveEventOffsets
 from molecule_runtime.vocabulary import Outcome
 
-BeginEarly = Callable[[TaskEvents, Callable[[], Awaitable[TaskInput]], float], EarlyAttempt]
+BeginEarly = Callable[[TaskEvents, Callable[[], Awaitable[TaskInput]], float, bool], EarlyAttempt]
 
 # How long CancelTask waits for a workflow being started, then for the adapter to stop.
 CANCEL_WAIT = 10.0
@@ -118,7 +119,7 @@ class DurableTasks:
                 deadline = self.settings.temporal_schedule_to_start_timeout
 
                 def accepted() -> None:
-                    entry.early = begin(events, first_input, deadline)
+                    entry.early = begin(events, first_input, deadline, started_eagerly(entry.handle))
 
             try:
                 handle = await self.starts.start_here(client, ref, events, entry, accepted)

@@ -8,7 +8,8 @@ taken it is bounded, so that it never writes beside an attempt running
 elsewhere: it is dropped when the workflow ends first (a cancel), when this
 process hands its tasks over, and before Temporal could move the attempt to the
 shared queue (schedule-to-start timeout, counted from the workflow's first task
-here, or from the start if that task ran elsewhere). Its chunks are journaled
+here; before that from the start, plus the first task's own timeout when Temporal
+handed that task to this process with the start). Its chunks are journaled
 as an attempt's are (write-ahead), so a dropped or dead early attempt is
 continued by the next one like any other.
 """
@@ -29,6 +30,10 @@ DROPPED_TYPE = "EarlyAttemptDropped"
 # early: llm_call would move to the shared queue at the slightest delay, and
 # the early attempt would mostly be thrown away.
 MIN_WINDOW = 2.0
+# Temporal's default workflow task timeout (starts.py sets none): an eagerly
+# started workflow's first task runs here, and only once it has completed (or
+# timed out, to be retried elsewhere) can llm_call be scheduled.
+FIRST_TASK_TIMEOUT = 10.0
 
 
 def _retrieve(task: asyncio.Task[AttemptResult]) -> None:
@@ -39,13 +44,16 @@ def _retrieve(task: asyncio.Task[AttemptResult]) -> None:
 class EarlyAttempt:
     """A running first attempt, until `llm_call` takes it or it is dropped."""
 
-    def __init__(self, task: asyncio.Task[AttemptResult], task_id: str, deadline: float) -> None:
+    def __init__(
+        self, task: asyncio.Task[AttemptResult], task_id: str, deadline: float, *, eager: bool = False
+    ) -> None:
         self.task = task
         self.task_id = task_id
         self.deadline = deadline
         self.taken = False
         self.dropped = False
-        self._timer = asyncio.get_running_loop().call_later(deadline, self._expire)
+        first = deadline + (FIRST_TASK_TIMEOUT if eager else 0.0)
+        self._timer = asyncio.get_running_loop().call_later(first, self._expire)
         # Its end is reported by llm_call, or by nobody (dropped): never an
         # "exception was never retrieved" at shutdown.
         task.add_done_callback(_retrieve)
