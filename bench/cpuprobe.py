@@ -134,7 +134,7 @@ async def run(bursts: int, k: int, seq: int, profile: Path | None = None,
         out[name] = {key: round(statistics.median(v), 2) if v else None for key, v in figures.items()}
         out[name]["server_ms_all"] = [round(v, 1) for v in figures["server_ms"]]
     for name in servers:
-        if name != "direct":
+        if name != "direct" and seq:
             out[f"{name}_first_chunk_over_direct_ms"] = round(
                 out[name]["first_chunk_ms"] - out["direct"]["first_chunk_ms"], 1)
     if variant:
