@@ -155,8 +155,9 @@ class TaskActivities:
             task = replace(await until_stored(first_input, getattr(self.store, "health", None)), attempt=1)
             await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
             with stage_span(Stage.LLM_CALL, task, self._span_attrs(Delivery.LIVE)):
+                # A new task's first attempt: nothing of it is journaled yet.
                 return await run_attempt(
-                    self.adapter, task, events, batch_window=self.batch_window, write_ahead=True
+                    self.adapter, task, events, batch_window=self.batch_window, write_ahead=True, fresh=True
                 )
 
         running = asyncio.get_running_loop().create_task(first(), name=f"early-attempt:{events.task_id}")

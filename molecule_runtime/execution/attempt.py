@@ -47,6 +47,7 @@ async def run_attempt(
     on_chunk: Callable[[], None] | None = None,
     batch_window: float = 0.0,
     write_ahead: bool = False,
+    fresh: bool = False,
 ) -> AttemptResult:
     """Stream one attempt; return what it produced.
 
@@ -63,11 +64,13 @@ async def run_attempt(
     text a client saw (store/steps.py). When the adapter ends with `Done` or
     `Reject`, the result names that final state; storing it is the caller's
     final stage (in durable mode a retried attempt must not have stored it already).
+    `fresh`: no attempt of this turn can have run before (a direct turn, a new
+    durable task's early first attempt), so its journal is not read.
     """
     writer = ArtifactWriter(events, batch_window)
     # The turn's durable state: steps earlier attempts recorded (replayed, not
     # run) and, on a retry, the answer they streamed and stored.
-    turn = await _stored_turn(events, task, adapter.continues_partial)
+    turn = StoredTurn([]) if fresh else await _stored_turn(events, task, adapter.continues_partial)
     continuing = False
     if task.attempt > 1:
         partial = answer_text(turn.artifacts or [], events.artifact_id)

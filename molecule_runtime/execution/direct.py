@@ -39,7 +39,8 @@ async def run_direct(
             await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DIRECT})
     try:
         with stage_span(Stage.LLM_CALL, task, common):
-            result = await run_attempt(adapter, task, events, batch_window=batch_window)
+            # Direct turns are never retried: nothing is journaled before this attempt.
+            result = await run_attempt(adapter, task, events, batch_window=batch_window, fresh=True)
     except asyncio.CancelledError:
         if shutting_down():
             raise  # not the user's cancel: the caller records why the task stopped
