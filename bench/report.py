@@ -89,6 +89,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     dfc, ofc = s["durable"]["first_chunk"]["p50"], s["direct"]["first_chunk"]["p50"]
     out.append(_t("durable first chunk ≤ 1.2x direct + 10 ms", ms(dfc), f"≤ {ms(1.2 * ofc + 0.010)}",
                   dfc <= 1.2 * ofc + 0.010, f"direct {ms(ofc)}"))
+    out.append(_t("durable first chunk over direct ≤ +10 ms", f"+{ms(dfc - ofc)}", "≤ +10 ms",
+                  dfc - ofc <= 0.010, f"p50 {ms(dfc)} vs {ms(ofc)}"))
     for mode in ("direct", "durable"):
         levels = s[mode].get("rss") or []
         if not levels:
@@ -126,6 +128,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                       f"{c20['ratio']:.1f}x", "≤ 10x (half of serial)", c20["ratio"] <= 10,
                       f"1 task {ms(c20['one_s'])}, 20 tasks {ms(c20['k_wall_s'])}; "
                       "CPU- and store-bound: every event is a SQLite write"))
+    if "same_shape_concurrent_ratio" in b:
+        out.append(_t("(context) floor B: Temporal alone, no-op activities of our shape, 20 concurrent / 1",
+                      f"{b['same_shape_concurrent_ratio']:.1f}x", "", None,
+                      "the same measure without A2A, HTTP or a task store: durable mode's floor here"))
     for mode in ("direct", "durable"):
         io = s[mode].get("concurrency20_io")
         if io:

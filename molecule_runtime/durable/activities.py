@@ -26,6 +26,7 @@ from molecule_runtime.durable.attempt_edges import (
     final_result,
     handed_back,
     release_sticky_queue,
+    store_before_handover,
 )
 from molecule_runtime.durable.early import EarlyAttempt
 from molecule_runtime.durable.registry import LiveTaskRegistry
@@ -199,6 +200,7 @@ class TaskActivities:
         if self.leaving():
             # Temporal may hand a leaving process one more attempt (a retry,
             # a headless one): straight back, before it writes anything.
+            await self._settle_early(ref.task_id, events, delivery)
             raise handed_back(ref.task_id, attempt, info.attempt, "This process is shutting down")
         try:
             async with attempt_ends(self.store, events, attempt, info.attempt, self.leaving):
@@ -276,6 +278,14 @@ class TaskActivities:
         # Temporal must not hear "done" before the answer is stored.
         await events.persisted()
         return LlmCallResult.of(result)
+
+    async def _settle_early(self, task_id: str, events: TaskEvents, delivery: Delivery) -> None:
+        """An early attempt of a task handed back stops first, its events stored:
+        the next attempt, on another replica, must never write beside it."""
+        early = self._early(task_id, delivery)
+        if early is not None and not early.taken:
+            await early.stop()
+            await store_before_handover(self.store, task_id, events)
 
     def _early(self, task_id: str, delivery: Delivery) -> EarlyAttempt | None:
         entry = self.registry.get(task_id) if delivery == Delivery.LIVE else None
