@@ -7,19 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from temporalio import workflow
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from molecule_runtime.durable.early import DROPPED_TYPE, EarlyAttempt
+from molecule_runtime.durable.early import DROPPED_TYPE, MARGIN, EarlyAttempt, LlmCallWatch
 from molecule_runtime.durable.worker import WORKFLOW_RUNNER
 from molecule_runtime.execution.attempt import AttemptResult
 from molecule_runtime.sdk_seam import started_eagerly
+from molecule_runtime.vocabulary import Stage
 from tests.fixtures.scripted_adapter import read_records
 from tests.support.durable import durable_env
 from tests.support.scripted_answers import expected, parts_text, wait_done
@@ -94,17 +97,52 @@ async def _generation(started: asyncio.Event, stopped: list[str]) -> AttemptResu
 
 async def test_an_early_attempt_not_taken_in_time_is_stopped_and_its_take_is_retried() -> None:
     started, stopped = asyncio.Event(), []
-    early = EarlyAttempt(asyncio.create_task(_generation(started, stopped)), str(uuid.uuid4()), 0.2)
+    early = EarlyAttempt(asyncio.create_task(_generation(started, stopped)), str(uuid.uuid4()), 1.3)
     await started.wait()
     await asyncio.sleep(0.15)
-    early.restart_clock()  # the workflow's first task ran here: 0.2 s from now
+    early.restart_clock()  # the workflow's first task ran here: 1.3 s - MARGIN from now
     await asyncio.sleep(0.1)
     assert not early.task.done()
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.4)
     assert early.task.cancelled() and stopped == ["cancelled"]
     with pytest.raises(ApplicationError) as raised:
         early.take()
     assert raised.value.type == DROPPED_TYPE and not raised.value.non_retryable
+
+
+async def test_while_temporal_says_llm_call_is_on_its_way_the_early_attempt_goes_on() -> None:
+    answers: list[float | None] = [0.2, 0.2, None]
+    asked: list[float] = []
+
+    async def check() -> float | None:
+        asked.append(asyncio.get_running_loop().time())
+        return answers.pop(0)
+
+    started, stopped = asyncio.Event(), []
+    early = EarlyAttempt(
+        asyncio.create_task(_generation(started, stopped)), str(uuid.uuid4()), 0.1, check=check
+    )
+    await asyncio.wait({early.task}, timeout=10)
+    assert len(asked) == 3 and early.task.cancelled() and stopped == ["cancelled"]
+    assert asked[1] - asked[0] >= 0.2 and asked[2] - asked[1] >= 0.2  # each answer's wait kept
+    # Taken while a check is under way: the check's answer no longer matters.
+    started, stopped = asyncio.Event(), []
+    gate = asyncio.Event()
+
+    async def slow_check() -> float | None:
+        await gate.wait()
+        return None
+
+    early = EarlyAttempt(
+        asyncio.create_task(_generation(started, stopped)), str(uuid.uuid4()), 0.05, check=slow_check
+    )
+    await asyncio.sleep(0.1)
+    taken = early.take()
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert not taken.done() and stopped == []
+    taken.cancel()
+    await asyncio.wait({taken})
 
 
 async def test_a_taken_early_attempt_is_not_stopped_by_the_deadline_or_a_drop() -> None:
@@ -132,7 +170,7 @@ async def test_an_eagerly_started_workflow_gives_its_first_task_time_before_the_
     await asyncio.sleep(0.4)
     assert not early.task.done()  # the first task's own timeout (10 s) comes first
     early.restart_clock()  # task_receive ran here: schedule-to-start counts from now
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.2)
     assert early.task.cancelled() and stopped == ["cancelled"]
 
 
@@ -155,3 +193,57 @@ async def test_temporalio_tells_whether_the_start_was_eager(temporal_server) -> 
         plain = await client.start_workflow(EagerProbe.run, id=f"p-{uuid.uuid4()}", task_queue=queue)
         assert started_eagerly(eager) and not started_eagerly(plain)
         assert await eager.result() == "ok" and await plain.result() == "ok"
+
+
+@workflow.defn(name="LlmCallProbe")
+class LlmCallProbe:
+    @workflow.run
+    async def run(self, queue: str) -> str:
+        return await workflow.execute_activity(
+            Stage.LLM_CALL,
+            "x",
+            task_queue=queue,
+            start_to_close_timeout=timedelta(seconds=60),
+            schedule_to_start_timeout=timedelta(seconds=60),
+        )
+
+
+async def _until_state(handle, state: int) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            described = await handle.describe()
+            pending = described.raw_description.pending_activities
+            if pending and pending[0].state == state:
+                return
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.temporal
+async def test_the_watch_reads_where_llm_call_stands_in_temporal(temporal_server) -> None:
+    """LlmCallWatch against a real workflow whose llm_call is scheduled on a queue
+    nobody polls yet, then started by a worker, then finished."""
+    client = await Client.connect(temporal_server.address)
+    tag = uuid.uuid4().hex[:8]
+    flows, calls = f"flows-{tag}", f"calls-{tag}"
+    release = asyncio.Event()
+
+    @activity.defn(name=Stage.LLM_CALL)
+    async def llm_call(_: str) -> str:
+        await release.wait()
+        return "done"
+
+    async with Worker(client, task_queue=flows, workflows=[LlmCallProbe], workflow_runner=WORKFLOW_RUNNER):
+        handle = await client.start_workflow(LlmCallProbe.run, calls, id=f"w-{tag}", task_queue=flows)
+        mine = LlmCallWatch(handle, calls, "me", 20.0)
+        await _until_state(handle, PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED)
+        left = await mine()
+        assert left is not None and 15.0 < left <= 20.0 - MARGIN, left  # scheduled just now
+        elsewhere = LlmCallWatch(handle, calls, "me", 0.5)
+        assert await elsewhere() is None  # past its schedule-to-start: Temporal may move it
+        async with Worker(client, task_queue=calls, activities=[llm_call], identity="me"):
+            await _until_state(handle, PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)
+            assert await mine() == 20.0  # handed to this process's worker: it comes
+            assert await LlmCallWatch(handle, calls, "another", 20.0)() is None
+            release.set()
+            assert await handle.result() == "done"
+        assert await mine() is None  # the workflow ended

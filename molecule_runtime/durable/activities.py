@@ -28,7 +28,7 @@ from molecule_runtime.durable.attempt_edges import (
     release_sticky_queue,
     store_before_handover,
 )
-from molecule_runtime.durable.early import EarlyAttempt
+from molecule_runtime.durable.early import Check, EarlyAttempt
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.store_reads import read_while_store_away, stored_input
 from molecule_runtime.durable.types import (
@@ -148,6 +148,7 @@ class TaskActivities:
         first_input: Callable[[], Awaitable[TaskInput]],
         deadline: float,
         eager: bool,
+        check: Check | None = None,
     ) -> EarlyAttempt:
         """Begin the task's first attempt now, for `llm_call` to take over (durable/early.py)."""
 
@@ -162,7 +163,7 @@ class TaskActivities:
                 )
 
         running = asyncio.get_running_loop().create_task(first(), name=f"early-attempt:{events.task_id}")
-        return EarlyAttempt(running, events.task_id, deadline, eager=eager)
+        return EarlyAttempt(running, events.task_id, deadline, eager=eager, check=check)
 
     @activity.defn(name=Stage.LLM_CALL)
     async def llm_call(self, inp: LlmCallInput) -> LlmCallResult:

@@ -25,7 +25,7 @@ from temporalio.client import (
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
-from molecule_runtime.durable.early import MIN_WINDOW, EarlyAttempt
+from molecule_runtime.durable.early import MIN_WINDOW, Check, EarlyAttempt, LlmCallWatch
 from molecule_runtime.durable.follow import WorkflowFollower
 from molecule_runtime.durable.peers import WorkflowPeers
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry, until_any
@@ -42,7 +42,7 @@ from molecule_runtime.states import state_of
 from molecule_runtime.store import LiveEventOffsets
 from molecule_runtime.vocabulary import Outcome
 
-BeginEarly = Callable[[TaskEvents, Callable[[], Awaitable[TaskInput]], float, bool], EarlyAttempt]
+BeginEarly = Callable[[TaskEvents, Callable[[], Awaitable[TaskInput]], float, bool, Check], EarlyAttempt]
 
 # How long CancelTask waits for a workflow being started, then for the adapter to stop.
 CANCEL_WAIT = 10.0
@@ -81,6 +81,7 @@ class DurableTasks:
             settings.temporal_task_queue,
             worker_identity(settings),
         )
+        self._identity = worker_identity(settings)
         self._follower = WorkflowFollower(settings, peers, self.handover, store=store, offsets=offsets)
 
     def accepting(self) -> bool:
@@ -119,7 +120,10 @@ class DurableTasks:
                 deadline = self.settings.temporal_schedule_to_start_timeout
 
                 def accepted() -> None:
-                    entry.early = begin(events, first_input, deadline, started_eagerly(entry.handle))
+                    watch = LlmCallWatch(
+                        entry.handle, self.settings.process_task_queue, self._identity, deadline
+                    )
+                    entry.early = begin(events, first_input, deadline, started_eagerly(entry.handle), watch)
 
             try:
                 handle = await self.starts.start_here(client, ref, events, entry, accepted)

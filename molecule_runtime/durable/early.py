@@ -4,24 +4,32 @@ workflow's first task, `llm_call`'s dispatch and a re-read of the input.
 
 `llm_call`'s first attempt on this process takes it over and reports its end
 (durable/activities.py): one run of the adapter per attempt, as before. Until
-taken it is bounded, so that it never writes beside an attempt running
-elsewhere: it is dropped when the workflow ends first (a cancel), when this
-process hands its tasks over, and before Temporal could move the attempt to the
-shared queue (schedule-to-start timeout, counted from the workflow's first task
-here; before that from the start, plus the first task's own timeout when Temporal
-handed that task to this process with the start). Its chunks are journaled
-as an attempt's are (write-ahead), so a dropped or dead early attempt is
-continued by the next one like any other.
+taken it never writes beside an attempt running elsewhere: it is dropped when
+the workflow ends first (a cancel), when this process hands its tasks over,
+and before Temporal could move `llm_call` to the shared queue
+(schedule-to-start timeout). A busy process is not a reason to drop it: when
+the timeout could be near, Temporal is asked where `llm_call` stands
+(`LlmCallWatch`): already handed to this process's worker, or scheduled less
+than the timeout ago, the attempt goes on. Its chunks are journaled as an
+attempt's are (write-ahead), so a dropped or dead early attempt is continued
+by the next one like any other.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, timedelta
+from typing import Any
 
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from molecule_runtime.execution.attempt import AttemptResult
+from molecule_runtime.vocabulary import Stage
 
 log = logging.getLogger("molecule_runtime.durable.activities")
 
@@ -34,6 +42,56 @@ MIN_WINDOW = 2.0
 # started workflow's first task runs here, and only once it has completed (or
 # timed out, to be retried elsewhere) can llm_call be scheduled.
 FIRST_TASK_TIMEOUT = 10.0
+# While llm_call is not scheduled yet, Temporal is asked again this often.
+RECHECK = 1.0
+# Stopped this long before Temporal could move llm_call (the clocks of this
+# host and Temporal's may differ a little).
+MARGIN = 1.0
+
+# Seconds the early attempt may still wait for llm_call, or None: stop it now.
+Check = Callable[[], Awaitable[float | None]]
+
+
+class LlmCallWatch:
+    """Where the task's `llm_call` stands in Temporal, for an early attempt not taken yet."""
+
+    def __init__(self, handle: Any, process_queue: str, identity: str, schedule_to_start: float) -> None:
+        self.handle = handle
+        self.process_queue = process_queue
+        self.identity = identity
+        self.schedule_to_start = schedule_to_start
+        self.activity_id: str | None = None  # the first llm_call seen: the one on this process's queue
+
+    async def __call__(self) -> float | None:
+        try:
+            described = await self.handle.describe(rpc_timeout=timedelta(seconds=5))
+        except Exception as exc:
+            log.info("task workflow %s: where llm_call stands is not known (%s)", self.handle.id, exc)
+            return None
+        if described.status not in (None, WorkflowExecutionStatus.RUNNING):
+            return None
+        calls = [
+            p for p in described.raw_description.pending_activities if p.activity_type.name == Stage.LLM_CALL
+        ]
+        if not calls:
+            # Not scheduled yet (the workflow's first task is still on its way);
+            # gone once seen: it ran, failed or moved.
+            return RECHECK if self.activity_id is None else None
+        call = calls[0]
+        if self.activity_id is None:
+            self.activity_id = call.activity_id
+        queue = call.activity_options.task_queue.name if call.HasField("activity_options") else ""
+        if call.activity_id != self.activity_id or call.attempt > 1 or queue not in ("", self.process_queue):
+            return None
+        if call.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+            # Handed to a worker: this process's (on its way to take the
+            # attempt over, however busy the event loop) or not.
+            return self.schedule_to_start if call.last_worker_identity == self.identity else None
+        if call.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
+            return None
+        scheduled = call.scheduled_time.ToDatetime(tzinfo=UTC).timestamp()
+        left = scheduled + self.schedule_to_start - MARGIN - time.time()
+        return left if left > 0 else None
 
 
 def _retrieve(task: asyncio.Task[AttemptResult]) -> None:
@@ -45,13 +103,21 @@ class EarlyAttempt:
     """A running first attempt, until `llm_call` takes it or it is dropped."""
 
     def __init__(
-        self, task: asyncio.Task[AttemptResult], task_id: str, deadline: float, *, eager: bool = False
+        self,
+        task: asyncio.Task[AttemptResult],
+        task_id: str,
+        deadline: float,
+        *,
+        eager: bool = False,
+        check: Check | None = None,
     ) -> None:
         self.task = task
         self.task_id = task_id
         self.deadline = deadline
+        self.check = check
         self.taken = False
         self.dropped = False
+        self._checking: asyncio.Task[None] | None = None
         first = deadline + (FIRST_TASK_TIMEOUT if eager else 0.0)
         self._timer = asyncio.get_running_loop().call_later(first, self._expire)
         # Its end is reported by llm_call, or by nobody (dropped): never an
@@ -60,19 +126,39 @@ class EarlyAttempt:
 
     def restart_clock(self) -> None:
         """The workflow's first task ran here: Temporal schedules `llm_call` now."""
-        if not self.taken and not self.dropped:
+        if not self.taken and not self.dropped and self._checking is None:
             self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_later(self.deadline, self._expire)
+            wait = max(0.0, self.deadline - MARGIN)
+            self._timer = asyncio.get_running_loop().call_later(wait, self._expire)
+
+    def _settled(self) -> bool:
+        return self.taken or self.dropped or self.task.done()
 
     def _expire(self) -> None:
-        if self.taken or self.dropped or self.task.done():
+        if self._settled():
             return
-        log.warning(
-            "task %s: its first attempt was not taken by llm_call within %.0f s; "
-            "stopped, the next attempt continues it",
-            self.task_id,
-            self.deadline,
-        )
+        if self.check is None:
+            self._drop("was not taken by llm_call in time")
+            return
+        self._checking = asyncio.get_running_loop().create_task(self._recheck())
+
+    async def _recheck(self) -> None:
+        assert self.check is not None
+        try:
+            wait = await self.check()
+        except Exception as exc:
+            log.info("task %s: where llm_call stands is not known (%s)", self.task_id, exc)
+            wait = None
+        self._checking = None
+        if self._settled():
+            return
+        if wait is None:
+            self._drop("was not taken by llm_call before Temporal could move it")
+        else:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._expire)
+
+    def _drop(self, why: str) -> None:
+        log.warning("task %s: its first attempt %s; stopped, the next attempt continues it", self.task_id, why)
         self.dropped = True
         self.task.cancel()
 
