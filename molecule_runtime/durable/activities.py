@@ -221,9 +221,6 @@ class TaskActivities:
     ) -> LlmCallResult:
         if delivery == Delivery.LIVE:
             self._received(ref.task_id)
-            entry = self.registry.get(ref.task_id)
-            if entry is not None:
-                entry.attempt_here.set()
         early = self._early(ref.task_id, delivery)
         if early is not None:
             if attempt == 1 and inp.task is None:

@@ -29,8 +29,6 @@ class LiveTask:
     # Set when the workflow's first task (task_receive), or else its first
     # llm_call attempt, ran here.
     received: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set when an llm_call attempt of the task began here.
-    attempt_here: asyncio.Event = field(default_factory=asyncio.Event)
     # The first attempt, begun while the workflow started (durable/early.py).
     early: EarlyAttempt | None = None
 

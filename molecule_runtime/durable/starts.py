@@ -1,4 +1,4 @@
-"""Starting a task's workflow: through a window that keeps a burst of eager starts
+"""Starting a task's workflow: through a gate that keeps a burst of eager starts
 from overloading this process, retried until Temporal answers once a start may
 have been accepted, and, once this process hands its tasks over at shutdown,
 started for the processes that stay."""
@@ -17,9 +17,7 @@ from temporalio.service import RPCStatusCode
 
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
-from molecule_runtime.durable.early import FIRST_TASK_TIMEOUT
 from molecule_runtime.durable.registry import LiveTask, until_any
-from molecule_runtime.durable.start_window import StartWindow
 from molecule_runtime.durable.types import (
     WORKFLOW_NAME,
     TaskOutcome,
@@ -42,8 +40,10 @@ _TRANSIENT = UNREACHABLE | {RPCStatusCode.CANCELLED, RPCStatusCode.RESOURCE_EXHA
 # A start gets this long per try, and this long in all, under heavy load.
 START_RPC_TIMEOUT = 10.0
 START_DEADLINE = 60.0
-# A start holds its place in the start window (durable/start_window.py) at most
-# this long.
+# A burst of eager starts whose first workflow tasks all run on this process's
+# 2 cores would time out in Temporal and be retried, adding load; past this
+# many at once, starts wait here instead.
+MAX_CONCURRENT_STARTS = 32
 START_GATE_HOLD = 10.0
 
 
@@ -57,9 +57,7 @@ class WorkflowStarts:
         self.connection = connection
         # Set when this process hands its tasks over at shutdown.
         self.handover = handover
-        self._window = StartWindow.for_timeouts(
-            settings.temporal_heartbeat_timeout, FIRST_TASK_TIMEOUT
-        )
+        self._start_gate = asyncio.Semaphore(MAX_CONCURRENT_STARTS)
         self._leaving_starts: set[asyncio.Future[None]] = set()
 
     def workflow_input(self, ref: TaskRef, *, here: bool = True) -> WorkflowInput:
@@ -90,10 +88,10 @@ class WorkflowStarts:
         entry: LiveTask,
         accepted: Callable[[], None] | None = None,
     ) -> WorkflowHandle | None:
-        """Start the workflow for this process to stream, through the start
-        window (`accepted` is called once Temporal has it); once this process
-        hands its tasks over, for any other one (None)."""
-        if not await self._window_or_handover():
+        """Start the workflow for this process to stream, through the start gate
+        (`accepted` is called once Temporal has it); once this process hands its
+        tasks over, for any other one (None)."""
+        if not await self._gate_or_handover():
             # Not left for this instance's restart (a scale-in has none): its
             # own queue is skipped, and the start outlives this request.
             start = asyncio.ensure_future(self._start_for_others(client, ref, events))
@@ -101,22 +99,17 @@ class WorkflowStarts:
             start.add_done_callback(self._leaving_starts.discard)
             await asyncio.shield(start)
             return None
-        loop = asyncio.get_running_loop()
-        entered = loop.time()
-        took: float | None = None
         try:
             handle = await self._start(client, ref, events)
             entry.attach(handle)
             if accepted is not None:
                 accepted()
-            # In the window until an llm_call attempt began here (or the task
-            # was canceled or ended: then that may never happen).
-            await until_any((entry.attempt_here, entry.cancel_requested, entry.finished), START_GATE_HOLD)
-            if not (entry.cancel_requested.is_set() or entry.finished.is_set()):
-                took = loop.time() - entered
+            # Hold the gate until the workflow's first task has run here
+            # (or the task is canceled: then it may never run).
+            await until_any((entry.received, entry.cancel_requested), START_GATE_HOLD)
             return handle
         finally:
-            self._window.leave(took)
+            self._start_gate.release()
 
     async def _start_for_others(self, client: Client, ref: TaskRef, events: TaskEvents) -> None:
         try:
@@ -131,30 +124,30 @@ class WorkflowStarts:
                 exc,
             )
 
-    async def _window_or_handover(self) -> bool:
-        """A place in the start window (True), or False once this process hands its tasks over."""
+    async def _gate_or_handover(self) -> bool:
+        """A place in the start gate (True), or False once this process hands its tasks over."""
         if self.handover.is_set():
             return False
-        if not self._window.full():
-            await self._window.enter()  # free: granted without waiting
+        if not self._start_gate.locked():
+            await self._start_gate.acquire()  # free: granted without waiting
             return True
-        enter = asyncio.ensure_future(self._window.enter())
+        acquire = asyncio.ensure_future(self._start_gate.acquire())
         leaving = asyncio.ensure_future(self.handover.wait())
         try:
-            await asyncio.wait({enter, leaving}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({acquire, leaving}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             leaving.cancel()
-            if enter.done() and not enter.cancelled():
-                self._window.leave(None)
+            if acquire.done():
+                self._start_gate.release()
             else:
-                enter.cancel()  # a place granted meanwhile is given on by the window
+                acquire.cancel()  # a place granted meanwhile is given back by the semaphore
             raise
         leaving.cancel()
-        if not enter.done():
-            enter.cancel()
+        if not acquire.done():
+            acquire.cancel()
             return False
         if self.handover.is_set():
-            self._window.leave(None)
+            self._start_gate.release()
             return False
         return True
 
