@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -354,7 +355,10 @@ def run_scenario(infra: Infra, plan: Plan, scenario: str, n: int) -> dict[str, A
         proc.wait_ready()
         asyncio.run(warm_up(proc.port))
         pids = {"server": proc.pid, **pids}
+        delays_before = dispatch_delays(proc.port) if mode == "durable" else {}
         result = burst(proc.port, plan, n, pids, tree, verify=True, workdir=proc.workdir)
+        if mode == "durable":
+            result["dispatch_delay"] = late_attempts(delays_before, dispatch_delays(proc.port))
         result |= attempts(proc.workdir / "data", result.pop("task_ids"))
         result["server_vmhwm_kib"] = status_kib(proc.pid, "VmHWM")
         result["log"] = log_findings(proc)
@@ -502,6 +506,33 @@ def workspace() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+DISPATCH_METRIC = "molecule_attempt_dispatch_delay_seconds_bucket"
+
+
+def dispatch_delays(port: int) -> dict[float, float]:
+    """The server's histogram of how late llm_call attempts reached its event loop
+    (cumulative count per bucket bound, seconds)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(DISPATCH_METRIC + "{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def late_attempts(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """The burst's attempts: how many, how many reached the loop more than 5 / 10 s
+    after Temporal started them, and the bucket bound under which all did."""
+    count = {b: after[b] - before.get(b, 0.0) for b in after}
+    total = count.get(float("inf"), 0.0)
+    def over(bound: float) -> int:
+        return int(total - count.get(bound, total))
+    all_under = min((b for b, c in count.items() if c >= total), default=float("nan"))
+    return {"attempts": int(total), "over_5s": over(5.0), "over_10s": over(10.0), "max_le_s": all_under}
+
+
 def summary_line(key: str, n: int, r: dict[str, Any]) -> str:
     if "skipped" in r or "error" in r:
         # The last line of an error says most (a server's start-up traceback ends with its cause).
@@ -517,6 +548,10 @@ def summary_line(key: str, n: int, r: dict[str, Any]) -> str:
         line += f", re-runs {r['reruns']}, never ran {r['never_ran']}"
     if "temporal" in r["cpu_s"]:
         line += f", Temporal CPU {r['cpu_s']['temporal']:.1f} s"
+    if "dispatch_delay" in r:
+        d = r["dispatch_delay"]
+        line += (f", llm_call reached the loop >5 s late {d['over_5s']}/{d['attempts']}"
+                 f" (>10 s {d['over_10s']}, all ≤ {d['max_le_s']:g} s)")
     if "postgres" in r["cpu_s"]:
         line += f", PostgreSQL CPU {r['cpu_s']['postgres']:.1f} s"
     return line

@@ -73,6 +73,9 @@ def _exact_detail(r: dict[str, Any]) -> str:
     text = f"SSE exact {r['sse_exact']}/{n}, stored exact {r.get('stored_exact', '-')}/{n}"
     if "reruns" in r:
         text += f", adapter re-runs {r['reruns']}, never ran {r['never_ran']}"
+    if "dispatch_delay" in r:
+        d = r["dispatch_delay"]
+        text += f", llm_call reached the event loop > 10 s after Temporal started it {d['over_10s']}/{d['attempts']}"
     if r.get("timed_out"):
         text += f", {r['timed_out']} streams still open at the {r['generation_s'] * 10:.0f} s limit"
     return text

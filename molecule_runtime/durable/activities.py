@@ -29,6 +29,7 @@ from molecule_runtime.durable.attempt_edges import (
     store_before_handover,
 )
 from molecule_runtime.durable.early import Check, EarlyAttempt
+from molecule_runtime.durable.pulse import note_dispatch
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.durable.store_reads import read_while_store_away, stored_input
 from molecule_runtime.durable.types import (
@@ -168,6 +169,7 @@ class TaskActivities:
     @activity.defn(name=Stage.LLM_CALL)
     async def llm_call(self, inp: LlmCallInput) -> LlmCallResult:
         info = activity.info()
+        note_dispatch(info)
         ref = inp.ref
         if ref is None:  # scheduled by a workflow from before inputs went by reference
             assert inp.task is not None

@@ -28,6 +28,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
+from molecule_runtime.observability import metrics
 from molecule_runtime.sdk_seam import heartbeat_sender
 
 log = logging.getLogger(__name__)
@@ -159,3 +160,24 @@ class _Outbound(ActivityOutboundInterceptor):
     def heartbeat(self, *details: Any) -> None:
         self.pulse.beat(activity.info().task_token)
         super().heartbeat(*details)
+
+
+def note_dispatch(info: activity.Info) -> float:
+    """How long a started attempt waited before its code ran here (the SDK hands
+    the event loop one task per poll, so a busy loop holds the rest back), counted
+    against its heartbeat timeout, which Temporal runs from the start: no thread
+    can beat for an attempt that has not reached the process. Warns at half."""
+    waited = max(0.0, time.time() - info.started_time.timestamp())
+    metrics.DISPATCH_DELAY.observe(waited)
+    timeout = info.heartbeat_timeout.total_seconds() if info.heartbeat_timeout else None
+    if timeout is not None and waited > timeout / 2:
+        log.warning(
+            "task workflow %s: llm_call attempt %d reached this process %.1f s after Temporal "
+            "started it (heartbeat timeout %.0f s): the event loop is too busy to take new "
+            "attempts in time; give the process more CPU or fewer tasks (MOLECULE_MAX_RUNNING_TASKS)",
+            info.workflow_id,
+            info.attempt,
+            waited,
+            timeout,
+        )
+    return waited

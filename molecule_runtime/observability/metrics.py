@@ -30,6 +30,12 @@ STEPS = Counter(
     "Durable steps of adapters: recorded (ran and journaled) or replayed (from the journal)",
     ["outcome"],
 )
+DISPATCH_DELAY = Histogram(
+    "molecule_attempt_dispatch_delay_seconds",
+    "From Temporal starting an llm_call attempt (the worker's core took it) to its code "
+    "running here, by Temporal's clock",
+    buckets=_LATENCY_BUCKETS,
+)
 HEADLESS = Counter(
     "molecule_headless_attempts_total",
     "llm_call attempts run without a client stream in this process (crash recovery)",
