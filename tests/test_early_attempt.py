@@ -221,7 +221,8 @@ async def _until_state(handle, state: int) -> None:
 @pytest.mark.temporal
 async def test_the_watch_reads_where_llm_call_stands_in_temporal(temporal_server) -> None:
     """LlmCallWatch against a real workflow whose llm_call is scheduled on a queue
-    nobody polls yet, then started by a worker, then finished."""
+    nobody polls yet, then started by a worker, lost with it (the retry comes to
+    the same queue), started again, then finished."""
     client = await Client.connect(temporal_server.address)
     tag = uuid.uuid4().hex[:8]
     flows, calls = f"flows-{tag}", f"calls-{tag}"
@@ -243,6 +244,16 @@ async def test_the_watch_reads_where_llm_call_stands_in_temporal(temporal_server
         async with Worker(client, task_queue=calls, activities=[llm_call], identity="me"):
             await _until_state(handle, PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)
             assert await mine() == 20.0  # handed to this process's worker: it comes
+        # That worker went away with attempt 1: attempt 2 waits on the same queue,
+        # for this process, with a schedule-to-start window of its own.
+        await _until_state(handle, PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED)
+        left = await mine()  # counted from when the retry is due (1 s back-off)
+        assert left is not None and 15.0 < left <= 20.0, left
+        async with Worker(client, task_queue=calls, activities=[llm_call], identity="me"):
+            await _until_state(handle, PendingActivityState.PENDING_ACTIVITY_STATE_STARTED)
+            described = await handle.describe()
+            assert described.raw_description.pending_activities[0].attempt == 2
+            assert await mine() == 20.0
             assert await LlmCallWatch(handle, calls, "another", 20.0)() is None
             release.set()
             assert await handle.result() == "done"

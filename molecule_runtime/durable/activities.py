@@ -31,6 +31,7 @@ from molecule_runtime.durable.attempt_edges import (
 from molecule_runtime.durable.early import Check, EarlyAttempt
 from molecule_runtime.durable.pulse import note_dispatch
 from molecule_runtime.durable.registry import LiveTaskRegistry
+from molecule_runtime.durable.running import RunningAttempts
 from molecule_runtime.durable.store_reads import read_while_store_away, stored_input
 from molecule_runtime.durable.types import (
     CompleteInput,
@@ -79,10 +80,7 @@ class TaskActivities:
         self.store = store
         self.registry = registry
         self.heartbeat_interval = heartbeat_interval
-        # The attempt of each task running in this process: a new attempt
-        # (Temporal gave up on a stalled one) first stops the old one, so two
-        # never write one answer at once.
-        self._attempts: dict[str, asyncio.Task[object]] = {}
+        self._running = RunningAttempts()
         # Set when this process hands its tasks over at shutdown (DurableTasks.handover).
         self.handover: asyncio.Event | None = None
 
@@ -209,8 +207,7 @@ class TaskActivities:
             async with attempt_ends(self.store, events, attempt, info.attempt, self.leaving):
                 return await self._run(inp, attempt, info, ref, events, delivery)
         finally:
-            if self._attempts.get(ref.task_id) is asyncio.current_task():
-                del self._attempts[ref.task_id]
+            self._running.leave(ref.task_id)
 
     async def _run(
         self,
@@ -223,10 +220,20 @@ class TaskActivities:
     ) -> LlmCallResult:
         if delivery == Delivery.LIVE:
             self._received(ref.task_id)
+        await self._running.take_over(ref.task_id, info.activity_id, info.attempt)
         early = self._early(ref.task_id, delivery)
         if early is not None:
-            if attempt == 1 and inp.task is None:
-                await self._take_over(ref.task_id)
+            # The first llm_call's first attempt to arrive here takes the early
+            # attempt over: attempt 1, or a retry when attempt 1 never arrived
+            # (its dispatch was lost): all of them come to this process's queue.
+            if inp.task is None and inp.attempt_base == 0 and (info.attempt == 1 or early.takeable()):
+                if info.attempt > 1:
+                    log.warning(
+                        "task %s: attempt %d takes over the first attempt, which no attempt "
+                        "had taken (Temporal started attempt 1, it never reached this process)",
+                        ref.task_id,
+                        attempt,
+                    )
                 # Cancelling this activity cancels the attempt it awaits.
                 result = await early.take()
                 await events.persisted()
@@ -265,7 +272,6 @@ class TaskActivities:
                 task.task_id,
                 task.attempt,
             )
-        await self._take_over(task.task_id)
         with stage_span(Stage.LLM_CALL, task, self._span_attrs(delivery)):
             result = await run_attempt(
                 self.adapter,
@@ -300,17 +306,6 @@ class TaskActivities:
             # The request that accepted the message may still be storing it.
             await events.persisted()
         return await stored_input(self.store, ref, self.history_bytes, self.heartbeat_interval)
-
-    async def _take_over(self, task_id: str) -> None:
-        """Cancel and await an earlier attempt of this task still running here."""
-        earlier = self._attempts.get(task_id)
-        if earlier is not None and not earlier.done():
-            log.warning("task %s: a new attempt starts while the last one still runs; stopping it", task_id)
-            earlier.cancel()
-            await asyncio.wait({earlier}, timeout=30)
-        current = asyncio.current_task()
-        assert current is not None
-        self._attempts[task_id] = current
 
     async def _heartbeat_loop(self, task_id: str) -> None:
         # Heartbeats prove liveness while the adapter is between chunks, and

@@ -2,8 +2,11 @@
 Temporal has accepted its workflow: the first chunk does not wait for the
 workflow's first task, `llm_call`'s dispatch and a re-read of the input.
 
-`llm_call`'s first attempt on this process takes it over and reports its end
-(durable/activities.py): one run of the adapter per attempt, as before. Until
+The first attempt of `llm_call` to reach this process takes it over and reports
+its end (durable/activities.py): one run of the adapter per attempt, as before.
+That is attempt 1, or a retry when attempt 1 never arrived (Temporal started it
+but its dispatch was lost; it timed out on heartbeats): every attempt of that
+`llm_call` comes to this process's queue, so none ran beside it. Until
 taken it never writes beside an attempt running elsewhere: it is dropped when
 the workflow ends first (a cancel), when this process hands its tasks over,
 and before Temporal could move `llm_call` to the shared queue
@@ -81,11 +84,12 @@ class LlmCallWatch:
         if self.activity_id is None:
             self.activity_id = call.activity_id
         queue = call.activity_options.task_queue.name if call.HasField("activity_options") else ""
-        if call.activity_id != self.activity_id or call.attempt > 1 or queue not in ("", self.process_queue):
+        if call.activity_id != self.activity_id or queue not in ("", self.process_queue):
             return None
         if call.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
             # Handed to a worker: this process's (on its way to take the
-            # attempt over, however busy the event loop) or not.
+            # attempt over, however busy the event loop; or lost, and its
+            # retry comes here too) or not.
             return self.schedule_to_start if call.last_worker_identity == self.identity else None
         if call.state != PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED:
             return None
@@ -161,6 +165,9 @@ class EarlyAttempt:
         log.warning("task %s: its first attempt %s; stopped, the next attempt continues it", self.task_id, why)
         self.dropped = True
         self.task.cancel()
+
+    def takeable(self) -> bool:
+        return not (self.taken or self.dropped)
 
     def take(self) -> asyncio.Task[AttemptResult]:
         """The attempt for `llm_call` to report; a dropped one is retried by Temporal."""
