@@ -497,8 +497,15 @@ def run_growth(root: Path, plan: Plan) -> dict[str, Any]:
 # ---- the run ------------------------------------------------------------------
 
 
+KEEP: Path | None = None  # --keep: the run's folder (servers' logs, Temporal's database) stays there
+
+
 @contextlib.contextmanager
 def workspace() -> Iterator[Path]:
+    if KEEP is not None:
+        KEEP.mkdir(parents=True, exist_ok=True)
+        yield Path(tempfile.mkdtemp(prefix="run-", dir=KEEP))
+        return
     root = Path(tempfile.mkdtemp(prefix="molecule-bench-stream-"))
     try:
         yield root
@@ -618,9 +625,13 @@ def main() -> None:
     parser.add_argument("--n", action="append", type=int, default=[], help="run only these N (repeatable)")
     parser.add_argument("--docs", action="store_true", help="write the docs even for a --only/--n subset")
     parser.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the run's folder (servers' logs, Temporal's database) under DIR")
     parser.add_argument("--report-only", action="store_true",
                         help="re-render the docs from bench/results/streaming.json, measure nothing")
     args = parser.parse_args()
+    global KEEP
+    KEEP = args.keep
     if args.report_only:
         result = json.loads((RESULTS / "streaming.json").read_text())
         result["targets"] = streaming_report.targets(result)
