@@ -16,7 +16,8 @@ import pytest
 
 from molecule_runtime.adapters.echo import Adapter as EchoAdapter
 from molecule_runtime.durable import activities as activities_module
-from molecule_runtime.durable.activities import HURRIED_HEARTBEAT, TaskActivities
+from molecule_runtime.durable.activities import TaskActivities
+from molecule_runtime.durable.llm_call import HURRIED_HEARTBEAT
 from molecule_runtime.durable.registry import LiveTaskRegistry
 from molecule_runtime.execution.events import TaskEvents
 

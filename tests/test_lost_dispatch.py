@@ -1,7 +1,7 @@
 """A first `llm_call` attempt that Temporal started but that never reached the
 process costs its heartbeat timeout, not a second run of the adapter: the retry,
 which comes to the same process's queue, takes over the early attempt nobody
-took (durable/early.py, durable/activities.py).
+took (durable/early.py, durable/llm_call.py).
 
 Real Temporal, a real server process: its worker runs one activity at a time
 (`TEMPORAL_MAX_CONCURRENT_ACTIVITIES=1`), so while a first task's `llm_call`

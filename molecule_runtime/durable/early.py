@@ -3,7 +3,7 @@ Temporal has accepted its workflow: the first chunk does not wait for the
 workflow's first task, `llm_call`'s dispatch and a re-read of the input.
 
 The first attempt of `llm_call` to reach this process takes it over and reports
-its end (durable/activities.py): one run of the adapter per attempt, as before.
+its end (durable/llm_call.py): one run of the adapter per attempt, as before.
 That is attempt 1, or a retry when attempt 1 never arrived (Temporal started it
 but its dispatch was lost; it timed out on heartbeats): every attempt of that
 `llm_call` comes to this process's queue, so none ran beside it. Until

@@ -1,6 +1,6 @@
 """Heartbeats that a busy event loop cannot delay.
 
-A running activity heartbeats from the event loop (durable/activities.py). Under a
+A running activity heartbeats from the event loop (durable/llm_call.py). Under a
 burst the loop falls seconds behind, and a heartbeat timeout would then retry an
 attempt that is alive and working: the retry runs beside it and both write the
 task. So a thread beats for every running activity whose own heartbeat is late,

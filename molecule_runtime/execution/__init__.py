@@ -9,4 +9,4 @@ adapter (`attempt.py`, `pull.py`, `artifacts.py`, `batching.py`, `steps.py`,
 `usage.py`) and the events it emits (`events.py`, delivered live or `headless.py`). The
 A2A executor that hands requests to dispatch is the server's
 (`server/executor.py`); the workflow's activities call the attempt too
-(`durable/activities.py`)."""
+(`durable/llm_call.py`)."""
