@@ -162,6 +162,38 @@ async def test_a_taken_early_attempt_is_not_stopped_by_the_deadline_or_a_drop() 
     assert early.task.cancelled() and stopped == ["cancelled"]
 
 
+async def test_an_ended_attempt_nobody_took_asks_to_report_its_answer_until_told_to_stop() -> None:
+    asked: list[int] = []
+    answers: list[float | None] = [0.05, None]
+
+    async def report(result: AttemptResult) -> float | None:
+        asked.append(result.produced)
+        return answers.pop(0)
+
+    async def done() -> AttemptResult:
+        return AttemptResult(produced=7)
+
+    early = EarlyAttempt(asyncio.create_task(done()), str(uuid.uuid4()), 30, report=report, report_after=0.1)
+    await asyncio.sleep(0.05)
+    assert asked == []  # llm_call usually takes it within report_after
+    await asyncio.sleep(0.3)
+    assert asked == [7, 7]  # asked again after the wait it was given, then told to stop
+    await asyncio.sleep(0.2)
+    assert asked == [7, 7]
+    await early.drop()
+    # Taken in time, or failed: never asked.
+    taken = EarlyAttempt(asyncio.create_task(done()), str(uuid.uuid4()), 30, report=report, report_after=0.05)
+    taken.take()
+
+    async def fails() -> AttemptResult:
+        raise RuntimeError("boom")
+
+    failed = EarlyAttempt(asyncio.create_task(fails()), str(uuid.uuid4()), 30, report=report, report_after=0.05)
+    await asyncio.sleep(0.2)
+    assert asked == [7, 7] and failed.task.done()
+    await failed.drop()
+
+
 async def test_an_eagerly_started_workflow_gives_its_first_task_time_before_the_clock_runs() -> None:
     started, stopped = asyncio.Event(), []
     early = EarlyAttempt(

@@ -1,7 +1,8 @@
 """A first `llm_call` attempt that Temporal started but that never reached the
-process costs its heartbeat timeout, not a second run of the adapter: the retry,
-which comes to the same process's queue, takes over the early attempt nobody
-took (durable/early.py, durable/llm_call.py).
+process costs no second run of the adapter: the retry, which comes to the same
+process's queue, takes over the early attempt nobody took, and an early attempt
+that has ended reports its answer by activity id before the heartbeat timeout
+(durable/early.py, durable/llm_call.py).
 
 Real Temporal, a real server process: its worker runs one activity at a time
 (`TEMPORAL_MAX_CONCURRENT_ACTIVITIES=1`), so while a first task's `llm_call`
@@ -64,9 +65,12 @@ async def _llm_call_started(client: Client, wf_id: str) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_a_lost_first_dispatch_is_taken_over_by_the_retry_without_a_second_run(
-    temporal_server, server_factory, tmp_path: Path
-) -> None:
+async def _lose_first_dispatch(
+    temporal_server, server_factory, tmp_path: Path, lost_script: dict, **settings: str
+) -> tuple[str, float, list[tuple[int, bool]], list[int], str]:
+    """Run a task whose first llm_call attempt the test takes and drops: (its id,
+    seconds from its start to its end, its adapter runs, the attempts of
+    llm_call's started event, the server's log)."""
     records = tmp_path / "records"
     instance = f"lost-{uuid.uuid4().hex[:8]}"
     env = durable_env(
@@ -77,6 +81,7 @@ async def test_a_lost_first_dispatch_is_taken_over_by_the_retry_without_a_second
         # The retry waits for the first task's attempt to free the slot.
         TEMPORAL_SCHEDULE_TO_START_TIMEOUT="20",
         STREAM_BATCH_WINDOW="0",
+        **settings,
     )
     server = server_factory(env)
     queue = f"{env['TEMPORAL_TASK_QUEUE']}@{instance}"
@@ -98,8 +103,9 @@ async def test_a_lost_first_dispatch_is_taken_over_by_the_retry_without_a_second
                 timeout=timedelta(seconds=30),
             )
         )
+        began = loop.time()
         lost_id: asyncio.Future[str] = loop.create_future()
-        lost = asyncio.create_task(_stream(http, server.url, {"chunks": 4, "delay": 0.2}, lost_id))
+        lost = asyncio.create_task(_stream(http, server.url, lost_script, lost_id))
         task_id = await lost_id
         taken = await poll
         # Started by "this process" in Temporal's eyes, and never run: lost.
@@ -108,16 +114,15 @@ async def test_a_lost_first_dispatch_is_taken_over_by_the_retry_without_a_second
         assert (taken.activity_type.name, taken.attempt) == (Stage.LLM_CALL, 1)
 
         frames = await lost
+        took = loop.time() - began
         assert state_of(frames[-1]) == "TASK_STATE_COMPLETED", frames[-1]
         task = await wait_done(http, server.url, task_id, 30)
-        assert "".join(parts_text(task)) == expected(4)
+        assert "".join(parts_text(task)) == expected(int(lost_script["chunks"]))
         runs = [
             (r["attempt"], r["in_activity"])
             for r in read_records(records, task_id)
             if r["event"] == "start"
         ]
-        assert runs == [(1, False)], runs  # the early attempt, never run again
-
         busy_frames = await busy
         assert state_of(busy_frames[-1]) == "TASK_STATE_COMPLETED"
 
@@ -127,5 +132,33 @@ async def test_a_lost_first_dispatch_is_taken_over_by_the_retry_without_a_second
         for e in history.events
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
     ]
+    return task_id, took, runs, started, server.log()
+
+
+async def test_a_lost_first_dispatch_is_taken_over_by_the_retry_without_a_second_run(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    # Still generating when the retry comes (heartbeat timeout 2 s).
+    _, _, runs, started, log = await _lose_first_dispatch(
+        temporal_server, server_factory, tmp_path, {"chunks": 30, "delay": 0.2}
+    )
+    assert runs == [(1, False)], runs  # the early attempt, never run again
     assert started == [2], started  # attempt 1 timed out on heartbeats; 2 reported the answer
-    assert "takes over the first attempt" in server.log()
+    assert "takes over the first attempt" in log
+
+
+async def test_an_answer_ready_before_the_heartbeat_timeout_is_reported_by_id(
+    temporal_server, server_factory, tmp_path: Path
+) -> None:
+    _, took, runs, started, log = await _lose_first_dispatch(
+        temporal_server,
+        server_factory,
+        tmp_path,
+        {"chunks": 4, "delay": 0.2},
+        TEMPORAL_HEARTBEAT_TIMEOUT="30",
+    )
+    assert runs == [(1, False)], runs
+    assert started == [1], started  # completed by id: no retry
+    # Reported 5 s after attempt 1 started, not after the 30-s heartbeat timeout.
+    assert took < 20, took
+    assert "reported by activity id" in log

@@ -25,7 +25,7 @@ from temporalio.client import (
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
-from molecule_runtime.durable.early import MIN_WINDOW, Check, EarlyAttempt, LlmCallWatch
+from molecule_runtime.durable.early import MIN_WINDOW, EarlyAttempt, LlmCallWatch
 from molecule_runtime.durable.follow import WorkflowFollower
 from molecule_runtime.durable.peers import WorkflowPeers
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry, until_any
@@ -42,7 +42,9 @@ from molecule_runtime.states import state_of
 from molecule_runtime.store import LiveEventOffsets
 from molecule_runtime.vocabulary import Outcome
 
-BeginEarly = Callable[[TaskEvents, Callable[[], Awaitable[TaskInput]], float, bool, Check], EarlyAttempt]
+BeginEarly = Callable[
+    [TaskEvents, Callable[[], Awaitable[TaskInput]], float, bool, LlmCallWatch], EarlyAttempt
+]
 
 # How long CancelTask waits for a workflow being started, then for the adapter to stop.
 CANCEL_WAIT = 10.0
@@ -121,7 +123,12 @@ class DurableTasks:
 
                 def accepted() -> None:
                     watch = LlmCallWatch(
-                        entry.handle, self.settings.process_task_queue, self._identity, deadline
+                        entry.handle,
+                        self.settings.process_task_queue,
+                        self._identity,
+                        deadline,
+                        client=client,
+                        heartbeat_timeout=self.settings.temporal_heartbeat_timeout,
                     )
                     entry.early = begin(events, first_input, deadline, started_eagerly(entry.handle), watch)
 

@@ -16,6 +16,11 @@ the timeout could be near, Temporal is asked where `llm_call` stands
 than the timeout ago, the attempt goes on. Its chunks are journaled as an
 attempt's are (write-ahead), so a dropped or dead early attempt is continued
 by the next one like any other.
+
+An early attempt that has ended with an answer while `llm_call`, started by
+this process's worker in Temporal's eyes, has not reached it for a while (a
+lost dispatch) reports that answer by activity id (`LlmCallWatch.report`): the
+task ends then, not after the heartbeat timeout and a retry.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from molecule_runtime.durable.types import LlmCallResult
 from molecule_runtime.execution.attempt import AttemptResult
 from molecule_runtime.vocabulary import Stage
 
@@ -51,41 +58,66 @@ RECHECK = 1.0
 # host and Temporal's may differ a little).
 MARGIN = 1.0
 
+# An ended early attempt reports its answer by id once llm_call was started
+# on this process's worker this long ago (at most half the heartbeat timeout)
+# without reaching it. Dispatch delays at a burst of 500 stay under 2.5 s.
+LOST_AFTER = 5.0
+
 # Seconds the early attempt may still wait for llm_call, or None: stop it now.
 Check = Callable[[], Awaitable[float | None]]
+# Seconds until asked again, or None: reported, or nothing to report.
+Report = Callable[[AttemptResult], Awaitable[float | None]]
 
 
 class LlmCallWatch:
     """Where the task's `llm_call` stands in Temporal, for an early attempt not taken yet."""
 
-    def __init__(self, handle: Any, process_queue: str, identity: str, schedule_to_start: float) -> None:
+    def __init__(
+        self,
+        handle: Any,
+        process_queue: str,
+        identity: str,
+        schedule_to_start: float,
+        *,
+        client: Client | None = None,
+        heartbeat_timeout: float = 30.0,
+    ) -> None:
         self.handle = handle
         self.process_queue = process_queue
         self.identity = identity
         self.schedule_to_start = schedule_to_start
+        self.client = client  # None: an ended early attempt waits for llm_call
+        self.lost_after = min(LOST_AFTER, heartbeat_timeout / 2)
         self.activity_id: str | None = None  # the first llm_call seen: the one on this process's queue
 
-    async def __call__(self) -> float | None:
+    async def _call(self) -> tuple[str, PendingActivityInfo | None]:
+        """("unknown" | "ended" | "not scheduled" | "moved" | "here", the call)."""
         try:
             described = await self.handle.describe(rpc_timeout=timedelta(seconds=5))
         except Exception as exc:
             log.info("task workflow %s: where llm_call stands is not known (%s)", self.handle.id, exc)
-            return None
+            return "unknown", None
         if described.status not in (None, WorkflowExecutionStatus.RUNNING):
-            return None
+            return "ended", None
         calls = [
             p for p in described.raw_description.pending_activities if p.activity_type.name == Stage.LLM_CALL
         ]
         if not calls:
             # Not scheduled yet (the workflow's first task is still on its way);
             # gone once seen: it ran, failed or moved.
-            return RECHECK if self.activity_id is None else None
+            return ("not scheduled" if self.activity_id is None else "moved"), None
         call = calls[0]
         if self.activity_id is None:
             self.activity_id = call.activity_id
         queue = call.activity_options.task_queue.name if call.HasField("activity_options") else ""
         if call.activity_id != self.activity_id or queue not in ("", self.process_queue):
-            return None
+            return "moved", None
+        return "here", call
+
+    async def __call__(self) -> float | None:
+        where, call = await self._call()
+        if call is None:
+            return RECHECK if where == "not scheduled" else None
         if call.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
             # Handed to a worker: this process's (on its way to take the
             # attempt over, however busy the event loop; or lost, and its
@@ -96,6 +128,41 @@ class LlmCallWatch:
         scheduled = call.scheduled_time.ToDatetime(tzinfo=UTC).timestamp()
         left = scheduled + self.schedule_to_start - MARGIN - time.time()
         return left if left > 0 else None
+
+    async def report(self, result: AttemptResult) -> float | None:
+        """Complete `llm_call` with the ended early attempt's answer if Temporal
+        started it on this process's worker `lost_after` ago or more; it never
+        reached this process, or it would have taken the early attempt."""
+        if self.client is None:
+            return None
+        where, call = await self._call()
+        if call is None:
+            return self.lost_after if where in ("unknown", "not scheduled") else None
+        if call.state != PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+            return self.lost_after  # on its way here (a retry, or still in the queue)
+        if call.last_worker_identity != self.identity:
+            return None
+        started = call.last_started_time.ToDatetime(tzinfo=UTC).timestamp()
+        waited = time.time() - started
+        if waited < self.lost_after:
+            return self.lost_after - waited
+        log.warning(
+            "task workflow %s: llm_call attempt %d was started %.1f s ago and never reached this "
+            "process; the first attempt's answer is reported by activity id",
+            self.handle.id,
+            call.attempt,
+            waited,
+        )
+        activity = self.client.get_async_activity_handle(
+            workflow_id=self.handle.id, run_id=self.handle.result_run_id, activity_id=call.activity_id
+        )
+        try:
+            await activity.complete(LlmCallResult.of(result), rpc_timeout=timedelta(seconds=5))
+        except Exception as exc:
+            # It arrived, or timed out and its retry comes here: that takes the answer over.
+            log.info("task workflow %s: llm_call not completed by id (%s)", self.handle.id, exc)
+            return self.lost_after
+        return None
 
 
 def _retrieve(task: asyncio.Task[AttemptResult]) -> None:
@@ -114,19 +181,25 @@ class EarlyAttempt:
         *,
         eager: bool = False,
         check: Check | None = None,
+        report: Report | None = None,
+        report_after: float = LOST_AFTER,
     ) -> None:
         self.task = task
         self.task_id = task_id
         self.deadline = deadline
         self.check = check
+        self.report = report
+        self.report_after = report_after
         self.taken = False
         self.dropped = False
         self._checking: asyncio.Task[None] | None = None
+        self._reporting: asyncio.Task[None] | None = None
+        self._report_timer: asyncio.TimerHandle | None = None
         first = deadline + (FIRST_TASK_TIMEOUT if eager else 0.0)
         self._timer = asyncio.get_running_loop().call_later(first, self._expire)
         # Its end is reported by llm_call, or by nobody (dropped): never an
         # "exception was never retrieved" at shutdown.
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(self._ended)
 
     def restart_clock(self) -> None:
         """The workflow's first task ran here: Temporal schedules `llm_call` now."""
@@ -161,6 +234,34 @@ class EarlyAttempt:
         else:
             self._timer = asyncio.get_running_loop().call_later(wait, self._expire)
 
+    def _ended(self, task: asyncio.Task[AttemptResult]) -> None:
+        _retrieve(task)
+        if self.report is not None and self.takeable() and self._answered(task):
+            # Taken in time as a rule; else its llm_call may have been lost.
+            self._ask_later(self.report_after)
+
+    @staticmethod
+    def _answered(task: asyncio.Task[AttemptResult]) -> bool:
+        return not task.cancelled() and task.exception() is None
+
+    def _ask_later(self, wait: float) -> None:
+        self._report_timer = asyncio.get_running_loop().call_later(wait, self._ask)
+
+    def _ask(self) -> None:
+        if self.takeable():
+            self._reporting = asyncio.get_running_loop().create_task(self._report())
+
+    async def _report(self) -> None:
+        assert self.report is not None
+        try:
+            wait = await self.report(self.task.result())
+        except Exception as exc:
+            log.info("task %s: where llm_call stands is not known (%s)", self.task_id, exc)
+            wait = self.report_after
+        self._reporting = None
+        if wait is not None and self.takeable():
+            self._ask_later(wait)
+
     def _drop(self, why: str) -> None:
         log.warning("task %s: its first attempt %s; stopped, the next attempt continues it", self.task_id, why)
         self.dropped = True
@@ -180,11 +281,19 @@ class EarlyAttempt:
                 category=ApplicationErrorCategory.BENIGN,
             )
         self.taken = True
+        self._stop_reporting()
         return self.task
+
+    def _stop_reporting(self) -> None:
+        if self._report_timer is not None:
+            self._report_timer.cancel()
+        if self._reporting is not None:
+            self._reporting.cancel()
 
     async def stop(self) -> None:
         """Stop it and wait for its end (a later attempt of this task starts here)."""
         self._timer.cancel()
+        self._stop_reporting()
         self.dropped = True
         if not self.task.done():
             self.task.cancel()

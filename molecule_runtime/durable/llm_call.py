@@ -23,7 +23,7 @@ from molecule_runtime.durable.attempt_edges import (
     release_sticky_queue,
     store_before_handover,
 )
-from molecule_runtime.durable.early import Check, EarlyAttempt
+from molecule_runtime.durable.early import EarlyAttempt, LlmCallWatch
 from molecule_runtime.durable.pulse import note_dispatch
 from molecule_runtime.durable.store_reads import stored_input
 from molecule_runtime.durable.task_access import TaskAccess
@@ -51,7 +51,7 @@ class LlmCallActivity(TaskAccess):
         first_input: Callable[[], Awaitable[TaskInput]],
         deadline: float,
         eager: bool,
-        check: Check | None = None,
+        watch: LlmCallWatch | None = None,
     ) -> EarlyAttempt:
         """Begin the task's first attempt now, for `llm_call` to take over (durable/early.py)."""
 
@@ -61,12 +61,25 @@ class LlmCallActivity(TaskAccess):
             await events.status(TaskState.TASK_STATE_WORKING, metadata={Meta.MODE: Mode.DURABLE})
             with stage_span(Stage.LLM_CALL, task, self._span_attrs(Delivery.LIVE)):
                 # A new task's first attempt: nothing of it is journaled yet.
-                return await run_attempt(
+                result = await run_attempt(
                     self.adapter, task, events, batch_window=self.batch_window, write_ahead=True, fresh=True
                 )
+            # Its answer may be reported by id (a lost dispatch): stored first.
+            await events.persisted()
+            return result
 
         running = asyncio.get_running_loop().create_task(first(), name=f"early-attempt:{events.task_id}")
-        return EarlyAttempt(running, events.task_id, deadline, eager=eager, check=check)
+        if watch is None:
+            return EarlyAttempt(running, events.task_id, deadline, eager=eager)
+        return EarlyAttempt(
+            running,
+            events.task_id,
+            deadline,
+            eager=eager,
+            check=watch,
+            report=watch.report,
+            report_after=watch.lost_after,
+        )
 
     @activity.defn(name=Stage.LLM_CALL)
     async def llm_call(self, inp: LlmCallInput) -> LlmCallResult:
