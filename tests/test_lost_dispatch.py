@@ -24,6 +24,7 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import PollActivityTaskQueueRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from molecule_runtime.durable.types import workflow_id
 from molecule_runtime.vocabulary import Stage
@@ -54,7 +55,14 @@ async def _llm_call_started(client: Client, wf_id: str) -> None:
     handle = client.get_workflow_handle(wf_id)
     async with asyncio.timeout(30):
         while True:
-            described = await handle.describe()
+            try:
+                described = await handle.describe()
+            except RPCError as exc:
+                # The stream's first event can come before Temporal has the workflow.
+                if exc.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                await asyncio.sleep(0.05)
+                continue
             calls = [
                 p
                 for p in described.raw_description.pending_activities
@@ -88,9 +96,10 @@ async def _lose_first_dispatch(
     client = await Client.connect(temporal_server.address)
     loop = asyncio.get_running_loop()
     async with httpx.AsyncClient(timeout=60) as http:
-        # The first task holds the process's only activity slot for ~4 s.
+        # The first task holds the process's only activity slot for ~8 s: until
+        # then the process does not poll its queue (also on a loaded machine).
         busy_id: asyncio.Future[str] = loop.create_future()
-        busy = asyncio.create_task(_stream(http, server.url, {"chunks": 10, "delay": 0.4}, busy_id))
+        busy = asyncio.create_task(_stream(http, server.url, {"chunks": 20, "delay": 0.4}, busy_id))
         await _llm_call_started(client, workflow_id(env["WORKSPACE_ID"], await busy_id))
 
         poll = asyncio.create_task(
@@ -138,9 +147,9 @@ async def _lose_first_dispatch(
 async def test_a_lost_first_dispatch_is_taken_over_by_the_retry_without_a_second_run(
     temporal_server, server_factory, tmp_path: Path
 ) -> None:
-    # Still generating when the retry comes (heartbeat timeout 2 s).
+    # Still generating when the retry comes (heartbeat timeout 2 s, the slot free at ~8 s).
     _, _, runs, started, log = await _lose_first_dispatch(
-        temporal_server, server_factory, tmp_path, {"chunks": 30, "delay": 0.2}
+        temporal_server, server_factory, tmp_path, {"chunks": 60, "delay": 0.2}
     )
     assert runs == [(1, False)], runs  # the early attempt, never run again
     assert started == [2], started  # attempt 1 timed out on heartbeats; 2 reported the answer
