@@ -18,7 +18,8 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from molecule_runtime.durable.early import DROPPED_TYPE, MARGIN, EarlyAttempt, LlmCallWatch
+from molecule_runtime.durable.early import DROPPED_TYPE, EarlyAttempt
+from molecule_runtime.durable.watch import MARGIN, LlmCallWatch
 from molecule_runtime.durable.worker import WORKFLOW_RUNNER
 from molecule_runtime.execution.attempt import AttemptResult
 from molecule_runtime.sdk_seam import started_eagerly

@@ -25,7 +25,7 @@ from temporalio.client import (
 from molecule_runtime.adapters.base import TaskInput
 from molecule_runtime.config import Settings
 from molecule_runtime.durable.connection import TemporalConnection
-from molecule_runtime.durable.early import MIN_WINDOW, EarlyAttempt, LlmCallWatch
+from molecule_runtime.durable.early import MIN_WINDOW, EarlyAttempt
 from molecule_runtime.durable.follow import WorkflowFollower
 from molecule_runtime.durable.peers import WorkflowPeers
 from molecule_runtime.durable.registry import LiveTask, LiveTaskRegistry, until_any
@@ -35,6 +35,7 @@ from molecule_runtime.durable.types import (
     InputReply,
     TaskRef,
 )
+from molecule_runtime.durable.watch import LlmCallWatch
 from molecule_runtime.durable.worker import worker_identity
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.sdk_seam import started_eagerly

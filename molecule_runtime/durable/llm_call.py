@@ -23,11 +23,12 @@ from molecule_runtime.durable.attempt_edges import (
     release_sticky_queue,
     store_before_handover,
 )
-from molecule_runtime.durable.early import EarlyAttempt, LlmCallWatch
+from molecule_runtime.durable.early import EarlyAttempt
 from molecule_runtime.durable.pulse import note_dispatch
 from molecule_runtime.durable.store_reads import stored_input
 from molecule_runtime.durable.task_access import TaskAccess
 from molecule_runtime.durable.types import LlmCallInput, LlmCallResult, TaskRef
+from molecule_runtime.durable.watch import LlmCallWatch
 from molecule_runtime.execution.attempt import AttemptResult, run_attempt
 from molecule_runtime.execution.events import TaskEvents
 from molecule_runtime.observability import metrics
