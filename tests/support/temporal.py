@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.procs import OwnedProcess, free_port, spawn
+from tests.support.procs import OwnedProcess, free_port, log_tail, spawn
 
 
 def temporal_cli() -> str:
@@ -31,6 +31,8 @@ class TemporalDevServer(OwnedProcess):
         self.workdir = workdir
         # Extra `--dynamic-config-value` settings, e.g. a server that refuses eager starts.
         self.dynamic_config = dynamic_config
+        # A port given by the caller (a restart where clients expect it) is kept on retries.
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.ui_port = free_port()
         self.db = workdir / "temporal.db"
@@ -40,8 +42,34 @@ class TemporalDevServer(OwnedProcess):
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> TemporalDevServer:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> TemporalDevServer:
+        """Start it and wait until the default namespace answers.
+
+        The dev server binds several internal ports it picked as free a moment before;
+        on a busy machine another process can take one in between, and the server then
+        exits or never answers. Such an attempt is stopped and a new one (its own fresh
+        internal ports) started, up to `attempts` in all, each given `timeout` s.
+        """
         self.workdir.mkdir(parents=True, exist_ok=True)
+        failures: list[str] = []
+        for _ in range(attempts):
+            try:
+                self._start_once(time.monotonic() + timeout)
+                return self
+            except _NotStarted as failure:
+                failures.append(str(failure))
+                if not self.fixed_port:
+                    self.port, self.ui_port = free_port(), free_port()
+        raise TimeoutError(
+            f"temporal dev server did not become ready in {attempts} attempts: "
+            + "; ".join(failures)
+            + "\n--- temporal.log (end) ---\n"
+            + log_tail(self.workdir / "temporal.log", 4000)
+        )
+
+    def _start_once(self, deadline: float) -> None:
+        with open(self.workdir / "temporal.log", "ab") as log:
+            log.write(f"=== start on port {self.port}\n".encode())
         self.proc = spawn(
             [
                 temporal_cli(),
@@ -58,24 +86,11 @@ class TemporalDevServer(OwnedProcess):
             ],
             self.workdir / "temporal.log",
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"temporal dev server exited with {self.proc.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            self.stop()
-            raise TimeoutError("temporal dev server did not open its port")
         try:
             self._wait_namespace(deadline)
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _wait_namespace(self, deadline: float) -> None:
         """The port opens before the default namespace answers; poll until it does."""
@@ -83,18 +98,36 @@ class TemporalDevServer(OwnedProcess):
 
         from temporalio.client import Client
 
+        async def ask() -> None:
+            client = await Client.connect(self.address)
+            await client.count_workflows()
+
         async def probe() -> bool:
+            # Bounded: whatever holds the port may accept and never answer.
             try:
-                client = await Client.connect(self.address)
-                await client.count_workflows()
+                await asyncio.wait_for(ask(), 3)
                 return True
             except Exception:
                 return False
 
+        assert self.proc is not None
         # A thread of its own, so this also works when called from async tests.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             while time.monotonic() < deadline:
-                if pool.submit(asyncio.run, probe()).result():
+                if self.proc.poll() is not None:
+                    raise _NotStarted(f"exited with {self.proc.returncode}")
+                if self._port_open() and pool.submit(asyncio.run, probe()).result():
                     return
                 time.sleep(0.1)
-        raise TimeoutError("temporal dev server did not become ready")
+        raise _NotStarted(f"no answer on port {self.port} in time")
+
+    def _port_open(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
+class _NotStarted(Exception):
+    """One attempt at starting the dev server that came to nothing."""
